@@ -1,0 +1,128 @@
+//! The stored form of a chunk: a tag byte, the raw length, then either the
+//! raw bytes or their lz4 block.
+//!
+//! ```text
+//! [tag: u8][raw_len: u32 LE][payload]     tag 0 = raw, 1 = lz4 block
+//! ```
+//! lz4 is kept only when it saves at least 1/16 of the chunk: float weights
+//! do not compress, and storing them raw keeps reads a plain copy. Decoding
+//! bounds the claimed length by [`MAX_CHUNK_LEN`] so that a corrupt header
+//! cannot make us allocate gigabytes.
+
+use thiserror::Error;
+
+/// The largest chunk the codec accepts (fastcdc's maximum maximum).
+pub const MAX_CHUNK_LEN: usize = 16 * 1024 * 1024;
+
+const TAG_RAW: u8 = 0;
+const TAG_LZ4: u8 = 1;
+const HEADER_LEN: usize = 5;
+
+/// Why a stored chunk value could not be decoded.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The value is shorter than its header or has an unknown tag.
+    #[error("malformed chunk value ({0})")]
+    Malformed(&'static str),
+    /// The header claims more than [`MAX_CHUNK_LEN`] bytes.
+    #[error("chunk claims {0} bytes, more than the maximum")]
+    TooLarge(usize),
+    /// lz4 refused the payload or produced the wrong length.
+    #[error("lz4 payload does not decode")]
+    BadLz4,
+}
+
+/// Encodes `raw` for storage, compressing only when it pays.
+pub fn encode(raw: &[u8]) -> Vec<u8> {
+    let len = raw.len() as u32;
+    let compressed = lz4_flex::block::compress(raw);
+    let worth_it = compressed.len() + compressed.len() / 16 < raw.len();
+    let (tag, payload) = if worth_it {
+        (TAG_LZ4, compressed.as_slice())
+    } else {
+        (TAG_RAW, raw)
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.push(tag);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The raw length a stored value claims, without decoding it.
+pub fn raw_len(stored: &[u8]) -> Result<usize, CodecError> {
+    let header: [u8; 4] = stored
+        .get(1..HEADER_LEN)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(CodecError::Malformed("short header"))?;
+    Ok(u32::from_le_bytes(header) as usize)
+}
+
+/// Decodes a stored value back to the raw bytes. The caller checks the hash.
+pub fn decode(stored: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let len = raw_len(stored)?;
+    if len > MAX_CHUNK_LEN {
+        return Err(CodecError::TooLarge(len));
+    }
+    let payload = &stored[HEADER_LEN..];
+    match stored[0] {
+        TAG_RAW if payload.len() == len => Ok(payload.to_vec()),
+        TAG_RAW => Err(CodecError::Malformed("raw length mismatch")),
+        TAG_LZ4 => {
+            let out = lz4_flex::block::decompress(payload, len).map_err(|_| CodecError::BadLz4)?;
+            if out.len() == len {
+                Ok(out)
+            } else {
+                Err(CodecError::BadLz4)
+            }
+        }
+        _ => Err(CodecError::Malformed("unknown tag")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeros_compress_and_round_trip() {
+        let raw = vec![0u8; 65536];
+        let stored = encode(&raw);
+        assert!(stored.len() < 1024, "zeros stored in {} bytes", stored.len());
+        assert_eq!(stored[0], TAG_LZ4);
+        assert_eq!(decode(&stored).unwrap(), raw);
+    }
+
+    #[test]
+    fn incompressible_data_is_stored_raw() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let raw: Vec<u8> = (0..20000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let stored = encode(&raw);
+        assert_eq!(stored[0], TAG_RAW);
+        assert_eq!(stored.len(), raw.len() + HEADER_LEN);
+        assert_eq!(decode(&stored).unwrap(), raw);
+    }
+
+    #[test]
+    fn corrupt_values_are_errors_not_panics() {
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[9, 1, 0, 0, 0, 1]).is_err());
+        assert_eq!(
+            decode(&[TAG_LZ4, 0xff, 0xff, 0xff, 0x7f]),
+            Err(CodecError::TooLarge(0x7fff_ffff))
+        );
+        let mut stored = encode(&[1u8; 4000]);
+        let last = stored.len() - 1;
+        stored[last] ^= 0xff;
+        stored.truncate(last - 2);
+        assert!(decode(&stored).is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! Command-line parsing (clap) and dispatch to the subcommands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::daemon;
+
+/// ckptfs: a FUSE filesystem for ML checkpoints. Every file version is
+/// chunked by content, deduplicated, lz4-compressed and checksummed into an
+/// embedded RocksDB store.
+#[derive(Debug, Parser)]
+#[command(name = "ckptfs", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount STORE at MOUNTPOINT and serve it in the foreground until it is
+    /// unmounted or gets SIGTERM/SIGINT (then open files are committed).
+    Mount(MountArgs),
+}
+
+/// Options of `ckptfs mount`.
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// The store directory (created on first use).
+    pub store: PathBuf,
+    /// An existing empty directory to mount on.
+    pub mountpoint: PathBuf,
+    /// Let users other than the one who mounted access the filesystem
+    /// (permissions are still checked against file modes).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Serve the store read-only: every change fails with EROFS.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Average content-defined chunk size, e.g. 16K, 64KiB, 1M (min is a
+    /// quarter, max four times this).
+    #[arg(long, default_value = "16K", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    pub log_level: log::LevelFilter,
+    /// FUSE request threads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub fuse_threads: u16,
+    /// Threads that hash, compress and store chunks (default: CPU count).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: Option<u16>,
+    /// Decoded-chunk cache for reads, e.g. 64M.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub cache_size: u64,
+}
+
+/// Parses "16384", "16K", "16KiB", "1M", "2G".
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("'{text}' is not a size (try 16K or 1M)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// Parses the arguments and runs the command.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Mount(args) => daemon::mount(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ckptfs: {e:#}");
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_reject_garbage() {
+        assert_eq!(parse_size("16384"), Ok(16384));
+        assert_eq!(parse_size("16K"), Ok(16384));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5Q").is_err());
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,137 @@
+//! Running a mount: open the store, mount, serve, and stop cleanly on
+//! unmount or SIGTERM/SIGINT (commit open files, unmount, exit 0).
+
+mod logging;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use crossbeam_channel::{bounded, RecvTimeoutError};
+use fuser::{Config, MountOption, Session, SessionACL};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::chunk::ChunkParams;
+use crate::cli::MountArgs;
+use crate::fs::CkptFs;
+use crate::store::Store;
+use crate::tree::{Tree, TreeOptions};
+
+pub use logging::init as init_logging;
+
+/// Why the serving loop ended.
+enum Stop {
+    Unmounted(std::io::Result<()>),
+    Signal(i32),
+}
+
+/// `ckptfs mount`: serves until unmounted or signalled.
+pub fn mount(args: &MountArgs) -> Result<()> {
+    init_logging(args.log_level);
+    check_mountpoint(&args.mountpoint)?;
+    let store = Arc::new(Store::open(&args.store)?);
+    let mut opts = TreeOptions {
+        chunk: ChunkParams::with_average(args.chunk_size as usize),
+        read_only: args.read_only,
+        cache_bytes: args.cache_size,
+        ..TreeOptions::default()
+    };
+    if let Some(w) = args.workers {
+        opts.workers = w as usize;
+    }
+    let tree = Arc::new(Tree::new(store.clone(), opts)?);
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("ckptfs:{}", args.store.display())),
+        MountOption::Subtype("ckptfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        if args.read_only { MountOption::RO } else { MountOption::RW },
+    ];
+    config.acl = if args.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.n_threads = Some(args.fuse_threads as usize);
+    config.clone_fd = true;
+
+    let mut session = Session::new(CkptFs::new(tree.clone()), &args.mountpoint, &config)
+        .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    log::info!(
+        "serving store {} on {} (chunks avg {} KiB{})",
+        args.store.display(),
+        args.mountpoint.display(),
+        args.chunk_size / 1024,
+        if args.read_only { ", read-only" } else { "" }
+    );
+
+    let (stop_tx, stop_rx) = bounded::<Stop>(4);
+    let session_tx = stop_tx.clone();
+    let serving = std::thread::Builder::new()
+        .name("ckptfs-session".into())
+        .spawn(move || {
+            let r = session.run();
+            let _ = session_tx.send(Stop::Unmounted(r));
+        })?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    let signal_handle = signals.handle();
+    std::thread::Builder::new().name("ckptfs-signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            if stop_tx.send(Stop::Signal(sig)).is_err() {
+                break;
+            }
+        }
+    })?;
+
+    let outcome = match stop_rx.recv() {
+        Ok(Stop::Unmounted(r)) => {
+            log::info!("{} was unmounted", args.mountpoint.display());
+            r.context("FUSE session failed")
+        }
+        Ok(Stop::Signal(sig)) => {
+            log::info!("signal {sig}: committing open files and unmounting {}", args.mountpoint.display());
+            if let Err(e) = tree.commit_all() {
+                log::error!("commit at shutdown: {e}");
+            }
+            unmount(&mut unmounter, &args.mountpoint);
+            match stop_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Stop::Unmounted(r)) => r.context("FUSE session failed"),
+                Ok(Stop::Signal(_)) | Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    log::warn!("the kernel still holds files open on {}; exiting", args.mountpoint.display());
+                    Ok(())
+                }
+            }
+        }
+        Err(_) => bail!("serving thread vanished"),
+    };
+    signal_handle.close();
+    if serving.is_finished() {
+        let _ = serving.join();
+    }
+    tree.sync()?;
+    log::info!("stopped");
+    outcome
+}
+
+/// Unmounts; when files are still open (EBUSY), detaches lazily so the
+/// mount point is free at once.
+fn unmount(unmounter: &mut fuser::SessionUnmounter, mountpoint: &Path) {
+    if let Err(e) = unmounter.unmount() {
+        log::warn!("unmount of {} failed ({e}); detaching lazily", mountpoint.display());
+        if let Err(e) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
+            log::error!("lazy unmount of {} failed: {e}", mountpoint.display());
+        }
+    }
+}
+
+fn check_mountpoint(mountpoint: &Path) -> Result<()> {
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!("mount point {} is not a directory", mountpoint.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mount point {} does not exist", mountpoint.display())
+        }
+        Err(e) => Err(e).with_context(|| format!("mount point {}", mountpoint.display())),
+    }
+}

@@ -1,0 +1,7 @@
+//! The `ckptfs` binary: parse arguments, run, exit with a status.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    ckptfs::cli::run()
+}

@@ -1,0 +1,112 @@
+//! Chunk storage: the dedup check, writes of new chunks and verified reads.
+//!
+//! `chunk_index` holds a few bytes per chunk so that the dedup check is a
+//! bloom-filtered point lookup that never touches chunk values; `chunks`
+//! holds the codec value in BlobDB. Both are written in one batch.
+
+use rocksdb::WriteBatch;
+
+use super::schema::{chunk_key, CF_CHUNKS, CF_CHUNK_INDEX};
+use super::{Result, Store, StoreError};
+use crate::chunk;
+use crate::ids::ChunkId;
+
+impl Store {
+    /// True when the chunk is already stored.
+    pub fn has_chunk(&self, id: ChunkId) -> Result<bool> {
+        let cf = self.cf(CF_CHUNK_INDEX);
+        let key = chunk_key(id);
+        if !self.db.key_may_exist_cf(cf, key) {
+            return Ok(false);
+        }
+        Ok(self.db.get_pinned_cf(cf, key)?.is_some())
+    }
+
+    /// Stores a chunk given its raw bytes; returns the stored size. The
+    /// caller has checked [`Store::has_chunk`]; storing twice is harmless.
+    pub fn put_chunk(&self, id: ChunkId, raw: &[u8]) -> Result<usize> {
+        let stored = chunk::encode(raw);
+        let mut index = [0u8; 8];
+        index[..4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+        index[4..].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_CHUNKS), chunk_key(id), &stored);
+        batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id), index);
+        self.db.write(batch)?;
+        Ok(stored.len())
+    }
+
+    /// Reads a chunk, decodes it and checks that it hashes to its id.
+    pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>> {
+        let stored = match self.db.get_pinned_cf(self.cf(CF_CHUNKS), chunk_key(id)) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Err(StoreError::ChunkMissing(id)),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
+                return Err(StoreError::ChunkCorrupt(id))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let raw = chunk::decode(&stored).map_err(|_| StoreError::ChunkCorrupt(id))?;
+        if chunk::chunk_id(&raw) != id {
+            return Err(StoreError::ChunkCorrupt(id));
+        }
+        Ok(raw)
+    }
+
+    /// Overwrites a chunk's stored value with arbitrary bytes. Only for
+    /// tests and `verify` drills that need a corrupt store.
+    #[doc(hidden)]
+    pub fn overwrite_chunk_value_for_test(&self, id: ChunkId, value: &[u8]) -> Result<()> {
+        self.db.put_cf(self.cf(CF_CHUNKS), chunk_key(id), value)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::chunk::chunk_id;
+    use crate::store::{Store, StoreError};
+
+    #[test]
+    fn chunks_round_trip_dedup_and_detect_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = vec![5u8; 30000];
+        let id = chunk_id(&data);
+        assert!(!store.has_chunk(id).unwrap());
+        store.put_chunk(id, &data).unwrap();
+        assert!(store.has_chunk(id).unwrap());
+        assert_eq!(store.read_chunk(id).unwrap(), data);
+
+        let mut bad = crate::chunk::encode(&data);
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        store.overwrite_chunk_value_for_test(id, &bad).unwrap();
+        assert!(matches!(store.read_chunk(id), Err(StoreError::ChunkCorrupt(_))));
+        let missing = chunk_id(b"never stored");
+        assert!(matches!(store.read_chunk(missing), Err(StoreError::ChunkMissing(_))));
+    }
+
+    #[test]
+    fn a_second_open_is_refused_while_the_first_holds_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        match Store::open(dir.path()) {
+            Err(StoreError::InUse { holder, .. }) => {
+                assert_eq!(holder, std::process::id().to_string())
+            }
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("second open succeeded"),
+        }
+    }
+
+    #[test]
+    fn foreign_and_newer_directories_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "hi").unwrap();
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::NotAStore { .. })));
+        let newer = tempfile::tempdir().unwrap();
+        std::fs::write(newer.path().join("CKPTFS"), "ckptfs store format 99\n").unwrap();
+        assert!(matches!(Store::open(newer.path()), Err(StoreError::NewerFormat { found: 99, .. })));
+    }
+}

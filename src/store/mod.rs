@@ -1,0 +1,458 @@
+//! The store layer: ckptfs's RocksDB schema and every read and write of it.
+//!
+//! It owns the database, the store directory's lock and the id allocator,
+//! and knows nothing of FUSE or of POSIX semantics. Callers group a change
+//! into one [`Txn`] (one RocksDB `WriteBatch`) so that a version commit
+//! (manifest tail, inode, version record) is atomic.
+//!
+//! Durability: every write goes through RocksDB's WAL. A write that returned
+//! survives the death of the process (the WAL is in the page cache); it
+//! survives power loss once [`Store::sync`] or a `sync` commit returned.
+//! Chunks and manifest segments are written before the commit that names
+//! them, into the same WAL, so any prefix of the log that recovery replays
+//! never names a chunk it does not hold.
+
+mod bytes;
+mod chunks;
+pub mod manifest;
+mod open;
+pub mod records;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use thiserror::Error;
+
+use crate::ids::{ChunkId, Ino, ManifestId};
+use manifest::Entry;
+pub use open::FORMAT_VERSION;
+use records::{DirEntry, FileKind, InodeRecord, VersionRecord};
+use schema::*;
+
+/// Everything that can go wrong below the tree layer.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// RocksDB failed.
+    #[error("database error: {0}")]
+    Db(String),
+    /// The disk holding the store is full.
+    #[error("no space left on the store's disk")]
+    NoSpace,
+    /// A file operation in the store directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A record did not decode.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// A manifest names a chunk the store does not have.
+    #[error("chunk {0} is missing")]
+    ChunkMissing(ChunkId),
+    /// A chunk's bytes do not hash to its id, or do not decode.
+    #[error("chunk {0} is corrupt")]
+    ChunkCorrupt(ChunkId),
+    /// Another process holds the store.
+    #[error("store {path} is already in use by another ckptfs process (pid {holder})")]
+    InUse {
+        /// The store.
+        path: PathBuf,
+        /// The pid written in the lock file.
+        holder: String,
+    },
+    /// The directory is not a ckptfs store.
+    #[error("{path} is not a ckptfs store: {why}")]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+        /// Why not.
+        why: String,
+    },
+    /// The store was written by a newer ckptfs.
+    #[error("store {path} has format {found}; this ckptfs reads format {supported} and older")]
+    NewerFormat {
+        /// The store.
+        path: PathBuf,
+        /// Its format.
+        found: u32,
+        /// Ours.
+        supported: u32,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            return StoreError::NoSpace;
+        }
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        let text = e.into_string();
+        if text.contains("No space left") || text.contains("NoSpace") {
+            StoreError::NoSpace
+        } else {
+            StoreError::Db(text)
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Ids are handed out from memory; the ceiling below which ids may have
+/// been used is persisted (synced) before any id above the old one is used.
+struct IdAllocator {
+    next: u64,
+    ceiling: u64,
+}
+
+const ID_BLOCK: u64 = 1 << 16;
+
+/// Free and total space of the disk holding the store.
+#[derive(Clone, Copy, Debug)]
+pub struct DiskSpace {
+    /// Fragment size.
+    pub block_size: u64,
+    /// Total blocks.
+    pub blocks: u64,
+    /// Free blocks.
+    pub free: u64,
+    /// Blocks free to unprivileged users.
+    pub available: u64,
+    /// Total inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub files_free: u64,
+}
+
+/// An open store.
+pub struct Store {
+    db: DB,
+    dir: open::StoreDir,
+    ids: Mutex<IdAllocator>,
+}
+
+impl Store {
+    /// Opens the store in `root`, creating it when the directory is missing
+    /// or empty. Fails when another process holds it.
+    pub fn open(root: &Path) -> Result<Store> {
+        let dir = open::claim(root)?;
+        let db = open::open_db(&dir.db_path())?;
+        let ceiling = match db.get_cf(cf(&db, CF_META), META_ID_CEILING)? {
+            Some(v) => decode_u64(&v)?,
+            // Ids below 16 are reserved: 1 is the root, and readdir uses
+            // offsets 1 and 2 for "." and "..".
+            None => 16,
+        };
+        let store = Store {
+            db,
+            dir,
+            ids: Mutex::new(IdAllocator { next: ceiling, ceiling }),
+        };
+        store.init_if_new()?;
+        Ok(store)
+    }
+
+    fn init_if_new(&self) -> Result<()> {
+        if self.inode(Ino::ROOT)?.is_some() {
+            return Ok(());
+        }
+        let mut root = InodeRecord::new(FileKind::Dir, 0o755, nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        root.nlink = 2;
+        let mut txn = self.txn();
+        txn.put_inode(Ino::ROOT, &root);
+        txn.batch.put_cf(self.cf(CF_META), META_FORMAT, FORMAT_VERSION.to_le_bytes());
+        self.commit(txn, true)
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.dir.root
+    }
+
+    /// Where staging files go.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.dir.staging_path()
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        cf(&self.db, name)
+    }
+
+    /// A fresh id for an inode, manifest or directory cookie.
+    pub fn alloc_id(&self) -> Result<u64> {
+        let mut ids = self.ids.lock();
+        if ids.next >= ids.ceiling {
+            let ceiling = ids.next + ID_BLOCK;
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            self.db
+                .put_cf_opt(self.cf(CF_META), META_ID_CEILING, ceiling.to_le_bytes(), &wo)?;
+            ids.ceiling = ceiling;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(id)
+    }
+
+    /// Reads an inode.
+    pub fn inode(&self, ino: Ino) -> Result<Option<InodeRecord>> {
+        match self.db.get_pinned_cf(self.cf(CF_INODES), inode_key(ino))? {
+            Some(v) => Ok(Some(InodeRecord::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Looks a name up in a directory.
+    pub fn dentry(&self, parent: Ino, name: &[u8]) -> Result<Option<DirEntry>> {
+        match self.db.get_pinned_cf(self.cf(CF_DENTRIES), dentry_key(parent, name))? {
+            Some(v) => Ok(Some(DirEntry::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Calls `f(entry, name)` for the entries of `parent` whose cookie is
+    /// greater than `after`, in cookie order, until `f` returns false.
+    pub fn dir_entries(
+        &self,
+        parent: Ino,
+        after: u64,
+        mut f: impl FnMut(DirEntry, &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_DIRORDER));
+        it.seek(dirorder_key(parent, after.saturating_add(1)));
+        while it.valid() {
+            let (Some(key), Some(value)) = (it.key(), it.value()) else { break };
+            let Some((dir, _)) = split_pair_key(key) else { break };
+            if dir != parent.0 {
+                break;
+            }
+            let (entry, name) = DirEntry::decode_with_name(value)?;
+            if !f(entry, name)? {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(StoreError::from)
+    }
+
+    /// Calls `f(ino, record)` for every inode.
+    pub fn for_each_inode(&self, mut f: impl FnMut(Ino, InodeRecord) -> Result<()>) -> Result<()> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_INODES));
+        it.seek_to_first();
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            let arr: [u8; 8] = key
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("inode key is not 8 bytes".into()))?;
+            f(Ino(u64::from_be_bytes(arr)), InodeRecord::decode(value)?)?;
+            it.next();
+        }
+        it.status().map_err(StoreError::from)
+    }
+
+    /// True when the directory has at least one entry.
+    pub fn dir_has_entries(&self, parent: Ino) -> Result<bool> {
+        let mut any = false;
+        self.dir_entries(parent, 0, |_, _| {
+            any = true;
+            Ok(false)
+        })?;
+        Ok(any)
+    }
+
+    /// Reads an extended attribute.
+    pub fn xattr(&self, ino: Ino, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_XATTRS), xattr_key(ino, name))?)
+    }
+
+    /// The names of an inode's extended attributes.
+    pub fn xattr_names(&self, ino: Ino) -> Result<Vec<Vec<u8>>> {
+        let prefix = ino.0.to_be_bytes();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_XATTRS));
+        it.seek(prefix);
+        let mut names = Vec::new();
+        while let Some(key) = it.key() {
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            names.push(key[8..].to_vec());
+            it.next();
+        }
+        it.status()?;
+        Ok(names)
+    }
+
+    /// The manifest segment holding `offset`: its start and entries.
+    pub fn segment_at(&self, id: ManifestId, offset: u64) -> Result<Option<(u64, Vec<Entry>)>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_MANIFESTS));
+        it.seek_for_prev(manifest_key(id, offset));
+        if let (Some(key), Some(value)) = (it.key(), it.value()) {
+            if let Some((mid, start)) = split_pair_key(key) {
+                if mid == id.0 {
+                    return Ok(Some((start, manifest::decode_segment(value)?)));
+                }
+            }
+        }
+        it.status()?;
+        Ok(None)
+    }
+
+    /// The segment that starts at or after `offset`.
+    pub fn segment_from(&self, id: ManifestId, offset: u64) -> Result<Option<(u64, Vec<Entry>)>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_MANIFESTS));
+        it.seek(manifest_key(id, offset));
+        if let (Some(key), Some(value)) = (it.key(), it.value()) {
+            if let Some((mid, start)) = split_pair_key(key) {
+                if mid == id.0 {
+                    return Ok(Some((start, manifest::decode_segment(value)?)));
+                }
+            }
+        }
+        it.status()?;
+        Ok(None)
+    }
+
+    /// Writes one manifest segment on its own (not part of a commit). The
+    /// manifest stays unreferenced until a commit names it.
+    pub fn put_segment(&self, id: ManifestId, start: u64, entries: &[Entry]) -> Result<()> {
+        self.db.put_cf(
+            self.cf(CF_MANIFESTS),
+            manifest_key(id, start),
+            manifest::encode_segment(entries),
+        )?;
+        Ok(())
+    }
+
+    /// Reads one committed version of a file.
+    pub fn version(&self, ino: Ino, seq: u64) -> Result<Option<VersionRecord>> {
+        match self.db.get_pinned_cf(self.cf(CF_VERSIONS), version_key(ino, seq))? {
+            Some(v) => Ok(Some(VersionRecord::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Starts a batch of changes.
+    pub fn txn(&self) -> Txn<'_> {
+        Txn {
+            store: self,
+            batch: WriteBatch::default(),
+        }
+    }
+
+    /// Applies a batch atomically; `sync` makes it durable before returning.
+    pub fn commit(&self, txn: Txn<'_>, sync: bool) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(txn.batch, &wo)?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable (syncs the WAL).
+    pub fn sync(&self) -> Result<()> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// Space on the disk holding the store.
+    pub fn disk_space(&self) -> Result<DiskSpace> {
+        let s = nix::sys::statvfs::statvfs(self.root())
+            .map_err(|e| StoreError::io(self.root(), e.into()))?;
+        Ok(DiskSpace {
+            block_size: s.fragment_size() as u64,
+            blocks: s.blocks() as u64,
+            free: s.blocks_free() as u64,
+            available: s.blocks_available() as u64,
+            files: s.files() as u64,
+            files_free: s.files_free() as u64,
+        })
+    }
+}
+
+/// A group of changes applied atomically by [`Store::commit`].
+pub struct Txn<'a> {
+    store: &'a Store,
+    batch: WriteBatch,
+}
+
+impl Txn<'_> {
+    /// Writes an inode.
+    pub fn put_inode(&mut self, ino: Ino, rec: &InodeRecord) {
+        self.batch.put_cf(self.store.cf(CF_INODES), inode_key(ino), rec.encode());
+    }
+
+    /// Deletes an inode and its extended attributes.
+    pub fn delete_inode(&mut self, ino: Ino) -> Result<()> {
+        self.batch.delete_cf(self.store.cf(CF_INODES), inode_key(ino));
+        for name in self.store.xattr_names(ino)? {
+            self.delete_xattr(ino, &name);
+        }
+        Ok(())
+    }
+
+    /// Adds or replaces a directory entry.
+    pub fn put_dentry(&mut self, parent: Ino, name: &[u8], entry: &DirEntry) {
+        self.batch
+            .put_cf(self.store.cf(CF_DENTRIES), dentry_key(parent, name), entry.encode());
+        self.batch.put_cf(
+            self.store.cf(CF_DIRORDER),
+            dirorder_key(parent, entry.cookie),
+            entry.encode_with_name(name),
+        );
+    }
+
+    /// Removes a directory entry.
+    pub fn delete_dentry(&mut self, parent: Ino, name: &[u8], entry: &DirEntry) {
+        self.batch.delete_cf(self.store.cf(CF_DENTRIES), dentry_key(parent, name));
+        self.batch
+            .delete_cf(self.store.cf(CF_DIRORDER), dirorder_key(parent, entry.cookie));
+    }
+
+    /// Sets an extended attribute.
+    pub fn put_xattr(&mut self, ino: Ino, name: &[u8], value: &[u8]) {
+        self.batch.put_cf(self.store.cf(CF_XATTRS), xattr_key(ino, name), value);
+    }
+
+    /// Removes an extended attribute.
+    pub fn delete_xattr(&mut self, ino: Ino, name: &[u8]) {
+        self.batch.delete_cf(self.store.cf(CF_XATTRS), xattr_key(ino, name));
+    }
+
+    /// Adds a manifest segment.
+    pub fn put_segment(&mut self, id: ManifestId, start: u64, entries: &[Entry]) {
+        self.batch.put_cf(
+            self.store.cf(CF_MANIFESTS),
+            manifest_key(id, start),
+            manifest::encode_segment(entries),
+        );
+    }
+
+    /// Records a committed version.
+    pub fn put_version(&mut self, ino: Ino, seq: u64, rec: &VersionRecord) {
+        self.batch.put_cf(self.store.cf(CF_VERSIONS), version_key(ino, seq), rec.encode());
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    // Every CF in ALL_CFS is created by open_db; a missing one is a bug.
+    #[allow(clippy::expect_used)]
+    db.cf_handle(name).expect("column family created at open")
+}
+
+fn decode_u64(v: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = v
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("meta value is not 8 bytes".into()))?;
+    Ok(u64::from_le_bytes(arr))
+}

@@ -1,0 +1,185 @@
+//! Opening a store directory: the format marker, the single-owner lock and
+//! the RocksDB options (BlobDB for chunk values, bloom filters for lookups).
+//!
+//! ```text
+//! STORE/CKPTFS     "ckptfs store format N": refuses foreign and newer stores
+//! STORE/lock       flock'ed by the daemon that owns the store; holds its pid
+//! STORE/db/        the RocksDB database
+//! STORE/staging/   files of out-of-order writes, chunked at commit
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
+
+use super::schema::{ALL_CFS, CF_CHUNKS, CF_CHUNK_INDEX};
+use super::StoreError;
+
+/// The store format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+const MARKER: &str = "CKPTFS";
+const MARKER_PREFIX: &str = "ckptfs store format ";
+
+/// The directory layout of a store, and the lock that keeps it ours.
+pub struct StoreDir {
+    /// The store directory.
+    pub root: PathBuf,
+    /// Holds the flock for as long as the store is open.
+    _lock: Flock<File>,
+}
+
+impl StoreDir {
+    /// Where RocksDB lives.
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("db")
+    }
+
+    /// Where staging files of out-of-order writes live.
+    pub fn staging_path(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+}
+
+/// Checks the marker (creating the store when the directory is new or
+/// empty) and takes the lock.
+pub fn claim(root: &Path) -> Result<StoreDir, StoreError> {
+    let root = root.to_path_buf();
+    if !root.exists() {
+        fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
+    }
+    if !root.is_dir() {
+        return Err(StoreError::NotAStore {
+            path: root,
+            why: "it is not a directory".into(),
+        });
+    }
+    let marker = root.join(MARKER);
+    match fs::read_to_string(&marker) {
+        Ok(text) => check_marker(&root, &text)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut entries = fs::read_dir(&root).map_err(|e| StoreError::io(&root, e))?;
+            if entries.next().is_some() {
+                return Err(StoreError::NotAStore {
+                    path: root,
+                    why: format!("the directory is not empty and has no {MARKER} file"),
+                });
+            }
+            write_marker(&marker)?;
+        }
+        Err(e) => return Err(StoreError::io(&marker, e)),
+    }
+    let lock = lock(&root)?;
+    let dir = StoreDir { root, _lock: lock };
+    let staging = dir.staging_path();
+    // Staging files only matter while their writer's handle is open: after
+    // a restart every one of them is garbage.
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| StoreError::io(&staging, e))?;
+    }
+    fs::create_dir_all(&staging).map_err(|e| StoreError::io(&staging, e))?;
+    Ok(dir)
+}
+
+fn check_marker(root: &Path, text: &str) -> Result<(), StoreError> {
+    let version = text
+        .trim()
+        .strip_prefix(MARKER_PREFIX)
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| StoreError::NotAStore {
+            path: root.to_path_buf(),
+            why: format!("{MARKER} does not hold a ckptfs format line"),
+        })?;
+    if version > FORMAT_VERSION {
+        return Err(StoreError::NewerFormat {
+            path: root.to_path_buf(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn write_marker(marker: &Path) -> Result<(), StoreError> {
+    let mut f = File::create(marker).map_err(|e| StoreError::io(marker, e))?;
+    f.write_all(format!("{MARKER_PREFIX}{FORMAT_VERSION}\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StoreError::io(marker, e))
+}
+
+fn lock(root: &Path) -> Result<Flock<File>, StoreError> {
+    let path = root.join("lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut locked) => {
+            let pid = std::process::id().to_string();
+            locked
+                .set_len(0)
+                .and_then(|_| locked.rewind())
+                .and_then(|_| locked.write_all(pid.as_bytes()))
+                .map_err(|e| StoreError::io(&path, e))?;
+            Ok(locked)
+        }
+        Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(StoreError::InUse {
+                path: root.to_path_buf(),
+                holder: holder.trim().to_string(),
+            })
+        }
+        Err((_, errno)) => Err(StoreError::io(&path, std::io::Error::from(errno))),
+    }
+}
+
+/// Opens (or creates) the RocksDB database with ckptfs's options.
+pub fn open_db(path: &Path) -> Result<DB, StoreError> {
+    let cache = Cache::new_lru_cache(32 << 20);
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    db_opts.set_max_background_jobs(2);
+    db_opts.set_keep_log_file_num(2);
+    db_opts.set_max_log_file_size(1 << 20);
+    db_opts.set_log_level(rocksdb::LogLevel::Warn);
+    db_opts.set_max_total_wal_size(256 << 20);
+    db_opts.set_compression_type(DBCompressionType::None);
+
+    let cfs = ALL_CFS.iter().map(|name| {
+        let mut o = Options::default();
+        o.set_compression_type(DBCompressionType::None);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        o.set_block_based_table_factory(&table);
+        match *name {
+            CF_CHUNKS => {
+                // Chunk values go to blob files: written once at flush, never
+                // rewritten by compaction (the LSM only moves small blob refs).
+                o.set_enable_blob_files(true);
+                o.set_min_blob_size(256);
+                o.set_blob_file_size(256 << 20);
+                o.set_enable_blob_gc(true);
+                o.set_blob_gc_age_cutoff(0.5);
+                o.set_write_buffer_size(64 << 20);
+                o.set_max_write_buffer_number(3);
+            }
+            CF_CHUNK_INDEX => {
+                o.set_write_buffer_size(16 << 20);
+            }
+            _ => {
+                o.set_write_buffer_size(8 << 20);
+            }
+        }
+        ColumnFamilyDescriptor::new(*name, o)
+    });
+    DB::open_cf_descriptors(&db_opts, path, cfs).map_err(StoreError::from)
+}

@@ -1,0 +1,154 @@
+//! Builds a new manifest from chunk results that arrive out of order from
+//! the pipeline but must be recorded in file order.
+//!
+//! Full segments are written as they fill (the manifest is unreferenced until
+//! the commit names it, so a crash leaves only garbage for GC); the last one
+//! goes into the commit's batch.
+
+use std::collections::VecDeque;
+
+use crossbeam_channel::Receiver;
+
+use super::pipeline::{ChunkResult, Pipeline};
+use crate::ids::ManifestId;
+use crate::store::manifest::{Entry, SEGMENT_ENTRIES};
+use crate::store::{Store, StoreError, Txn};
+
+enum Pending {
+    Job(Receiver<ChunkResult>),
+    Ready(Entry),
+}
+
+/// An in-progress manifest.
+pub struct ManifestBuilder {
+    id: ManifestId,
+    seg_start: u64,
+    seg_len: u64,
+    entries: Vec<Entry>,
+    pending: VecDeque<Pending>,
+    /// Bytes submitted so far (done or pending).
+    submitted: u64,
+    /// The first error a job returned; the manifest is then unusable.
+    failed: Option<StoreError>,
+}
+
+impl ManifestBuilder {
+    /// Starts manifest `id`.
+    pub fn new(id: ManifestId) -> Self {
+        ManifestBuilder {
+            id,
+            seg_start: 0,
+            seg_len: 0,
+            entries: Vec::new(),
+            pending: VecDeque::new(),
+            submitted: 0,
+            failed: None,
+        }
+    }
+
+    /// The manifest's id.
+    pub fn id(&self) -> ManifestId {
+        self.id
+    }
+
+    /// Bytes the manifest will cover once everything pending is done.
+    pub fn len(&self) -> u64 {
+        self.submitted
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.submitted == 0
+    }
+
+    /// Sends a chunk to the pipeline and records its place.
+    pub fn submit(&mut self, pipeline: &Pipeline, data: &[u8]) {
+        self.submitted += data.len() as u64;
+        self.pending.push_back(Pending::Job(pipeline.submit(data.to_vec())));
+    }
+
+    /// Adds an entry that needs no work (a reused chunk or a hole).
+    pub fn push_ready(&mut self, entry: Entry) {
+        self.submitted += entry.len();
+        self.pending.push_back(Pending::Ready(entry));
+    }
+
+    /// Moves finished results into the manifest; with `wait`, all of them.
+    pub fn drain(&mut self, store: &Store, wait: bool) -> Result<(), StoreError> {
+        while let Some(front) = self.pending.front() {
+            let entry = match front {
+                Pending::Ready(e) => Ok(*e),
+                Pending::Job(rx) => {
+                    let got = if wait { rx.recv().ok() } else { rx.try_recv().ok() };
+                    match got {
+                        Some(r) => r,
+                        None if wait => Err(StoreError::Db("chunk worker vanished".into())),
+                        None => break,
+                    }
+                }
+            };
+            self.pending.pop_front();
+            match entry {
+                Ok(e) => self.append(store, e)?,
+                Err(e) => {
+                    if self.failed.is_none() {
+                        self.failed = Some(e);
+                    }
+                }
+            }
+        }
+        match self.failed.take() {
+            Some(e) => {
+                self.pending.clear();
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn append(&mut self, store: &Store, entry: Entry) -> Result<(), StoreError> {
+        if entry.is_empty() {
+            return Ok(());
+        }
+        if let (Some(Entry::Hole { len }), Entry::Hole { len: more }) = (self.entries.last_mut(), entry) {
+            *len += more;
+            self.seg_len += more;
+            return Ok(());
+        }
+        if self.entries.len() >= SEGMENT_ENTRIES {
+            store.put_segment(self.id, self.seg_start, &self.entries)?;
+            self.seg_start += self.seg_len;
+            self.seg_len = 0;
+            self.entries.clear();
+        }
+        self.seg_len += entry.len();
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Waits for everything and puts the last segment into `txn`.
+    /// Returns the manifest id (EMPTY for an empty file) and its length.
+    pub fn finish_into(mut self, store: &Store, txn: &mut Txn<'_>) -> Result<(ManifestId, u64), StoreError> {
+        self.drain(store, true)?;
+        if self.seg_start + self.seg_len == 0 {
+            return Ok((ManifestId::EMPTY, 0));
+        }
+        if !self.entries.is_empty() {
+            txn.put_segment(self.id, self.seg_start, &self.entries);
+        }
+        Ok((self.id, self.seg_start + self.seg_len))
+    }
+
+    /// Waits for everything and writes the last segment directly: the
+    /// manifest becomes a readable (still uncommitted) base.
+    pub fn finish_stored(mut self, store: &Store) -> Result<(ManifestId, u64), StoreError> {
+        self.drain(store, true)?;
+        if self.seg_start + self.seg_len == 0 {
+            return Ok((ManifestId::EMPTY, 0));
+        }
+        if !self.entries.is_empty() {
+            store.put_segment(self.id, self.seg_start, &self.entries)?;
+        }
+        Ok((self.id, self.seg_start + self.seg_len))
+    }
+}

@@ -1,0 +1,479 @@
+//! Open files: handles, reads, writes, truncation and version commits.
+//!
+//! A version is committed when the last writable handle of a file is
+//! flushed (`close()`), fsynced or released (late writes through a shared
+//! mmap arrive after `close()`), and by `truncate(2)` on a file that no one
+//! has open for writing.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::reader::ReadHint;
+use super::writer::WriteState;
+use super::{Result, Tree, TreeError};
+use crate::ids::{Ino, ManifestId};
+use crate::store::records::{FileKind, InodeRecord, Time, VersionRecord};
+use crate::store::{Store, StoreError};
+
+/// How a file is opened.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenMode {
+    /// Opened for writing.
+    pub write: bool,
+    /// Every write goes to the end (O_APPEND).
+    pub append: bool,
+    /// Truncate to zero on open (O_TRUNC).
+    pub truncate: bool,
+}
+
+/// Attribute changes requested by setattr; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size (truncate).
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<Time>,
+    /// New modification time.
+    pub mtime: Option<Time>,
+}
+
+#[derive(Default)]
+struct Counts {
+    handles: u32,
+    writers: u32,
+}
+
+struct FileState {
+    committed: (ManifestId, u64),
+    write: Option<WriteState>,
+}
+
+/// A file with at least one open handle (or a truncate in progress).
+pub struct OpenFile {
+    ino: Ino,
+    counts: Mutex<Counts>,
+    state: Mutex<FileState>,
+    /// Size and mtime of unsaved writes, readable without `state`.
+    live: Mutex<Option<(u64, Time)>>,
+}
+
+/// An open file handle.
+pub struct FileHandle {
+    file: Arc<OpenFile>,
+    mode: OpenMode,
+    hint: Arc<Mutex<ReadHint>>,
+}
+
+/// Refuses writes when the store's disk is nearly full, so that RocksDB
+/// itself never runs out of space mid-commit. `statvfs` is asked again
+/// after half of the remaining headroom was written.
+pub struct SpaceGuard {
+    reserve: u64,
+    budget: AtomicI64,
+}
+
+impl SpaceGuard {
+    pub(crate) fn new(reserve: u64) -> Self {
+        SpaceGuard {
+            reserve,
+            budget: AtomicI64::new(0),
+        }
+    }
+
+    fn check(&self, store: &Store, len: usize) -> Result<()> {
+        let len = len as i64;
+        if self.budget.fetch_sub(len, Ordering::Relaxed) > len {
+            return Ok(());
+        }
+        let space = store.disk_space()?;
+        let total = space.blocks * space.block_size;
+        let avail = space.available * space.block_size;
+        let reserve = self.reserve.min(total / 20);
+        if avail < reserve + len as u64 {
+            self.budget.store(0, Ordering::Relaxed);
+            return Err(StoreError::NoSpace.into());
+        }
+        self.budget.store(((avail - reserve) / 2) as i64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Tree {
+    pub(crate) fn is_open(&self, ino: Ino) -> bool {
+        self.open.lock().contains_key(&ino)
+    }
+
+    /// Replaces size and mtime with those of unsaved writes, if any.
+    pub(crate) fn overlay_live(&self, ino: Ino, rec: &mut InodeRecord) {
+        let file = self.open.lock().get(&ino).cloned();
+        if let Some(live) = file.and_then(|f| *f.live.lock()) {
+            rec.size = live.0;
+            rec.mtime = live.1;
+        }
+    }
+
+    fn acquire(&self, ino: Ino, write: bool) -> Result<Arc<OpenFile>> {
+        let mut map = self.open.lock();
+        let file = match map.get(&ino) {
+            Some(f) => f.clone(),
+            None => {
+                let rec = self.inode(ino)?;
+                match rec.kind {
+                    FileKind::File => {}
+                    FileKind::Dir => return Err(TreeError::IsDir),
+                    _ => return Err(TreeError::Invalid("not a regular file")),
+                }
+                let f = Arc::new(OpenFile {
+                    ino,
+                    counts: Mutex::new(Counts::default()),
+                    state: Mutex::new(FileState {
+                        committed: (rec.content, rec.size),
+                        write: None,
+                    }),
+                    live: Mutex::new(None),
+                });
+                map.insert(ino, f.clone());
+                f
+            }
+        };
+        let mut c = file.counts.lock();
+        c.handles += 1;
+        if write {
+            c.writers += 1;
+        }
+        drop(c);
+        Ok(file)
+    }
+
+    fn relinquish(&self, file: &Arc<OpenFile>, write: bool) -> Result<()> {
+        let (last_writer, last) = {
+            let mut c = file.counts.lock();
+            c.handles = c.handles.saturating_sub(1);
+            if write {
+                c.writers = c.writers.saturating_sub(1);
+            }
+            (write && c.writers == 0, c.handles == 0)
+        };
+        let mut result = Ok(());
+        if last_writer {
+            let mut st = file.state.lock();
+            result = self.commit_locked(file, &mut st, false);
+        }
+        if last {
+            let removed = {
+                let mut map = self.open.lock();
+                let idle = file.counts.lock().handles == 0;
+                idle && map.remove(&file.ino).is_some()
+            };
+            if removed {
+                self.forget_if_unlinked(file.ino)?;
+            }
+        }
+        result
+    }
+
+    /// Deletes the inode record of a file that lost its last name while open.
+    fn forget_if_unlinked(&self, ino: Ino) -> Result<()> {
+        let store = &self.data.store;
+        let _ns = self.ns.lock();
+        match store.inode(ino)? {
+            Some(rec) if rec.nlink == 0 && !self.is_open(ino) => {
+                let mut txn = store.txn();
+                txn.delete_inode(ino)?;
+                store.commit(txn, false)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Opens a regular file; returns the handle number.
+    pub fn open(&self, ino: Ino, mode: OpenMode) -> Result<u64> {
+        if mode.write {
+            self.writable()?;
+        }
+        let file = self.acquire(ino, mode.write)?;
+        if mode.write && mode.truncate {
+            let mut st = file.state.lock();
+            if let Err(e) = self.truncate_locked(&file, &mut st, 0) {
+                drop(st);
+                let _ = self.relinquish(&file, mode.write);
+                return Err(e);
+            }
+        }
+        Ok(self.add_handle(file, mode))
+    }
+
+    fn add_handle(&self, file: Arc<OpenFile>, mode: OpenMode) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let handle = FileHandle {
+            file,
+            mode,
+            hint: Arc::new(Mutex::new(None)),
+        };
+        self.handles.write().insert(fh, handle);
+        fh
+    }
+
+    /// Creates and opens a new regular file.
+    pub fn create(&self, parent: Ino, name: &[u8], perm: u16, uid: u32, gid: u32, mode: OpenMode) -> Result<(Ino, InodeRecord, u64)> {
+        let (ino, rec) = self.new_node(parent, name, FileKind::File, perm, 0, uid, gid, b"")?;
+        let file = self.acquire(ino, true)?;
+        {
+            // A new file is a change by itself: closing it commits an empty
+            // first version even if nothing is written.
+            let mut st = file.state.lock();
+            let fresh = WriteState::stream(&self.data, ino, None)?;
+            *file.live.lock() = Some((0, fresh.mtime));
+            st.write = Some(fresh);
+        }
+        let fh = self.add_handle(file, OpenMode { write: true, ..mode });
+        Ok((ino, rec, fh))
+    }
+
+    fn handle(&self, fh: u64) -> Result<(Arc<OpenFile>, OpenMode, Arc<Mutex<ReadHint>>)> {
+        let handles = self.handles.read();
+        let h = handles.get(&fh).ok_or(TreeError::BadHandle)?;
+        Ok((h.file.clone(), h.mode, h.hint.clone()))
+    }
+
+    /// Reads up to `size` bytes at `offset`.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let (file, _, hint) = self.handle(fh)?;
+        let mut st = file.state.lock();
+        if let Some(ws) = st.write.as_mut() {
+            let mut buf = vec![0u8; size as usize];
+            let n = ws.read(&self.data, offset, &mut buf)?;
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        let (manifest, len) = st.committed;
+        drop(st);
+        if offset >= len {
+            return Ok(Vec::new());
+        }
+        let n = (size as u64).min(len - offset) as usize;
+        let mut buf = vec![0u8; n];
+        let mut hint = hint.lock();
+        self.data.reader.read(manifest, offset, &mut buf, &mut hint)?;
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` (at the end for O_APPEND handles).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        self.writable()?;
+        let (file, mode, _) = self.handle(fh)?;
+        if !mode.write {
+            return Err(TreeError::BadHandle);
+        }
+        self.space.check(&self.data.store, data.len())?;
+        let mut st = file.state.lock();
+        let ws = self.write_state(&file, &mut st, Some(offset))?;
+        let offset = if mode.append { ws.size } else { offset };
+        ws.write(&self.data, offset, data)?;
+        *file.live.lock() = Some((ws.size, ws.mtime));
+        Ok(data.len())
+    }
+
+    /// The file's write state, created over the committed content if
+    /// needed. `first_write` picks streaming when it continues the file.
+    fn write_state<'s>(&self, file: &OpenFile, st: &'s mut FileState, first_write: Option<u64>) -> Result<&'s mut WriteState> {
+        if st.write.is_none() {
+            let (manifest, size) = st.committed;
+            let ws = match first_write {
+                Some(offset) if offset == size => {
+                    let prefix = (size > 0).then_some((manifest, size));
+                    WriteState::stream(&self.data, file.ino, prefix)?
+                }
+                _ => WriteState::staged(&self.data, file.ino, manifest, size)?,
+            };
+            st.write = Some(ws);
+        }
+        st.write.as_mut().ok_or(TreeError::Invalid("no write state"))
+    }
+
+    fn truncate_locked(&self, file: &OpenFile, st: &mut FileState, size: u64) -> Result<()> {
+        if st.write.is_none() && st.committed.1 == size {
+            return Ok(());
+        }
+        if st.write.is_none() && size == 0 {
+            st.write = Some(WriteState::stream(&self.data, file.ino, None)?);
+        }
+        let ws = self.write_state(file, st, None)?;
+        ws.truncate(&self.data, size)?;
+        *file.live.lock() = Some((ws.size, ws.mtime));
+        Ok(())
+    }
+
+    /// `close()` of a handle: commits when it is the file's last writer.
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        let (file, mode, _) = self.handle(fh)?;
+        if !mode.write || file.counts.lock().writers > 1 {
+            return Ok(());
+        }
+        let mut st = file.state.lock();
+        if st.write.as_ref().is_some_and(|ws| ws.pristine) {
+            // A file created and not written yet: shells create a file and
+            // close a dup of it before writing. Its first version is taken
+            // at the next flush with data, or at release.
+            return Ok(());
+        }
+        self.commit_locked(&file, &mut st, false)
+    }
+
+    /// fsync/fdatasync: commits unsaved writes and makes the store durable.
+    pub fn fsync(&self, fh: u64) -> Result<()> {
+        let (file, _, _) = self.handle(fh)?;
+        let mut st = file.state.lock();
+        self.commit_locked(&file, &mut st, true)
+    }
+
+    /// The kernel's last reference to a handle is gone.
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let handle = self.handles.write().remove(&fh).ok_or(TreeError::BadHandle)?;
+        self.relinquish(&handle.file, handle.mode.write)
+    }
+
+    /// Commits every file with unsaved writes (clean shutdown).
+    pub fn commit_all(&self) -> Result<()> {
+        let files: Vec<Arc<OpenFile>> = self.open.lock().values().cloned().collect();
+        let mut first_err = Ok(());
+        for file in files {
+            let mut st = file.state.lock();
+            if let Err(e) = self.commit_locked(&file, &mut st, false) {
+                log::error!("{}: commit at shutdown failed: {e}", self.path_of(file.ino));
+                if first_err.is_ok() {
+                    first_err = Err(e);
+                }
+            }
+        }
+        self.data.store.sync()?;
+        first_err
+    }
+
+    /// Turns the unsaved writes into a committed version.
+    fn commit_locked(&self, file: &OpenFile, st: &mut FileState, sync: bool) -> Result<()> {
+        let Some(ws) = st.write.take() else {
+            if sync {
+                self.data.store.sync()?;
+            }
+            return Ok(());
+        };
+        *file.live.lock() = None;
+        let store = &self.data.store;
+        let mtime = ws.mtime;
+        let mut txn = store.txn();
+        let (manifest, size) = match ws.finish(&self.data, &mut txn) {
+            Ok(built) => built,
+            Err(e) => {
+                log::error!("{}: version not committed, previous version kept: {e}", self.path_of(file.ino));
+                return Err(e);
+            }
+        };
+        let _ns = self.ns.lock();
+        let Some(mut rec) = store.inode(file.ino)? else {
+            return Ok(());
+        };
+        rec.content = manifest;
+        rec.size = size;
+        rec.mtime = mtime;
+        rec.ctime = Time::now();
+        rec.versions += 1;
+        let version = VersionRecord {
+            manifest,
+            size,
+            perm: rec.perm,
+            uid: rec.uid,
+            gid: rec.gid,
+            mtime,
+            committed: rec.ctime,
+            path: Vec::new(),
+        };
+        txn.put_inode(file.ino, &rec);
+        txn.put_version(file.ino, rec.versions, &version);
+        store.commit(txn, sync)?;
+        st.committed = (manifest, size);
+        drop(_ns);
+        log::debug!("{}: committed version {} ({size} bytes)", self.path_of(file.ino), rec.versions);
+        Ok(())
+    }
+
+    /// chmod, chown, utimens and truncate.
+    pub fn setattr(&self, ino: Ino, attr: SetAttr, fh: Option<u64>) -> Result<InodeRecord> {
+        self.writable()?;
+        if let Some(size) = attr.size {
+            self.set_size(ino, size, fh)?;
+        }
+        if attr.mode.is_some() || attr.uid.is_some() || attr.gid.is_some() || attr.atime.is_some() || attr.mtime.is_some() {
+            let store = &self.data.store;
+            let _ns = self.ns.lock();
+            let mut rec = self.inode(ino)?;
+            if let Some(mode) = attr.mode {
+                rec.perm = (mode & 0o7777) as u16;
+            }
+            if let Some(uid) = attr.uid {
+                rec.uid = uid;
+            }
+            if let Some(gid) = attr.gid {
+                rec.gid = gid;
+            }
+            if let Some(atime) = attr.atime {
+                rec.atime = atime;
+            }
+            if let Some(mtime) = attr.mtime {
+                rec.mtime = mtime;
+            }
+            rec.ctime = Time::now();
+            let mut txn = store.txn();
+            txn.put_inode(ino, &rec);
+            store.commit(txn, false)?;
+        }
+        if let Some(mtime) = attr.mtime {
+            // Unsaved writes would otherwise stamp their own time at commit
+            // (tar and cp -p set mtime before they close).
+            let file = self.open.lock().get(&ino).cloned();
+            if let Some(file) = file {
+                let mut st = file.state.lock();
+                if let Some(ws) = st.write.as_mut() {
+                    ws.mtime = mtime;
+                    *file.live.lock() = Some((ws.size, mtime));
+                }
+            }
+        }
+        self.getattr(ino)
+    }
+
+    fn set_size(&self, ino: Ino, size: u64, fh: Option<u64>) -> Result<()> {
+        let rec = self.inode(ino)?;
+        match rec.kind {
+            FileKind::File => {}
+            FileKind::Dir => return Err(TreeError::IsDir),
+            _ => return Err(TreeError::Invalid("truncate of a special file")),
+        }
+        if let Some(fh) = fh {
+            if let Ok((file, mode, _)) = self.handle(fh) {
+                if mode.write {
+                    let mut st = file.state.lock();
+                    return self.truncate_locked(&file, &mut st, size);
+                }
+            }
+        }
+        // truncate(2) by path: one complete change, committed now unless
+        // someone has the file open for writing (their close commits it).
+        let file = self.acquire(ino, true)?;
+        let result = {
+            let mut st = file.state.lock();
+            self.truncate_locked(&file, &mut st, size)
+        };
+        let released = self.relinquish(&file, true);
+        result.and(released)
+    }
+}

@@ -1,0 +1,220 @@
+//! The tree layer: the live namespace and the content of its files.
+//!
+//! It maps POSIX operations (lookup, create, rename, write, commit, ...) onto
+//! store records, and owns everything that lives only while the filesystem
+//! is mounted: open files, their uncommitted write states, the chunk
+//! pipeline and the chunk cache. It knows nothing of FUSE; `fs` calls it.
+//!
+//! Invariants:
+//! * A namespace change (entries, link counts, inode attributes) is one
+//!   store transaction, taken under `ns`, so concurrent renames and unlinks
+//!   never see each other half done.
+//! * Lock order: an open file's state lock, then `ns`, then the leaf maps
+//!   (`open`, `handles`). No lock is taken while a leaf map is held.
+//! * A file's content changes only by a commit, which writes the new
+//!   manifest, the inode and a version record in one batch.
+
+mod builder;
+mod extents;
+mod files;
+mod namespace;
+mod pipeline;
+mod reader;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use thiserror::Error;
+
+use crate::chunk::ChunkParams;
+use crate::store::{Store, StoreError};
+pub use files::{OpenMode, SetAttr};
+pub use namespace::{DirItem, RenameMode};
+use files::{FileHandle, OpenFile};
+use pipeline::Pipeline;
+use reader::ContentReader;
+
+pub use crate::store::records::{FileKind, InodeRecord, Time};
+pub use crate::store::DiskSpace;
+
+/// The longest name a directory entry may have.
+pub const NAME_MAX: usize = 255;
+
+/// What went wrong in a tree operation.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TreeError {
+    /// No such file or directory.
+    #[error("no such file or directory")]
+    NotFound,
+    /// The name is taken.
+    #[error("file exists")]
+    Exists,
+    /// rmdir or rename over a directory that has entries.
+    #[error("directory not empty")]
+    NotEmpty,
+    /// A directory was expected.
+    #[error("not a directory")]
+    NotDir,
+    /// A non-directory was expected.
+    #[error("is a directory")]
+    IsDir,
+    /// A name over [`NAME_MAX`] bytes.
+    #[error("file name too long")]
+    NameTooLong,
+    /// A request that makes no sense.
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    /// No such extended attribute.
+    #[error("no such attribute")]
+    NoAttr,
+    /// The caller's buffer is too small.
+    #[error("result too large for the buffer")]
+    Range,
+    /// Not something ckptfs does.
+    #[error("operation not supported")]
+    NotSupported,
+    /// The mount is read-only.
+    #[error("read-only file system")]
+    ReadOnly,
+    /// Not allowed (hard link to a directory, ...).
+    #[error("operation not permitted")]
+    NotPermitted,
+    /// A file handle that is not open.
+    #[error("bad file handle")]
+    BadHandle,
+    /// An earlier failure made this file's unsaved changes unusable.
+    #[error("earlier write failed: {0}")]
+    Poisoned(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl TreeError {
+    /// A copy that keeps what errno it maps to (errors are not `Clone`).
+    pub fn clone_kind(&self) -> TreeError {
+        match self {
+            TreeError::Store(StoreError::NoSpace) => TreeError::Store(StoreError::NoSpace),
+            other => TreeError::Poisoned(other.to_string()),
+        }
+    }
+}
+
+/// Result of tree operations.
+pub type Result<T> = std::result::Result<T, TreeError>;
+
+/// How the tree behaves.
+#[derive(Clone, Debug)]
+pub struct TreeOptions {
+    /// Content-defined chunk sizes.
+    pub chunk: ChunkParams,
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
+    /// Threads in the chunk pipeline.
+    pub workers: usize,
+    /// Decoded chunks kept for reads, in bytes.
+    pub cache_bytes: u64,
+    /// Writes fail with ENOSPC once the store's disk has less free space.
+    pub reserve_bytes: u64,
+}
+
+impl Default for TreeOptions {
+    fn default() -> Self {
+        TreeOptions {
+            chunk: ChunkParams::default(),
+            read_only: false,
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8),
+            cache_bytes: 64 << 20,
+            reserve_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What file content work needs: the store, the pipeline, the reader.
+pub struct Data {
+    store: Arc<Store>,
+    pipeline: Pipeline,
+    reader: ContentReader,
+    params: ChunkParams,
+}
+
+/// The live tree over an open store.
+pub struct Tree {
+    data: Data,
+    opts: TreeOptions,
+    /// Serializes namespace changes (see the module invariants).
+    ns: Mutex<()>,
+    open: Mutex<HashMap<crate::ids::Ino, Arc<OpenFile>>>,
+    handles: RwLock<HashMap<u64, FileHandle>>,
+    next_handle: AtomicU64,
+    space: files::SpaceGuard,
+}
+
+impl Tree {
+    /// Serves the tree of `store`.
+    pub fn new(store: Arc<Store>, opts: TreeOptions) -> Result<Tree> {
+        let pipeline = Pipeline::start(store.clone(), opts.workers, opts.workers * 4)
+            .map_err(|e| StoreError::io(store.root(), e))?;
+        let reader = ContentReader::new(store.clone(), opts.cache_bytes);
+        let tree = Tree {
+            data: Data {
+                store,
+                pipeline,
+                reader,
+                params: opts.chunk,
+            },
+            space: files::SpaceGuard::new(opts.reserve_bytes),
+            opts,
+            ns: Mutex::new(()),
+            open: Mutex::new(HashMap::new()),
+            handles: RwLock::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        };
+        if !tree.opts.read_only {
+            tree.remove_orphans()?;
+        }
+        Ok(tree)
+    }
+
+    /// The store under the tree.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.data.store
+    }
+
+    /// True when the tree refuses changes.
+    pub fn read_only(&self) -> bool {
+        self.opts.read_only
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            Err(TreeError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Makes everything committed so far durable.
+    pub fn sync(&self) -> Result<()> {
+        Ok(self.data.store.sync()?)
+    }
+
+    /// Space on the store's disk, for statfs.
+    pub fn disk_space(&self) -> Result<DiskSpace> {
+        Ok(self.data.store.disk_space()?)
+    }
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(TreeError::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(TreeError::Invalid("bad file name"));
+    }
+    Ok(())
+}
