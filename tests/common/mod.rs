@@ -1,0 +1,275 @@
+//! The `Mount` fixture: a store and a mount point in a per-test directory,
+//! the real `ckptfs` binary serving them, and cleanup that always unmounts
+//! and kills the daemon, also when the test panics.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ckptfs");
+
+static HEAVY: Mutex<()> = Mutex::new(());
+
+/// Serializes the tests that move gigabytes, so that they do not compete
+/// for the two cores and the disk with each other.
+pub fn heavy() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A mounted ckptfs.
+pub struct Mount {
+    /// The per-test directory, removed on drop.
+    pub root: PathBuf,
+    /// The store directory.
+    pub store: PathBuf,
+    /// The mount point.
+    pub mnt: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Mount {
+    /// Mounts a fresh store with default options.
+    pub fn new(name: &str) -> Mount {
+        Mount::with_args(name, &[])
+    }
+
+    /// Mounts a fresh store with extra `ckptfs mount` arguments.
+    pub fn with_args(name: &str, args: &[&str]) -> Mount {
+        let base = std::env::var_os("CKPTFS_TEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
+        fs::create_dir_all(&base).expect("create test base dir");
+        let root = base.join(format!("{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("mnt")).expect("create mount point");
+        let mut m = Mount {
+            store: root.join("store"),
+            mnt: root.join("mnt"),
+            root,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            starts: 0,
+        };
+        m.start();
+        m
+    }
+
+    /// A path inside the mount.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// The daemon's log so far (all starts).
+    pub fn log(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.starts {
+            if let Ok(mut f) = fs::File::open(self.root.join(format!("daemon-{i}.log"))) {
+                let _ = f.read_to_string(&mut out);
+            }
+        }
+        out
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("daemon running")
+    }
+
+    /// Starts the daemon and waits until the mount answers.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = fs::File::create(self.root.join(format!("daemon-{}.log", self.starts))).expect("log file");
+        self.starts += 1;
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg(&self.store)
+            .arg(&self.mnt)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn ckptfs");
+        self.child = Some(child);
+        self.wait_mounted();
+    }
+
+    fn wait_mounted(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let parent_dev = fs::metadata(&self.root).map(|m| m.dev()).unwrap_or(0);
+        loop {
+            if let Ok(m) = fs::metadata(&self.mnt) {
+                if m.ino() == 1 && m.dev() != parent_dev {
+                    return;
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    panic!("ckptfs exited with {status} before mounting:\n{}", self.log());
+                }
+            }
+            assert!(Instant::now() < deadline, "mount did not come up:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Unmounts with `umount` and waits for the daemon to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let st = Command::new("umount").arg(&self.mnt).status().expect("run umount");
+        assert!(st.success(), "umount failed:\n{}", self.log());
+        self.wait_exit()
+    }
+
+    /// Sends a signal to the daemon and waits for it to exit.
+    pub fn signal(&mut self, sig: i32) -> ExitStatus {
+        let pid = self.pid() as i32;
+        // SAFETY-free: the kill(1) command, not libc.
+        let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("kill");
+        assert!(st.success());
+        self.wait_exit()
+    }
+
+    /// Waits (bounded) for the daemon to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not exit:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs the daemon and clears the dead mount it leaves.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        detach(&self.mnt);
+    }
+
+    /// Unmounts and mounts again (same options).
+    pub fn remount(&mut self) {
+        let status = self.stop();
+        assert!(status.success(), "daemon exited with {status}:\n{}", self.log());
+        self.start();
+    }
+
+    /// Peak RSS of the daemon in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+}
+
+/// Unmounts whatever is mounted at `mnt`, lazily if needed.
+pub fn detach(mnt: &Path) {
+    let mounted = fs::read_to_string("/proc/mounts")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap_or(""))))
+        .unwrap_or(false);
+    if mounted {
+        let ok = Command::new("umount").arg(mnt).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(mnt).status();
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        detach(&self.mnt);
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        detach(&self.mnt);
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.root);
+        } else {
+            eprintln!("test directory kept for inspection: {}", self.root.display());
+        }
+    }
+}
+
+/// xxh3-128 of a file's content, read through ordinary I/O.
+pub fn hash_file(path: &Path) -> u128 {
+    let mut f = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.digest128()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Bytes the store directory takes on disk (`du -sb`).
+pub fn du_bytes(path: &Path) -> u64 {
+    let out = Command::new("du").arg("-sb").arg(path).output().expect("du");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du output")
+}
+
+/// Runs a shell command, asserting success; returns stdout.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The python interpreter with numpy (CKPTFS_TEST_PYTHON or python3).
+pub fn python() -> String {
+    std::env::var("CKPTFS_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
