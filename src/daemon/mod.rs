@@ -74,6 +74,7 @@ pub fn mount(args: &MountArgs) -> Result<()> {
             let r = session.run();
             let _ = session_tx.send(Stop::Unmounted(r));
         })?;
+    raise_readahead(&args.mountpoint);
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let signal_handle = signals.handle();
     std::thread::Builder::new().name("ckptfs-signals".into()).spawn(move || {
@@ -122,6 +123,30 @@ fn unmount(unmounter: &mut fuser::SessionUnmounter, mountpoint: &Path) {
         if let Err(e) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
             log::error!("lazy unmount of {} failed: {e}", mountpoint.display());
         }
+    }
+}
+
+/// Kernel readahead for this mount, in KiB. The default (128 KiB) makes
+/// the kernel send small read requests; 1 MiB matches `max_readahead`.
+const READ_AHEAD_KB: u32 = 1024;
+
+/// Raises the mount's readahead (its BDI is named after the FUSE device
+/// number). Runs once the session serves: the `stat` is a FUSE request.
+/// Failing is harmless (reads are just smaller), so it only logs.
+fn raise_readahead(mountpoint: &Path) {
+    let dev = match nix::sys::stat::stat(mountpoint) {
+        Ok(st) => st.st_dev,
+        Err(e) => {
+            log::debug!("stat {}: {e}", mountpoint.display());
+            return;
+        }
+    };
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    match std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
+        Ok(()) => log::debug!("{knob} = {READ_AHEAD_KB}"),
+        Err(e) => log::debug!("could not raise readahead ({knob}): {e}"),
     }
 }
 

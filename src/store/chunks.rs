@@ -3,8 +3,17 @@
 //! `chunk_index` holds a few bytes per chunk so that the dedup check is a
 //! bloom-filtered point lookup that never touches chunk values; `chunks`
 //! holds the codec value in BlobDB. Both are written in one batch.
+//!
+//! Chunks of large files skip the WAL (BlobDB then writes them to disk once,
+//! at flush) and are *volatile* until the chunks column family is flushed.
+//! Every commit calls [`Store::persist_volatile_chunks`] first, so no commit
+//! can name a chunk that a crash would lose. The epoch is raised *before* a
+//! volatile put, so a writer that deduplicates against a chunk that is still
+//! being put also sees that a flush is due.
 
-use rocksdb::WriteBatch;
+use std::sync::atomic::Ordering;
+
+use rocksdb::{WriteBatch, WriteOptions};
 
 use super::schema::{chunk_key, CF_CHUNKS, CF_CHUNK_INDEX};
 use super::{Result, Store, StoreError};
@@ -24,7 +33,8 @@ impl Store {
 
     /// Stores a chunk given its raw bytes; returns the stored size. The
     /// caller has checked [`Store::has_chunk`]; storing twice is harmless.
-    pub fn put_chunk(&self, id: ChunkId, raw: &[u8]) -> Result<usize> {
+    /// With `volatile`, the write skips the WAL (see the module docs).
+    pub fn put_chunk(&self, id: ChunkId, raw: &[u8], volatile: bool) -> Result<usize> {
         let stored = chunk::encode(raw);
         let mut index = [0u8; 8];
         index[..4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
@@ -32,8 +42,26 @@ impl Store {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_CHUNKS), chunk_key(id), &stored);
         batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id), index);
-        self.db.write(batch)?;
+        let mut wo = WriteOptions::default();
+        if volatile {
+            self.volatile_epoch.fetch_add(1, Ordering::SeqCst);
+            wo.disable_wal(true);
+        }
+        self.db.write_opt(batch, &wo)?;
         Ok(stored.len())
+    }
+
+    /// Makes every chunk written so far durable: flushes the chunk column
+    /// families when a volatile chunk was put since the last such flush.
+    pub fn persist_volatile_chunks(&self) -> Result<()> {
+        let epoch = self.volatile_epoch.load(Ordering::SeqCst);
+        if epoch <= self.flushed_epoch.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.db
+            .flush_cfs_opt(&[self.cf(CF_CHUNKS), self.cf(CF_CHUNK_INDEX)], &rocksdb::FlushOptions::default())?;
+        self.flushed_epoch.fetch_max(epoch, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Reads a chunk, decodes it and checks that it hashes to its id.
@@ -74,7 +102,7 @@ mod tests {
         let data = vec![5u8; 30000];
         let id = chunk_id(&data);
         assert!(!store.has_chunk(id).unwrap());
-        store.put_chunk(id, &data).unwrap();
+        store.put_chunk(id, &data, false).unwrap();
         assert!(store.has_chunk(id).unwrap());
         assert_eq!(store.read_chunk(id).unwrap(), data);
 

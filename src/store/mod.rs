@@ -20,6 +20,7 @@ pub mod records;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
 use rocksdb::{WriteBatch, WriteOptions, DB};
@@ -142,6 +143,10 @@ pub struct Store {
     db: DB,
     dir: open::StoreDir,
     ids: Mutex<IdAllocator>,
+    /// Raised before each chunk put that skips the WAL.
+    volatile_epoch: AtomicU64,
+    /// The highest epoch known flushed.
+    flushed_epoch: AtomicU64,
 }
 
 impl Store {
@@ -160,6 +165,8 @@ impl Store {
             db,
             dir,
             ids: Mutex::new(IdAllocator { next: ceiling, ceiling }),
+            volatile_epoch: AtomicU64::new(0),
+            flushed_epoch: AtomicU64::new(0),
         };
         store.init_if_new()?;
         Ok(store)
@@ -352,7 +359,9 @@ impl Store {
     }
 
     /// Applies a batch atomically; `sync` makes it durable before returning.
+    /// Chunks the batch may name are made durable first.
     pub fn commit(&self, txn: Txn<'_>, sync: bool) -> Result<()> {
+        self.persist_volatile_chunks()?;
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         self.db.write_opt(txn.batch, &wo)?;

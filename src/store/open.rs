@@ -152,6 +152,10 @@ pub fn open_db(path: &Path) -> Result<DB, StoreError> {
     db_opts.set_log_level(rocksdb::LogLevel::Warn);
     db_opts.set_max_total_wal_size(256 << 20);
     db_opts.set_compression_type(DBCompressionType::None);
+    // Chunks of a file sit next to each other in blob files, so reads are
+    // sequential: let the kernel read ahead (the default FADV_RANDOM made
+    // every 16 KiB chunk its own disk round trip: 180 MB/s cold).
+    db_opts.set_advise_random_on_open(false);
 
     let cfs = ALL_CFS.iter().map(|name| {
         let mut o = Options::default();
@@ -167,8 +171,9 @@ pub fn open_db(path: &Path) -> Result<DB, StoreError> {
                 o.set_enable_blob_files(true);
                 o.set_min_blob_size(256);
                 o.set_blob_file_size(256 << 20);
-                o.set_enable_blob_gc(true);
-                o.set_blob_gc_age_cutoff(0.5);
+                // Blob GC relocates live blobs during compaction: only worth
+                // it once chunks are deleted, so GC turns it on when needed.
+                o.set_enable_blob_gc(false);
                 o.set_write_buffer_size(64 << 20);
                 o.set_max_write_buffer_number(3);
             }

@@ -14,6 +14,9 @@ use crate::ids::ManifestId;
 use crate::store::manifest::{Entry, SEGMENT_ENTRIES};
 use crate::store::{Store, StoreError, Txn};
 
+/// Bytes of a manifest whose chunks go through the WAL; see `submit`.
+pub const VOLATILE_AFTER: u64 = 8 << 20;
+
 enum Pending {
     Job(Receiver<ChunkResult>),
     Ready(Entry),
@@ -61,10 +64,13 @@ impl ManifestBuilder {
         self.submitted == 0
     }
 
-    /// Sends a chunk to the pipeline and records its place.
+    /// Sends a chunk to the pipeline and records its place. Past the first
+    /// [`VOLATILE_AFTER`] bytes, chunks skip the WAL: a large file is then
+    /// written to disk once, and the flush before its commit is amortized.
     pub fn submit(&mut self, pipeline: &Pipeline, data: &[u8]) {
+        let volatile = self.submitted >= VOLATILE_AFTER;
         self.submitted += data.len() as u64;
-        self.pending.push_back(Pending::Job(pipeline.submit(data.to_vec())));
+        self.pending.push_back(Pending::Job(pipeline.submit(data.to_vec(), volatile)));
     }
 
     /// Adds an entry that needs no work (a reused chunk or a hole).

@@ -21,6 +21,7 @@ pub type ChunkResult = Result<Entry, StoreError>;
 
 struct Job {
     data: Vec<u8>,
+    volatile: bool,
     reply: Sender<ChunkResult>,
 }
 
@@ -62,7 +63,7 @@ impl Pipeline {
                     .name(format!("ckptfs-chunk-{i}"))
                     .spawn(move || {
                         for job in rx.iter() {
-                            let result = store_chunk(&store, &counters, &job.data);
+                            let result = store_chunk(&store, &counters, &job.data, job.volatile);
                             // The submitter may have given up (its file was
                             // truncated away); the result is then unneeded.
                             let _ = job.reply.send(result);
@@ -77,10 +78,11 @@ impl Pipeline {
         })
     }
 
-    /// Queues a chunk; blocks while the queue is full.
-    pub fn submit(&self, data: Vec<u8>) -> Receiver<ChunkResult> {
+    /// Queues a chunk; blocks while the queue is full. `volatile` chunks
+    /// skip the WAL (see `Store::put_chunk`).
+    pub fn submit(&self, data: Vec<u8>, volatile: bool) -> Receiver<ChunkResult> {
         let (reply, result) = bounded(1);
-        let job = Job { data, reply };
+        let job = Job { data, volatile, reply };
         match &self.jobs {
             Some(jobs) => {
                 if let Err(crossbeam_channel::SendError(job)) = jobs.send(job) {
@@ -104,7 +106,7 @@ impl Drop for Pipeline {
     }
 }
 
-fn store_chunk(store: &Store, counters: &PipelineCounters, data: &[u8]) -> ChunkResult {
+fn store_chunk(store: &Store, counters: &PipelineCounters, data: &[u8], volatile: bool) -> ChunkResult {
     let len = data.len() as u32;
     if is_zero(data) {
         counters.zero_chunks.fetch_add(1, Ordering::Relaxed);
@@ -114,7 +116,7 @@ fn store_chunk(store: &Store, counters: &PipelineCounters, data: &[u8]) -> Chunk
     if store.has_chunk(id)? {
         counters.dedup_chunks.fetch_add(1, Ordering::Relaxed);
     } else {
-        let stored = store.put_chunk(id, data)?;
+        let stored = store.put_chunk(id, data, volatile)?;
         counters.stored_chunks.fetch_add(1, Ordering::Relaxed);
         counters.stored_raw_bytes.fetch_add(len as u64, Ordering::Relaxed);
         counters.stored_bytes.fetch_add(stored as u64, Ordering::Relaxed);

@@ -3,8 +3,17 @@
 //!
 //! Every chunk is checked against its id when it is read from the store
 //! (`Store::read_chunk`); the cache only ever holds verified bytes.
+//!
+//! A read also queues the chunks of the next [`READ_AHEAD`] bytes to a small
+//! prefetch pool, so that a cold sequential read keeps several chunk reads
+//! in flight instead of one disk round trip per chunk. Loads go through the
+//! cache's `get_or_insert_with`: a reader that needs a chunk a prefetcher is
+//! loading waits for that load instead of starting a second one.
 
 use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Sender};
 
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
@@ -67,29 +76,79 @@ impl Weighter<ChunkId, Arc<Vec<u8>>> for ChunkWeight {
     }
 }
 
+type ChunkCache = Cache<ChunkId, Arc<Vec<u8>>, ChunkWeight>;
+
+/// Bytes beyond a read whose chunks are prefetched.
+pub const READ_AHEAD: u64 = 4 << 20;
+const PREFETCH_THREADS: usize = 4;
+
 /// Reads file content out of manifests.
 pub struct ContentReader {
     store: Arc<Store>,
-    chunks: Cache<ChunkId, Arc<Vec<u8>>, ChunkWeight>,
+    chunks: Arc<ChunkCache>,
+    prefetch: Option<Sender<ChunkId>>,
+    prefetchers: Vec<JoinHandle<()>>,
+}
+
+fn load(store: &Store, cache: &ChunkCache, id: ChunkId) -> Result<Arc<Vec<u8>>, StoreError> {
+    cache.get_or_insert_with(&id, || store.read_chunk(id).map(Arc::new))
 }
 
 impl ContentReader {
     /// A reader over `store` caching up to `cache_bytes` of chunks.
     pub fn new(store: Arc<Store>, cache_bytes: u64) -> Self {
+        let chunks = Arc::new(Cache::with_weighter(
+            (cache_bytes / 16384).max(16) as usize,
+            cache_bytes,
+            ChunkWeight,
+        ));
+        let (tx, rx) = bounded::<ChunkId>(1024);
+        let mut prefetchers = Vec::new();
+        for i in 0..PREFETCH_THREADS {
+            let (rx, store, chunks) = (rx.clone(), store.clone(), chunks.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("ckptfs-prefetch-{i}"))
+                .spawn(move || {
+                    for id in rx.iter() {
+                        // A failure here is reported when the reader itself
+                        // asks for the chunk.
+                        let _ = load(&store, &chunks, id);
+                    }
+                });
+            match spawned {
+                Ok(h) => prefetchers.push(h),
+                Err(e) => log::warn!("no prefetch thread: {e}"),
+            }
+        }
         ContentReader {
             store,
-            chunks: Cache::with_weighter((cache_bytes / 16384).max(16) as usize, cache_bytes, ChunkWeight),
+            chunks,
+            prefetch: (!prefetchers.is_empty()).then_some(tx),
+            prefetchers,
         }
     }
 
     /// A chunk's verified bytes, from the cache or the store.
     pub fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, StoreError> {
-        if let Some(hit) = self.chunks.get(&id) {
-            return Ok(hit);
+        load(&self.store, &self.chunks, id)
+    }
+
+    /// Queues the chunks of `seg` from entry `i` that are not cached, up to
+    /// `bytes` of file data.
+    fn prefetch(&self, seg: &Segment, mut i: usize, bytes: u64) {
+        let Some(tx) = &self.prefetch else { return };
+        let mut queued = 0u64;
+        while i < seg.entries.len() && queued < bytes {
+            if let Entry::Chunk { id, len } = seg.entries[i] {
+                if !self.chunks.contains_key(&id) && tx.try_send(id).is_err() {
+                    return;
+                }
+                queued += len as u64;
+            } else {
+                queued += seg.entries[i].len();
+            }
+            i += 1;
         }
-        let raw = Arc::new(self.store.read_chunk(id)?);
-        self.chunks.insert(id, raw.clone());
-        Ok(raw)
     }
 
     fn segment(&self, manifest: ManifestId, offset: u64, hint: &mut ReadHint) -> Result<Option<Arc<Segment>>, StoreError> {
@@ -121,6 +180,7 @@ impl ContentReader {
                 buf[done..].fill(0);
                 return Ok(());
             };
+            self.prefetch(&seg, i, (buf.len() - done) as u64 + READ_AHEAD);
             while i < seg.entries.len() && done < buf.len() {
                 let at = offset + done as u64;
                 let entry = seg.entries[i];
@@ -169,5 +229,14 @@ impl ContentReader {
             from = at;
         }
         Ok(())
+    }
+}
+
+impl Drop for ContentReader {
+    fn drop(&mut self) {
+        self.prefetch.take();
+        for h in self.prefetchers.drain(..) {
+            let _ = h.join();
+        }
     }
 }
