@@ -33,12 +33,21 @@ pub enum CodecError {
     BadLz4,
 }
 
+/// Bytes lz4 tries first: if they do not shrink, the chunk is stored raw
+/// without compressing the rest (float weights never shrink).
+const PROBE_LEN: usize = 4096;
+
+fn shrinks(raw: &[u8], compressed_len: usize) -> bool {
+    compressed_len + compressed_len / 16 < raw.len()
+}
+
 /// Encodes `raw` for storage, compressing only when it pays.
 pub fn encode(raw: &[u8]) -> Vec<u8> {
     let len = raw.len() as u32;
-    let compressed = lz4_flex::block::compress(raw);
-    let worth_it = compressed.len() + compressed.len() / 16 < raw.len();
-    let (tag, payload) = if worth_it {
+    let probe = &raw[..raw.len().min(PROBE_LEN)];
+    let promising = raw.len() <= PROBE_LEN || shrinks(probe, lz4_flex::block::compress(probe).len());
+    let compressed = if promising { lz4_flex::block::compress(raw) } else { Vec::new() };
+    let (tag, payload) = if promising && shrinks(raw, compressed.len()) {
         (TAG_LZ4, compressed.as_slice())
     } else {
         (TAG_RAW, raw)

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 
 use rocksdb::{WriteBatch, WriteOptions};
 
-use super::schema::{chunk_key, CF_CHUNKS, CF_CHUNK_INDEX};
+use super::schema::{chunk_key, chunk_shard, CF_CHUNK_INDEX, CHUNK_SHARDS};
 use super::{Result, Store, StoreError};
 use crate::chunk;
 use crate::ids::ChunkId;
@@ -40,7 +40,7 @@ impl Store {
         index[..4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
         index[4..].copy_from_slice(&(stored.len() as u32).to_le_bytes());
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_CHUNKS), chunk_key(id), &stored);
+        batch.put_cf(self.cf(chunk_shard(id)), chunk_key(id), &stored);
         batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id), index);
         let mut wo = WriteOptions::default();
         if volatile {
@@ -58,15 +58,16 @@ impl Store {
         if epoch <= self.flushed_epoch.load(Ordering::SeqCst) {
             return Ok(());
         }
-        self.db
-            .flush_cfs_opt(&[self.cf(CF_CHUNKS), self.cf(CF_CHUNK_INDEX)], &rocksdb::FlushOptions::default())?;
+        let mut cfs: Vec<&rocksdb::ColumnFamily> = CHUNK_SHARDS.iter().map(|n| self.cf(n)).collect();
+        cfs.push(self.cf(CF_CHUNK_INDEX));
+        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
         self.flushed_epoch.fetch_max(epoch, Ordering::SeqCst);
         Ok(())
     }
 
     /// Reads a chunk, decodes it and checks that it hashes to its id.
     pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>> {
-        let stored = match self.db.get_pinned_cf(self.cf(CF_CHUNKS), chunk_key(id)) {
+        let stored = match self.db.get_pinned_cf(self.cf(chunk_shard(id)), chunk_key(id)) {
             Ok(Some(v)) => v,
             Ok(None) => return Err(StoreError::ChunkMissing(id)),
             Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
@@ -85,7 +86,7 @@ impl Store {
     /// tests and `verify` drills that need a corrupt store.
     #[doc(hidden)]
     pub fn overwrite_chunk_value_for_test(&self, id: ChunkId, value: &[u8]) -> Result<()> {
-        self.db.put_cf(self.cf(CF_CHUNKS), chunk_key(id), value)?;
+        self.db.put_cf(self.cf(chunk_shard(id)), chunk_key(id), value)?;
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
 
-use super::schema::{ALL_CFS, CF_CHUNKS, CF_CHUNK_INDEX};
+use super::schema::{ALL_CFS, CF_CHUNKS, CF_CHUNKS_1, CF_CHUNK_INDEX};
 use super::StoreError;
 
 /// The store format this build reads and writes.
@@ -146,7 +146,9 @@ pub fn open_db(path: &Path) -> Result<DB, StoreError> {
     let mut db_opts = Options::default();
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);
-    db_opts.set_max_background_jobs(2);
+    // Flushes of the chunk shards run in parallel (see schema::CHUNK_SHARDS).
+    db_opts.set_max_background_jobs(4);
+    db_opts.set_max_background_flushes(2);
     db_opts.set_keep_log_file_num(2);
     db_opts.set_max_log_file_size(1 << 20);
     db_opts.set_log_level(rocksdb::LogLevel::Warn);
@@ -165,7 +167,7 @@ pub fn open_db(path: &Path) -> Result<DB, StoreError> {
         table.set_bloom_filter(10.0, false);
         o.set_block_based_table_factory(&table);
         match *name {
-            CF_CHUNKS => {
+            CF_CHUNKS | CF_CHUNKS_1 => {
                 // Chunk values go to blob files: written once at flush, never
                 // rewritten by compaction (the LSM only moves small blob refs).
                 o.set_enable_blob_files(true);
@@ -174,7 +176,7 @@ pub fn open_db(path: &Path) -> Result<DB, StoreError> {
                 // Blob GC relocates live blobs during compaction: only worth
                 // it once chunks are deleted, so GC turns it on when needed.
                 o.set_enable_blob_gc(false);
-                o.set_write_buffer_size(64 << 20);
+                o.set_write_buffer_size(32 << 20);
                 o.set_max_write_buffer_number(3);
             }
             CF_CHUNK_INDEX => {

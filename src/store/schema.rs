@@ -38,11 +38,21 @@ pub const CF_MANIFESTS: &str = "manifests";
 pub const CF_VERSIONS: &str = "versions";
 /// Small per-chunk records: the dedup check never reads chunk values.
 pub const CF_CHUNK_INDEX: &str = "chunk_index";
-/// Chunk values, kept in BlobDB blob files.
+/// Chunk values, kept in BlobDB blob files, sharded by id so that several
+/// memtable flushes (RocksDB runs one per column family) write in parallel.
 pub const CF_CHUNKS: &str = "chunks";
+/// The second chunk shard.
+pub const CF_CHUNKS_1: &str = "chunks-1";
+/// Chunk value shards, indexed by [`chunk_shard`].
+pub const CHUNK_SHARDS: [&str; 2] = [CF_CHUNKS, CF_CHUNKS_1];
+
+/// The shard holding a chunk.
+pub fn chunk_shard(id: ChunkId) -> &'static str {
+    CHUNK_SHARDS[(id.0 as usize) % CHUNK_SHARDS.len()]
+}
 
 /// Every column family, in creation order.
-pub const ALL_CFS: [&str; 9] = [
+pub const ALL_CFS: [&str; 10] = [
     CF_META,
     CF_INODES,
     CF_DENTRIES,
@@ -52,6 +62,7 @@ pub const ALL_CFS: [&str; 9] = [
     CF_VERSIONS,
     CF_CHUNK_INDEX,
     CF_CHUNKS,
+    CF_CHUNKS_1,
 ];
 
 /// `meta` key of the id allocator's persisted ceiling.
