@@ -63,7 +63,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("'{text}' is not a size (try 16K or 1M)"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (try 16K or 1M)"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -71,7 +73,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         other => return Err(format!("unknown size unit '{other}' in '{text}'")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("'{text}' is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 /// Parses the arguments and runs the command.

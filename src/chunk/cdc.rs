@@ -149,7 +149,9 @@ mod tests {
         assert_eq!(a, c);
         assert_eq!(a.concat(), data);
         let p = ChunkParams::default();
-        assert!(a[..a.len() - 1].iter().all(|ch| ch.len() >= p.min && ch.len() <= p.max));
+        assert!(a[..a.len() - 1]
+            .iter()
+            .all(|ch| ch.len() >= p.min && ch.len() <= p.max));
         let avg = data.len() / a.len();
         assert!(avg > 8 * 1024 && avg < 32 * 1024, "average {avg}");
     }
@@ -163,7 +165,12 @@ mod tests {
         let a = chunk_all(&data, 1 << 20);
         let b = chunk_all(&edited, 1 << 20);
         let shared = b.iter().filter(|ch| a.contains(ch)).count();
-        assert!(shared + 4 >= a.len(), "{} of {} chunks shared", shared, a.len());
+        assert!(
+            shared + 4 >= a.len(),
+            "{} of {} chunks shared",
+            shared,
+            a.len()
+        );
     }
 
     #[test]

@@ -45,8 +45,13 @@ fn shrinks(raw: &[u8], compressed_len: usize) -> bool {
 pub fn encode(raw: &[u8]) -> Vec<u8> {
     let len = raw.len() as u32;
     let probe = &raw[..raw.len().min(PROBE_LEN)];
-    let promising = raw.len() <= PROBE_LEN || shrinks(probe, lz4_flex::block::compress(probe).len());
-    let compressed = if promising { lz4_flex::block::compress(raw) } else { Vec::new() };
+    let promising =
+        raw.len() <= PROBE_LEN || shrinks(probe, lz4_flex::block::compress(probe).len());
+    let compressed = if promising {
+        lz4_flex::block::compress(raw)
+    } else {
+        Vec::new()
+    };
     let (tag, payload) = if promising && shrinks(raw, compressed.len()) {
         (TAG_LZ4, compressed.as_slice())
     } else {
@@ -98,7 +103,11 @@ mod tests {
     fn zeros_compress_and_round_trip() {
         let raw = vec![0u8; 65536];
         let stored = encode(&raw);
-        assert!(stored.len() < 1024, "zeros stored in {} bytes", stored.len());
+        assert!(
+            stored.len() < 1024,
+            "zeros stored in {} bytes",
+            stored.len()
+        );
         assert_eq!(stored[0], TAG_LZ4);
         assert_eq!(decode(&stored).unwrap(), raw);
     }

@@ -49,9 +49,17 @@ pub fn mount(args: &MountArgs) -> Result<()> {
         MountOption::Subtype("ckptfs".into()),
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
-        if args.read_only { MountOption::RO } else { MountOption::RW },
+        if args.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
     ];
-    config.acl = if args.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.acl = if args.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     config.n_threads = Some(args.fuse_threads as usize);
     config.clone_fd = true;
 
@@ -77,13 +85,15 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     raise_readahead(&args.mountpoint);
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let signal_handle = signals.handle();
-    std::thread::Builder::new().name("ckptfs-signals".into()).spawn(move || {
-        for sig in signals.forever() {
-            if stop_tx.send(Stop::Signal(sig)).is_err() {
-                break;
+    std::thread::Builder::new()
+        .name("ckptfs-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if stop_tx.send(Stop::Signal(sig)).is_err() {
+                    break;
+                }
             }
-        }
-    })?;
+        })?;
 
     let outcome = match stop_rx.recv() {
         Ok(Stop::Unmounted(r)) => {
@@ -91,15 +101,23 @@ pub fn mount(args: &MountArgs) -> Result<()> {
             r.context("FUSE session failed")
         }
         Ok(Stop::Signal(sig)) => {
-            log::info!("signal {sig}: committing open files and unmounting {}", args.mountpoint.display());
+            log::info!(
+                "signal {sig}: committing open files and unmounting {}",
+                args.mountpoint.display()
+            );
             if let Err(e) = tree.commit_all() {
                 log::error!("commit at shutdown: {e}");
             }
             unmount(&mut unmounter, &args.mountpoint);
             match stop_rx.recv_timeout(Duration::from_secs(10)) {
                 Ok(Stop::Unmounted(r)) => r.context("FUSE session failed"),
-                Ok(Stop::Signal(_)) | Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    log::warn!("the kernel still holds files open on {}; exiting", args.mountpoint.display());
+                Ok(Stop::Signal(_))
+                | Err(RecvTimeoutError::Timeout)
+                | Err(RecvTimeoutError::Disconnected) => {
+                    log::warn!(
+                        "the kernel still holds files open on {}; exiting",
+                        args.mountpoint.display()
+                    );
                     Ok(())
                 }
             }
@@ -111,6 +129,7 @@ pub fn mount(args: &MountArgs) -> Result<()> {
         let _ = serving.join();
     }
     tree.sync()?;
+    tree.log_summary();
     log::info!("stopped");
     outcome
 }
@@ -119,7 +138,10 @@ pub fn mount(args: &MountArgs) -> Result<()> {
 /// mount point is free at once.
 fn unmount(unmounter: &mut fuser::SessionUnmounter, mountpoint: &Path) {
     if let Err(e) = unmounter.unmount() {
-        log::warn!("unmount of {} failed ({e}); detaching lazily", mountpoint.display());
+        log::warn!(
+            "unmount of {} failed ({e}); detaching lazily",
+            mountpoint.display()
+        );
         if let Err(e) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
             log::error!("lazy unmount of {} failed: {e}", mountpoint.display());
         }

@@ -33,7 +33,10 @@ pub fn errno(e: &TreeError) -> Errno {
 fn store_errno(e: &StoreError) -> Errno {
     match e {
         StoreError::NoSpace => Errno::ENOSPC,
-        StoreError::Io { source, .. } => source.raw_os_error().map(Errno::from_i32).unwrap_or(Errno::EIO),
+        StoreError::Io { source, .. } => source
+            .raw_os_error()
+            .map(Errno::from_i32)
+            .unwrap_or(Errno::EIO),
         StoreError::Db(_)
         | StoreError::Corrupt(_)
         | StoreError::ChunkMissing(_)
@@ -52,7 +55,12 @@ mod tests {
     fn representative_errors_map_to_their_errno() {
         assert_eq!(errno(&TreeError::NameTooLong), Errno::ENAMETOOLONG);
         assert_eq!(errno(&TreeError::Store(StoreError::NoSpace)), Errno::ENOSPC);
-        assert_eq!(errno(&TreeError::Store(StoreError::ChunkCorrupt(crate::ids::ChunkId(1)))), Errno::EIO);
+        assert_eq!(
+            errno(&TreeError::Store(StoreError::ChunkCorrupt(
+                crate::ids::ChunkId(1)
+            ))),
+            Errno::EIO
+        );
         assert_eq!(errno(&TreeError::ReadOnly), Errno::EROFS);
     }
 }

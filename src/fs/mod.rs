@@ -16,16 +16,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 
-pub use attr::kind_of_mode;
-use attr::{file_attr, file_type, time_of};
 use crate::ids::Ino;
 use crate::tree::{FileKind, OpenMode, RenameMode, SetAttr, Tree, TreeError};
+pub use attr::kind_of_mode;
+use attr::{file_attr, file_type, time_of};
 
 /// How long the kernel may cache names and attributes. Every change goes
 /// through this mount, so the kernel's view cannot go stale behind it.
@@ -55,7 +55,13 @@ impl CkptFs {
         code
     }
 
-    fn entry(&self, op: &str, parent: INodeNo, r: crate::tree::Result<(Ino, crate::tree::InodeRecord)>, reply: ReplyEntry) {
+    fn entry(
+        &self,
+        op: &str,
+        parent: INodeNo,
+        r: crate::tree::Result<(Ino, crate::tree::InodeRecord)>,
+        reply: ReplyEntry,
+    ) {
         match r {
             Ok((ino, rec)) => reply.entry(&TTL, &file_attr(ino, &rec), Generation(0)),
             Err(e) => reply.error(self.fail(op, ino(parent), &e)),
@@ -80,7 +86,8 @@ impl Filesystem for CkptFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
-        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_ATOMIC_O_TRUNC);
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_ATOMIC_O_TRUNC);
         Ok(())
     }
 
@@ -145,7 +152,16 @@ impl Filesystem for CkptFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let Some(kind) = kind_of_mode(mode) else {
             return reply.error(Errno::EINVAL);
         };
@@ -153,13 +169,39 @@ impl Filesystem for CkptFs {
             return reply.error(Errno::EINVAL);
         }
         let perm = (mode & !umask & 0o7777) as u16;
-        let r = self.tree.new_node(ino(parent), name.as_bytes(), kind, perm, rdev, req.uid(), req.gid(), b"");
+        let r = self.tree.new_node(
+            ino(parent),
+            name.as_bytes(),
+            kind,
+            perm,
+            rdev,
+            req.uid(),
+            req.gid(),
+            b"",
+        );
         self.entry("mknod", parent, r, reply);
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         let perm = (mode & !umask & 0o7777) as u16;
-        let r = self.tree.new_node(ino(parent), name.as_bytes(), FileKind::Dir, perm, 0, req.uid(), req.gid(), b"");
+        let r = self.tree.new_node(
+            ino(parent),
+            name.as_bytes(),
+            FileKind::Dir,
+            perm,
+            0,
+            req.uid(),
+            req.gid(),
+            b"",
+        );
         self.entry("mkdir", parent, r, reply);
     }
 
@@ -177,9 +219,25 @@ impl Filesystem for CkptFs {
         }
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
         let target = target.as_os_str().as_bytes();
-        let r = self.tree.new_node(ino(parent), link_name.as_bytes(), FileKind::Symlink, 0o777, 0, req.uid(), req.gid(), target);
+        let r = self.tree.new_node(
+            ino(parent),
+            link_name.as_bytes(),
+            FileKind::Symlink,
+            0o777,
+            0,
+            req.uid(),
+            req.gid(),
+            target,
+        );
         self.entry("symlink", parent, r, reply);
     }
 
@@ -202,13 +260,26 @@ impl Filesystem for CkptFs {
         } else {
             return reply.error(Errno::EINVAL);
         };
-        match self.tree.rename(ino(parent), name.as_bytes(), ino(newparent), newname.as_bytes(), mode) {
+        match self.tree.rename(
+            ino(parent),
+            name.as_bytes(),
+            ino(newparent),
+            newname.as_bytes(),
+            mode,
+        ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("rename", ino(parent), &e)),
         }
     }
 
-    fn link(&self, _req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         let r = self.tree.link(ino(i), ino(newparent), newname.as_bytes());
         self.entry("link", newparent, r, reply);
     }
@@ -255,7 +326,14 @@ impl Filesystem for CkptFs {
         }
     }
 
-    fn flush(&self, _req: &Request, i: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         match self.tree.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("close", ino(i), &e)),
@@ -278,7 +356,14 @@ impl Filesystem for CkptFs {
         }
     }
 
-    fn fsync(&self, _req: &Request, i: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.tree.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("fsync", ino(i), &e)),
@@ -287,15 +372,29 @@ impl Filesystem for CkptFs {
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.tree.getattr(ino(i)) {
-            Ok(rec) if rec.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(rec) if rec.kind == FileKind::Dir => {
+                reply.opened(FileHandle(0), FopenFlags::empty())
+            }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(self.fail("opendir", ino(i), &e)),
         }
     }
 
-    fn readdir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let r = self.tree.readdir(ino(i), offset, |item| {
-            !reply.add(INodeNo(item.ino.0), item.offset, file_type(item.kind), OsStr::from_bytes(item.name))
+            !reply.add(
+                INodeNo(item.ino.0),
+                item.offset,
+                file_type(item.kind),
+                OsStr::from_bytes(item.name),
+            )
         });
         match r {
             Ok(()) => reply.ok(),
@@ -303,7 +402,14 @@ impl Filesystem for CkptFs {
         }
     }
 
-    fn fsyncdir(&self, _req: &Request, i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.tree.sync() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("fsyncdir", ino(i), &e)),
@@ -326,7 +432,16 @@ impl Filesystem for CkptFs {
         }
     }
 
-    fn setxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         match self.tree.setxattr(ino(i), name.as_bytes(), value, flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("setxattr", ino(i), &e)),
@@ -367,22 +482,56 @@ impl Filesystem for CkptFs {
         reply.ok();
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let perm = (mode & !umask & 0o7777) as u16;
-        match self.tree.create(ino(parent), name.as_bytes(), perm, req.uid(), req.gid(), open_mode(flags)) {
-            Ok((i, rec, fh)) => reply.created(&TTL, &file_attr(i, &rec), Generation(0), FileHandle(fh), FopenFlags::empty()),
+        match self.tree.create(
+            ino(parent),
+            name.as_bytes(),
+            perm,
+            req.uid(),
+            req.gid(),
+            open_mode(flags),
+        ) {
+            Ok((i, rec, fh)) => reply.created(
+                &TTL,
+                &file_attr(i, &rec),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
             Err(e) => reply.error(self.fail("create", ino(parent), &e)),
         }
     }
 
-    fn fallocate(&self, _req: &Request, i: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        i: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         if mode != 0 {
             return reply.error(Errno::EOPNOTSUPP);
         }
         let r = self.tree.getattr(ino(i)).and_then(|rec| {
             let end = offset.saturating_add(length);
             if end > rec.size {
-                let grow = SetAttr { size: Some(end), ..SetAttr::default() };
+                let grow = SetAttr {
+                    size: Some(end),
+                    ..SetAttr::default()
+                };
                 self.tree.setattr(ino(i), grow, Some(fh.0)).map(|_| ())
             } else {
                 Ok(())

@@ -69,7 +69,10 @@ impl<'a> Dec<'a> {
 
     fn take<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
         if self.buf.len() < N {
-            return Err(StoreError::Corrupt(format!("{} record is truncated", self.what)));
+            return Err(StoreError::Corrupt(format!(
+                "{} record is truncated",
+                self.what
+            )));
         }
         let (head, rest) = self.buf.split_at(N);
         self.buf = rest;
@@ -105,14 +108,13 @@ impl<'a> Dec<'a> {
     pub fn bytes(&mut self) -> Result<Vec<u8>, StoreError> {
         let len = self.u32()? as usize;
         if self.buf.len() < len {
-            return Err(StoreError::Corrupt(format!("{} record is truncated", self.what)));
+            return Err(StoreError::Corrupt(format!(
+                "{} record is truncated",
+                self.what
+            )));
         }
         let (head, rest) = self.buf.split_at(len);
         self.buf = rest;
         Ok(head.to_vec())
-    }
-    /// True once everything was read.
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
     }
 }

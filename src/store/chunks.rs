@@ -58,16 +58,21 @@ impl Store {
         if epoch <= self.flushed_epoch.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let mut cfs: Vec<&rocksdb::ColumnFamily> = CHUNK_SHARDS.iter().map(|n| self.cf(n)).collect();
+        let mut cfs: Vec<&rocksdb::ColumnFamily> =
+            CHUNK_SHARDS.iter().map(|n| self.cf(n)).collect();
         cfs.push(self.cf(CF_CHUNK_INDEX));
-        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
         self.flushed_epoch.fetch_max(epoch, Ordering::SeqCst);
         Ok(())
     }
 
     /// Reads a chunk, decodes it and checks that it hashes to its id.
     pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>> {
-        let stored = match self.db.get_pinned_cf(self.cf(chunk_shard(id)), chunk_key(id)) {
+        let stored = match self
+            .db
+            .get_pinned_cf(self.cf(chunk_shard(id)), chunk_key(id))
+        {
             Ok(Some(v)) => v,
             Ok(None) => return Err(StoreError::ChunkMissing(id)),
             Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
@@ -86,7 +91,8 @@ impl Store {
     /// tests and `verify` drills that need a corrupt store.
     #[doc(hidden)]
     pub fn overwrite_chunk_value_for_test(&self, id: ChunkId, value: &[u8]) -> Result<()> {
-        self.db.put_cf(self.cf(chunk_shard(id)), chunk_key(id), value)?;
+        self.db
+            .put_cf(self.cf(chunk_shard(id)), chunk_key(id), value)?;
         Ok(())
     }
 }
@@ -111,9 +117,15 @@ mod tests {
         let n = bad.len();
         bad[n - 1] ^= 1;
         store.overwrite_chunk_value_for_test(id, &bad).unwrap();
-        assert!(matches!(store.read_chunk(id), Err(StoreError::ChunkCorrupt(_))));
+        assert!(matches!(
+            store.read_chunk(id),
+            Err(StoreError::ChunkCorrupt(_))
+        ));
         let missing = chunk_id(b"never stored");
-        assert!(matches!(store.read_chunk(missing), Err(StoreError::ChunkMissing(_))));
+        assert!(matches!(
+            store.read_chunk(missing),
+            Err(StoreError::ChunkMissing(_))
+        ));
     }
 
     #[test]
@@ -133,9 +145,15 @@ mod tests {
     fn foreign_and_newer_directories_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("notes.txt"), "hi").unwrap();
-        assert!(matches!(Store::open(dir.path()), Err(StoreError::NotAStore { .. })));
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::NotAStore { .. })
+        ));
         let newer = tempfile::tempdir().unwrap();
         std::fs::write(newer.path().join("CKPTFS"), "ckptfs store format 99\n").unwrap();
-        assert!(matches!(Store::open(newer.path()), Err(StoreError::NewerFormat { found: 99, .. })));
+        assert!(matches!(
+            Store::open(newer.path()),
+            Err(StoreError::NewerFormat { found: 99, .. })
+        ));
     }
 }

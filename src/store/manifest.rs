@@ -69,14 +69,19 @@ pub fn decode_segment(buf: &[u8]) -> Result<Vec<Entry>, StoreError> {
     let mut d = Dec::new(buf, "manifest segment");
     let count = d.u32()? as usize;
     if count > SEGMENT_ENTRIES * 4 {
-        return Err(StoreError::Corrupt(format!("manifest segment of {count} entries")));
+        return Err(StoreError::Corrupt(format!(
+            "manifest segment of {count} entries"
+        )));
     }
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         out.push(match d.u8()? {
             KIND_CHUNK => {
                 let len = d.u32()?;
-                Entry::Chunk { id: ChunkId(d.u128()?), len }
+                Entry::Chunk {
+                    id: ChunkId(d.u128()?),
+                    len,
+                }
             }
             KIND_HOLE => Entry::Hole { len: d.u64()? },
             other => {
@@ -94,9 +99,15 @@ mod tests {
     #[test]
     fn segments_round_trip_and_reject_garbage() {
         let entries = vec![
-            Entry::Chunk { id: ChunkId(0xabc), len: 16384 },
+            Entry::Chunk {
+                id: ChunkId(0xabc),
+                len: 16384,
+            },
             Entry::Hole { len: 1 << 40 },
-            Entry::Chunk { id: ChunkId(u128::MAX), len: 1 },
+            Entry::Chunk {
+                id: ChunkId(u128::MAX),
+                len: 1,
+            },
         ];
         let bytes = encode_segment(&entries);
         assert_eq!(decode_segment(&bytes).unwrap(), entries);

@@ -164,7 +164,10 @@ impl Store {
         let store = Store {
             db,
             dir,
-            ids: Mutex::new(IdAllocator { next: ceiling, ceiling }),
+            ids: Mutex::new(IdAllocator {
+                next: ceiling,
+                ceiling,
+            }),
             volatile_epoch: AtomicU64::new(0),
             flushed_epoch: AtomicU64::new(0),
         };
@@ -176,11 +179,17 @@ impl Store {
         if self.inode(Ino::ROOT)?.is_some() {
             return Ok(());
         }
-        let mut root = InodeRecord::new(FileKind::Dir, 0o755, nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        let mut root = InodeRecord::new(
+            FileKind::Dir,
+            0o755,
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
         root.nlink = 2;
         let mut txn = self.txn();
         txn.put_inode(Ino::ROOT, &root);
-        txn.batch.put_cf(self.cf(CF_META), META_FORMAT, FORMAT_VERSION.to_le_bytes());
+        txn.batch
+            .put_cf(self.cf(CF_META), META_FORMAT, FORMAT_VERSION.to_le_bytes());
         self.commit(txn, true)
     }
 
@@ -205,8 +214,12 @@ impl Store {
             let ceiling = ids.next + ID_BLOCK;
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
-            self.db
-                .put_cf_opt(self.cf(CF_META), META_ID_CEILING, ceiling.to_le_bytes(), &wo)?;
+            self.db.put_cf_opt(
+                self.cf(CF_META),
+                META_ID_CEILING,
+                ceiling.to_le_bytes(),
+                &wo,
+            )?;
             ids.ceiling = ceiling;
         }
         let id = ids.next;
@@ -224,7 +237,10 @@ impl Store {
 
     /// Looks a name up in a directory.
     pub fn dentry(&self, parent: Ino, name: &[u8]) -> Result<Option<DirEntry>> {
-        match self.db.get_pinned_cf(self.cf(CF_DENTRIES), dentry_key(parent, name))? {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_DENTRIES), dentry_key(parent, name))?
+        {
             Some(v) => Ok(Some(DirEntry::decode(&v)?)),
             None => Ok(None),
         }
@@ -241,8 +257,12 @@ impl Store {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_DIRORDER));
         it.seek(dirorder_key(parent, after.saturating_add(1)));
         while it.valid() {
-            let (Some(key), Some(value)) = (it.key(), it.value()) else { break };
-            let Some((dir, _)) = split_pair_key(key) else { break };
+            let (Some(key), Some(value)) = (it.key(), it.value()) else {
+                break;
+            };
+            let Some((dir, _)) = split_pair_key(key) else {
+                break;
+            };
             if dir != parent.0 {
                 break;
             }
@@ -344,7 +364,10 @@ impl Store {
 
     /// Reads one committed version of a file.
     pub fn version(&self, ino: Ino, seq: u64) -> Result<Option<VersionRecord>> {
-        match self.db.get_pinned_cf(self.cf(CF_VERSIONS), version_key(ino, seq))? {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_VERSIONS), version_key(ino, seq))?
+        {
             Some(v) => Ok(Some(VersionRecord::decode(&v)?)),
             None => Ok(None),
         }
@@ -398,12 +421,14 @@ pub struct Txn<'a> {
 impl Txn<'_> {
     /// Writes an inode.
     pub fn put_inode(&mut self, ino: Ino, rec: &InodeRecord) {
-        self.batch.put_cf(self.store.cf(CF_INODES), inode_key(ino), rec.encode());
+        self.batch
+            .put_cf(self.store.cf(CF_INODES), inode_key(ino), rec.encode());
     }
 
     /// Deletes an inode and its extended attributes.
     pub fn delete_inode(&mut self, ino: Ino) -> Result<()> {
-        self.batch.delete_cf(self.store.cf(CF_INODES), inode_key(ino));
+        self.batch
+            .delete_cf(self.store.cf(CF_INODES), inode_key(ino));
         for name in self.store.xattr_names(ino)? {
             self.delete_xattr(ino, &name);
         }
@@ -412,8 +437,11 @@ impl Txn<'_> {
 
     /// Adds or replaces a directory entry.
     pub fn put_dentry(&mut self, parent: Ino, name: &[u8], entry: &DirEntry) {
-        self.batch
-            .put_cf(self.store.cf(CF_DENTRIES), dentry_key(parent, name), entry.encode());
+        self.batch.put_cf(
+            self.store.cf(CF_DENTRIES),
+            dentry_key(parent, name),
+            entry.encode(),
+        );
         self.batch.put_cf(
             self.store.cf(CF_DIRORDER),
             dirorder_key(parent, entry.cookie),
@@ -423,19 +451,24 @@ impl Txn<'_> {
 
     /// Removes a directory entry.
     pub fn delete_dentry(&mut self, parent: Ino, name: &[u8], entry: &DirEntry) {
-        self.batch.delete_cf(self.store.cf(CF_DENTRIES), dentry_key(parent, name));
         self.batch
-            .delete_cf(self.store.cf(CF_DIRORDER), dirorder_key(parent, entry.cookie));
+            .delete_cf(self.store.cf(CF_DENTRIES), dentry_key(parent, name));
+        self.batch.delete_cf(
+            self.store.cf(CF_DIRORDER),
+            dirorder_key(parent, entry.cookie),
+        );
     }
 
     /// Sets an extended attribute.
     pub fn put_xattr(&mut self, ino: Ino, name: &[u8], value: &[u8]) {
-        self.batch.put_cf(self.store.cf(CF_XATTRS), xattr_key(ino, name), value);
+        self.batch
+            .put_cf(self.store.cf(CF_XATTRS), xattr_key(ino, name), value);
     }
 
     /// Removes an extended attribute.
     pub fn delete_xattr(&mut self, ino: Ino, name: &[u8]) {
-        self.batch.delete_cf(self.store.cf(CF_XATTRS), xattr_key(ino, name));
+        self.batch
+            .delete_cf(self.store.cf(CF_XATTRS), xattr_key(ino, name));
     }
 
     /// Adds a manifest segment.
@@ -449,7 +482,11 @@ impl Txn<'_> {
 
     /// Records a committed version.
     pub fn put_version(&mut self, ino: Ino, seq: u64, rec: &VersionRecord) {
-        self.batch.put_cf(self.store.cf(CF_VERSIONS), version_key(ino, seq), rec.encode());
+        self.batch.put_cf(
+            self.store.cf(CF_VERSIONS),
+            version_key(ino, seq),
+            rec.encode(),
+        );
     }
 }
 

@@ -147,8 +147,8 @@ pub fn open_db(path: &Path) -> Result<DB, StoreError> {
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);
     // Flushes of the chunk shards run in parallel (see schema::CHUNK_SHARDS).
-    db_opts.set_max_background_jobs(4);
-    db_opts.set_max_background_flushes(2);
+    // RocksDB gives a quarter of the jobs to flushes: 2 flush threads.
+    db_opts.set_max_background_jobs(8);
     db_opts.set_keep_log_file_num(2);
     db_opts.set_max_log_file_size(1 << 20);
     db_opts.set_log_level(rocksdb::LogLevel::Warn);

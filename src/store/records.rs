@@ -203,7 +203,9 @@ impl InodeRecord {
         let mut d = Dec::new(buf, "inode");
         let version = d.u8()?;
         if version != INODE_RECORD_V1 {
-            return Err(StoreError::Corrupt(format!("inode record version {version}")));
+            return Err(StoreError::Corrupt(format!(
+                "inode record version {version}"
+            )));
         }
         Ok(InodeRecord {
             kind: FileKind::from_u8(d.u8()?)?,
@@ -266,7 +268,9 @@ impl DirEntry {
     pub fn decode_with_name(buf: &[u8]) -> Result<(Self, &[u8]), StoreError> {
         const FIXED: usize = 17;
         if buf.len() < FIXED {
-            return Err(StoreError::Corrupt("directory order record is truncated".into()));
+            return Err(StoreError::Corrupt(
+                "directory order record is truncated".into(),
+            ));
         }
         Ok((DirEntry::decode(&buf[..FIXED])?, &buf[FIXED..]))
     }
@@ -314,7 +318,9 @@ impl VersionRecord {
         let mut d = Dec::new(buf, "version");
         let version = d.u8()?;
         if version != VERSION_RECORD_V1 {
-            return Err(StoreError::Corrupt(format!("version record version {version}")));
+            return Err(StoreError::Corrupt(format!(
+                "version record version {version}"
+            )));
         }
         Ok(VersionRecord {
             manifest: ManifestId(d.u64()?),
@@ -347,14 +353,24 @@ mod tests {
 
     #[test]
     fn times_convert_both_ways_before_and_after_epoch() {
-        for t in [Time { secs: 5, nanos: 9 }, Time { secs: -3, nanos: 250 }] {
+        for t in [
+            Time { secs: 5, nanos: 9 },
+            Time {
+                secs: -3,
+                nanos: 250,
+            },
+        ] {
             assert_eq!(Time::from(SystemTime::from(t)), t);
         }
     }
 
     #[test]
     fn dentry_and_version_round_trip() {
-        let d = DirEntry { ino: Ino(42), kind: FileKind::Dir, cookie: 9 };
+        let d = DirEntry {
+            ino: Ino(42),
+            kind: FileKind::Dir,
+            cookie: 9,
+        };
         assert_eq!(DirEntry::decode(&d.encode()).unwrap(), d);
         let v = VersionRecord {
             manifest: ManifestId(3),

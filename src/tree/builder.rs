@@ -49,19 +49,9 @@ impl ManifestBuilder {
         }
     }
 
-    /// The manifest's id.
-    pub fn id(&self) -> ManifestId {
-        self.id
-    }
-
     /// Bytes the manifest will cover once everything pending is done.
     pub fn len(&self) -> u64 {
         self.submitted
-    }
-
-    /// True when nothing was added.
-    pub fn is_empty(&self) -> bool {
-        self.submitted == 0
     }
 
     /// Sends a chunk to the pipeline and records its place. Past the first
@@ -70,7 +60,8 @@ impl ManifestBuilder {
     pub fn submit(&mut self, pipeline: &Pipeline, data: &[u8]) {
         let volatile = self.submitted >= VOLATILE_AFTER;
         self.submitted += data.len() as u64;
-        self.pending.push_back(Pending::Job(pipeline.submit(data.to_vec(), volatile)));
+        self.pending
+            .push_back(Pending::Job(pipeline.submit(data.to_vec(), volatile)));
     }
 
     /// Adds an entry that needs no work (a reused chunk or a hole).
@@ -85,7 +76,11 @@ impl ManifestBuilder {
             let entry = match front {
                 Pending::Ready(e) => Ok(*e),
                 Pending::Job(rx) => {
-                    let got = if wait { rx.recv().ok() } else { rx.try_recv().ok() };
+                    let got = if wait {
+                        rx.recv().ok()
+                    } else {
+                        rx.try_recv().ok()
+                    };
                     match got {
                         Some(r) => r,
                         None if wait => Err(StoreError::Db("chunk worker vanished".into())),
@@ -116,7 +111,9 @@ impl ManifestBuilder {
         if entry.is_empty() {
             return Ok(());
         }
-        if let (Some(Entry::Hole { len }), Entry::Hole { len: more }) = (self.entries.last_mut(), entry) {
+        if let (Some(Entry::Hole { len }), Entry::Hole { len: more }) =
+            (self.entries.last_mut(), entry)
+        {
             *len += more;
             self.seg_len += more;
             return Ok(());
@@ -134,7 +131,11 @@ impl ManifestBuilder {
 
     /// Waits for everything and puts the last segment into `txn`.
     /// Returns the manifest id (EMPTY for an empty file) and its length.
-    pub fn finish_into(mut self, store: &Store, txn: &mut Txn<'_>) -> Result<(ManifestId, u64), StoreError> {
+    pub fn finish_into(
+        mut self,
+        store: &Store,
+        txn: &mut Txn<'_>,
+    ) -> Result<(ManifestId, u64), StoreError> {
         self.drain(store, true)?;
         if self.seg_start + self.seg_len == 0 {
             return Ok((ManifestId::EMPTY, 0));

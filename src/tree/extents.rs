@@ -62,17 +62,15 @@ impl Extents {
             .next_back()
             .filter(|(_, &e)| e > start)
             .map(|(&s, &e)| (s, e));
-        let rest = self.map.range(start.saturating_add(1)..end).map(|(&s, &e)| (s, e));
+        let rest = self
+            .map
+            .range(start.saturating_add(1)..end)
+            .map(|(&s, &e)| (s, e));
         first
             .into_iter()
             .chain(rest.filter(move |&(s, _)| s > start))
             .map(move |(s, e)| (s.max(start), e.min(end)))
             .filter(|(s, e)| s < e)
-    }
-
-    /// True when nothing was written.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 
@@ -86,7 +84,10 @@ mod tests {
         x.insert(10, 20);
         x.insert(30, 40);
         x.insert(20, 25);
-        assert_eq!(x.ranges_within(0, 100).collect::<Vec<_>>(), vec![(10, 25), (30, 40)]);
+        assert_eq!(
+            x.ranges_within(0, 100).collect::<Vec<_>>(),
+            vec![(10, 25), (30, 40)]
+        );
         x.insert(5, 35);
         assert_eq!(x.ranges_within(0, 100).collect::<Vec<_>>(), vec![(5, 40)]);
     }
@@ -96,14 +97,20 @@ mod tests {
         let mut x = Extents::default();
         x.insert(0, 10);
         x.insert(20, 30);
-        assert_eq!(x.ranges_within(5, 25).collect::<Vec<_>>(), vec![(5, 10), (20, 25)]);
+        assert_eq!(
+            x.ranges_within(5, 25).collect::<Vec<_>>(),
+            vec![(5, 10), (20, 25)]
+        );
         assert!(!x.overlaps(10, 20));
         assert!(x.overlaps(29, 31));
         x.truncate(25);
-        assert_eq!(x.ranges_within(0, 100).collect::<Vec<_>>(), vec![(0, 10), (20, 25)]);
+        assert_eq!(
+            x.ranges_within(0, 100).collect::<Vec<_>>(),
+            vec![(0, 10), (20, 25)]
+        );
         x.truncate(20);
         assert_eq!(x.ranges_within(0, 100).collect::<Vec<_>>(), vec![(0, 10)]);
         x.truncate(0);
-        assert!(x.is_empty());
+        assert_eq!(x.ranges_within(0, u64::MAX).next(), None);
     }
 }

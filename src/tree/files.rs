@@ -101,7 +101,8 @@ impl SpaceGuard {
             self.budget.store(0, Ordering::Relaxed);
             return Err(StoreError::NoSpace.into());
         }
-        self.budget.store(((avail - reserve) / 2) as i64, Ordering::Relaxed);
+        self.budget
+            .store(((avail - reserve) / 2) as i64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -224,7 +225,15 @@ impl Tree {
     }
 
     /// Creates and opens a new regular file.
-    pub fn create(&self, parent: Ino, name: &[u8], perm: u16, uid: u32, gid: u32, mode: OpenMode) -> Result<(Ino, InodeRecord, u64)> {
+    pub fn create(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        perm: u16,
+        uid: u32,
+        gid: u32,
+        mode: OpenMode,
+    ) -> Result<(Ino, InodeRecord, u64)> {
         let (ino, rec) = self.new_node(parent, name, FileKind::File, perm, 0, uid, gid, b"")?;
         let file = self.acquire(ino, true)?;
         {
@@ -235,7 +244,13 @@ impl Tree {
             *file.live.lock() = Some((0, fresh.mtime));
             st.write = Some(fresh);
         }
-        let fh = self.add_handle(file, OpenMode { write: true, ..mode });
+        let fh = self.add_handle(
+            file,
+            OpenMode {
+                write: true,
+                ..mode
+            },
+        );
         Ok((ino, rec, fh))
     }
 
@@ -263,7 +278,9 @@ impl Tree {
         let n = (size as u64).min(len - offset) as usize;
         let mut buf = vec![0u8; n];
         let mut hint = hint.lock();
-        self.data.reader.read(manifest, offset, &mut buf, &mut hint)?;
+        self.data
+            .reader
+            .read(manifest, offset, &mut buf, &mut hint)?;
         Ok(buf)
     }
 
@@ -285,7 +302,12 @@ impl Tree {
 
     /// The file's write state, created over the committed content if
     /// needed. `first_write` picks streaming when it continues the file.
-    fn write_state<'s>(&self, file: &OpenFile, st: &'s mut FileState, first_write: Option<u64>) -> Result<&'s mut WriteState> {
+    fn write_state<'s>(
+        &self,
+        file: &OpenFile,
+        st: &'s mut FileState,
+        first_write: Option<u64>,
+    ) -> Result<&'s mut WriteState> {
         if st.write.is_none() {
             let (manifest, size) = st.committed;
             let ws = match first_write {
@@ -297,7 +319,9 @@ impl Tree {
             };
             st.write = Some(ws);
         }
-        st.write.as_mut().ok_or(TreeError::Invalid("no write state"))
+        st.write
+            .as_mut()
+            .ok_or(TreeError::Invalid("no write state"))
     }
 
     fn truncate_locked(&self, file: &OpenFile, st: &mut FileState, size: u64) -> Result<()> {
@@ -338,7 +362,11 @@ impl Tree {
 
     /// The kernel's last reference to a handle is gone.
     pub fn release(&self, fh: u64) -> Result<()> {
-        let handle = self.handles.write().remove(&fh).ok_or(TreeError::BadHandle)?;
+        let handle = self
+            .handles
+            .write()
+            .remove(&fh)
+            .ok_or(TreeError::BadHandle)?;
         self.relinquish(&handle.file, handle.mode.write)
     }
 
@@ -374,7 +402,10 @@ impl Tree {
         let (manifest, size) = match ws.finish(&self.data, &mut txn) {
             Ok(built) => built,
             Err(e) => {
-                log::error!("{}: version not committed, previous version kept: {e}", self.path_of(file.ino));
+                log::error!(
+                    "{}: version not committed, previous version kept: {e}",
+                    self.path_of(file.ino)
+                );
                 return Err(e);
             }
         };
@@ -402,7 +433,11 @@ impl Tree {
         store.commit(txn, sync)?;
         st.committed = (manifest, size);
         drop(_ns);
-        log::debug!("{}: committed version {} ({size} bytes)", self.path_of(file.ino), rec.versions);
+        log::debug!(
+            "{}: committed version {} ({size} bytes)",
+            self.path_of(file.ino),
+            rec.versions
+        );
         Ok(())
     }
 
@@ -412,7 +447,12 @@ impl Tree {
         if let Some(size) = attr.size {
             self.set_size(ino, size, fh)?;
         }
-        if attr.mode.is_some() || attr.uid.is_some() || attr.gid.is_some() || attr.atime.is_some() || attr.mtime.is_some() {
+        if attr.mode.is_some()
+            || attr.uid.is_some()
+            || attr.gid.is_some()
+            || attr.atime.is_some()
+            || attr.mtime.is_some()
+        {
             let store = &self.data.store;
             let _ns = self.ns.lock();
             let mut rec = self.inode(ino)?;

@@ -31,9 +31,9 @@ use thiserror::Error;
 
 use crate::chunk::ChunkParams;
 use crate::store::{Store, StoreError};
+use files::{FileHandle, OpenFile};
 pub use files::{OpenMode, SetAttr};
 pub use namespace::{DirItem, RenameMode};
-use files::{FileHandle, OpenFile};
 use pipeline::Pipeline;
 use reader::ContentReader;
 
@@ -127,7 +127,10 @@ impl Default for TreeOptions {
         TreeOptions {
             chunk: ChunkParams::default(),
             read_only: false,
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(2, 8),
             cache_bytes: 64 << 20,
             reserve_bytes: 64 << 20,
         }
@@ -196,6 +199,20 @@ impl Tree {
         } else {
             Ok(())
         }
+    }
+
+    /// Logs what the chunk pipeline did since the mount.
+    pub fn log_summary(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.data.pipeline.counters;
+        log::info!(
+            "stored {} new chunks ({} MiB raw, {} MiB on disk), {} deduplicated, {} zero chunks as holes",
+            c.stored_chunks.load(Relaxed),
+            c.stored_raw_bytes.load(Relaxed) >> 20,
+            c.stored_bytes.load(Relaxed) >> 20,
+            c.dedup_chunks.load(Relaxed),
+            c.zero_chunks.load(Relaxed),
+        );
     }
 
     /// Makes everything committed so far durable.

@@ -99,7 +99,11 @@ impl Tree {
         if dir.kind != FileKind::Dir {
             return Err(TreeError::NotDir);
         }
-        let entry = self.data.store.dentry(parent, name)?.ok_or(TreeError::NotFound)?;
+        let entry = self
+            .data
+            .store
+            .dentry(parent, name)?
+            .ok_or(TreeError::NotFound)?;
         Ok((entry.ino, self.getattr(entry.ino)?))
     }
 
@@ -168,7 +172,11 @@ impl Tree {
             return Err(TreeError::Exists);
         }
         let (gid, perm) = if dir.perm & S_ISGID != 0 {
-            let perm = if kind == FileKind::Dir { perm | S_ISGID } else { perm };
+            let perm = if kind == FileKind::Dir {
+                perm | S_ISGID
+            } else {
+                perm
+            };
             (dir.gid, perm)
         } else {
             (gid, perm)
@@ -317,7 +325,14 @@ impl Tree {
     }
 
     /// Renames `parent/name` to `newparent/newname`.
-    pub fn rename(&self, parent: Ino, name: &[u8], newparent: Ino, newname: &[u8], mode: RenameMode) -> Result<()> {
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        newparent: Ino,
+        newname: &[u8],
+        mode: RenameMode,
+    ) -> Result<()> {
         self.writable()?;
         check_name(newname)?;
         let store = &self.data.store;
@@ -348,11 +363,28 @@ impl Tree {
             (RenameMode::NoReplace, Some(_)) => return Err(TreeError::Exists),
             (RenameMode::Exchange, None) => return Err(TreeError::NotFound),
             (RenameMode::Exchange, Some(dst)) => {
-                if dst.kind == FileKind::Dir && newparent != parent && self.is_within(parent, dst.ino)? {
+                if dst.kind == FileKind::Dir
+                    && newparent != parent
+                    && self.is_within(parent, dst.ino)?
+                {
                     return Err(TreeError::Invalid("cannot move a directory into itself"));
                 }
-                txn.put_dentry(parent, name, &DirEntry { cookie: src.cookie, ..dst });
-                txn.put_dentry(newparent, newname, &DirEntry { cookie: dst.cookie, ..src });
+                txn.put_dentry(
+                    parent,
+                    name,
+                    &DirEntry {
+                        cookie: src.cookie,
+                        ..dst
+                    },
+                );
+                txn.put_dentry(
+                    newparent,
+                    newname,
+                    &DirEntry {
+                        cookie: dst.cookie,
+                        ..src
+                    },
+                );
                 self.move_inode(&mut touched, src, parent, newparent, newname, now)?;
                 self.move_inode(&mut touched, dst, newparent, parent, name, now)?;
             }
@@ -391,7 +423,15 @@ impl Tree {
     }
 
     /// Records an inode's new name and fixes directory link counts.
-    fn move_inode(&self, touched: &mut Touched<'_>, entry: DirEntry, from: Ino, to: Ino, name: &[u8], now: Time) -> Result<()> {
+    fn move_inode(
+        &self,
+        touched: &mut Touched<'_>,
+        entry: DirEntry,
+        from: Ino,
+        to: Ino,
+        name: &[u8],
+        now: Time,
+    ) -> Result<()> {
         let rec = touched.get(entry.ino)?;
         rec.parent = to;
         rec.name = name.to_vec();
@@ -407,7 +447,12 @@ impl Tree {
     /// Lists a directory from `offset` (0 = start; then the `offset` of
     /// the last item seen) until `f` returns false. Offsets are stable
     /// while entries are added and removed.
-    pub fn readdir(&self, ino: Ino, offset: u64, mut f: impl FnMut(DirItem<'_>) -> bool) -> Result<()> {
+    pub fn readdir(
+        &self,
+        ino: Ino,
+        offset: u64,
+        mut f: impl FnMut(DirItem<'_>) -> bool,
+    ) -> Result<()> {
         let rec = self.inode(ino)?;
         if rec.kind != FileKind::Dir {
             return Err(TreeError::NotDir);
@@ -415,18 +460,27 @@ impl Tree {
         let dotdot = if ino == Ino::ROOT { ino } else { rec.parent };
         let dots: [(u64, Ino, &[u8]); 2] = [(1, ino, b"."), (2, dotdot, b"..")];
         for (off, target, name) in dots {
-            if offset < off && !f(DirItem { offset: off, ino: target, kind: FileKind::Dir, name }) {
+            if offset < off
+                && !f(DirItem {
+                    offset: off,
+                    ino: target,
+                    kind: FileKind::Dir,
+                    name,
+                })
+            {
                 return Ok(());
             }
         }
-        self.data.store.dir_entries(ino, offset.max(2), |entry, name| {
-            Ok(f(DirItem {
-                offset: entry.cookie,
-                ino: entry.ino,
-                kind: entry.kind,
-                name,
-            }))
-        })?;
+        self.data
+            .store
+            .dir_entries(ino, offset.max(2), |entry, name| {
+                Ok(f(DirItem {
+                    offset: entry.cookie,
+                    ino: entry.ino,
+                    kind: entry.kind,
+                    name,
+                }))
+            })?;
         Ok(())
     }
 
@@ -503,7 +557,10 @@ impl Tree {
             txn.delete_inode(*ino)?;
         }
         store.commit(txn, false)?;
-        log::info!("removed {} unlinked inode(s) left open at the last stop", orphans.len());
+        log::info!(
+            "removed {} unlinked inode(s) left open at the last stop",
+            orphans.len()
+        );
         Ok(())
     }
 }
@@ -513,7 +570,10 @@ fn check_xattr_name(name: &[u8]) -> Result<()> {
         return Err(TreeError::Range);
     }
     let allowed: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
-    if allowed.iter().any(|p| name.starts_with(p) && name.len() > p.len()) {
+    if allowed
+        .iter()
+        .any(|p| name.starts_with(p) && name.len() > p.len())
+    {
         Ok(())
     } else {
         Err(TreeError::NotSupported)

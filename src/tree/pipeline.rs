@@ -82,15 +82,23 @@ impl Pipeline {
     /// skip the WAL (see `Store::put_chunk`).
     pub fn submit(&self, data: Vec<u8>, volatile: bool) -> Receiver<ChunkResult> {
         let (reply, result) = bounded(1);
-        let job = Job { data, volatile, reply };
+        let job = Job {
+            data,
+            volatile,
+            reply,
+        };
         match &self.jobs {
             Some(jobs) => {
                 if let Err(crossbeam_channel::SendError(job)) = jobs.send(job) {
-                    let _ = job.reply.send(Err(StoreError::Db("chunk pipeline stopped".into())));
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Db("chunk pipeline stopped".into())));
                 }
             }
             None => {
-                let _ = job.reply.send(Err(StoreError::Db("chunk pipeline stopped".into())));
+                let _ = job
+                    .reply
+                    .send(Err(StoreError::Db("chunk pipeline stopped".into())));
             }
         }
         result
@@ -106,7 +114,12 @@ impl Drop for Pipeline {
     }
 }
 
-fn store_chunk(store: &Store, counters: &PipelineCounters, data: &[u8], volatile: bool) -> ChunkResult {
+fn store_chunk(
+    store: &Store,
+    counters: &PipelineCounters,
+    data: &[u8],
+    volatile: bool,
+) -> ChunkResult {
     let len = data.len() as u32;
     if is_zero(data) {
         counters.zero_chunks.fetch_add(1, Ordering::Relaxed);
@@ -118,8 +131,12 @@ fn store_chunk(store: &Store, counters: &PipelineCounters, data: &[u8], volatile
     } else {
         let stored = store.put_chunk(id, data, volatile)?;
         counters.stored_chunks.fetch_add(1, Ordering::Relaxed);
-        counters.stored_raw_bytes.fetch_add(len as u64, Ordering::Relaxed);
-        counters.stored_bytes.fetch_add(stored as u64, Ordering::Relaxed);
+        counters
+            .stored_raw_bytes
+            .fetch_add(len as u64, Ordering::Relaxed);
+        counters
+            .stored_bytes
+            .fetch_add(stored as u64, Ordering::Relaxed);
     }
     Ok(Entry::Chunk { id, len })
 }

@@ -151,7 +151,12 @@ impl ContentReader {
         }
     }
 
-    fn segment(&self, manifest: ManifestId, offset: u64, hint: &mut ReadHint) -> Result<Option<Arc<Segment>>, StoreError> {
+    fn segment(
+        &self,
+        manifest: ManifestId,
+        offset: u64,
+        hint: &mut ReadHint,
+    ) -> Result<Option<Arc<Segment>>, StoreError> {
         if let Some(seg) = hint.as_ref().filter(|s| s.covers(manifest, offset)) {
             return Ok(Some(seg.clone()));
         }
@@ -168,11 +173,21 @@ impl ContentReader {
 
     /// Fills `buf` with the manifest's bytes from `offset`. Bytes past the
     /// manifest's end read as zeros (the caller bounds reads by file size).
-    pub fn read(&self, manifest: ManifestId, offset: u64, buf: &mut [u8], hint: &mut ReadHint) -> Result<(), StoreError> {
+    pub fn read(
+        &self,
+        manifest: ManifestId,
+        offset: u64,
+        buf: &mut [u8],
+        hint: &mut ReadHint,
+    ) -> Result<(), StoreError> {
         let mut done = 0usize;
         while done < buf.len() {
             let at = offset + done as u64;
-            let Some(seg) = (if manifest == ManifestId::EMPTY { None } else { self.segment(manifest, at, hint)? }) else {
+            let Some(seg) = (if manifest == ManifestId::EMPTY {
+                None
+            } else {
+                self.segment(manifest, at, hint)?
+            }) else {
                 buf[done..].fill(0);
                 return Ok(());
             };

@@ -18,6 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
+use super::builder::ManifestBuilder;
 use super::extents::Extents;
 use super::{Data, TreeError};
 use crate::chunk::Chunker;
@@ -25,13 +26,15 @@ use crate::ids::{Ino, ManifestId};
 use crate::store::manifest::Entry;
 use crate::store::records::Time;
 use crate::store::{StoreError, Txn};
-use super::builder::ManifestBuilder;
 
 /// Read and written in pieces of this size when re-chunking staged data.
 const PIECE: usize = 1 << 20;
 
 enum Mode {
-    Stream { chunker: Chunker, builder: ManifestBuilder },
+    Stream {
+        chunker: Chunker,
+        builder: ManifestBuilder,
+    },
     Staged(Staged),
 }
 
@@ -62,7 +65,11 @@ pub struct WriteState {
 impl WriteState {
     /// A state that streams from the start, after `prefix` (the committed
     /// content being appended to), if any.
-    pub fn stream(d: &Data, ino: Ino, prefix: Option<(ManifestId, u64)>) -> Result<Self, TreeError> {
+    pub fn stream(
+        d: &Data,
+        ino: Ino,
+        prefix: Option<(ManifestId, u64)>,
+    ) -> Result<Self, TreeError> {
         let mut builder = ManifestBuilder::new(ManifestId(d.store.alloc_id()?));
         let mut size = 0;
         if let Some((base, len)) = prefix {
@@ -72,7 +79,12 @@ impl WriteState {
             })?;
             size = len;
             if builder.len() != len {
-                return Err(StoreError::Corrupt(format!("manifest {} covers {} bytes, inode says {len}", base.0, builder.len())).into());
+                return Err(StoreError::Corrupt(format!(
+                    "manifest {} covers {} bytes, inode says {len}",
+                    base.0,
+                    builder.len()
+                ))
+                .into());
             }
         }
         Ok(WriteState {
@@ -90,7 +102,10 @@ impl WriteState {
 
     /// A state over committed content `base` of `size` bytes.
     pub fn staged(d: &Data, ino: Ino, base: ManifestId, size: u64) -> Result<Self, TreeError> {
-        let path = d.store.staging_dir().join(format!("{}-{}", ino.0, d.store.alloc_id()?));
+        let path = d
+            .store
+            .staging_dir()
+            .join(format!("{}-{}", ino.0, d.store.alloc_id()?));
         Ok(WriteState {
             ino,
             mode: Mode::Staged(Staged {
@@ -155,7 +170,8 @@ impl WriteState {
             st.file = Some(f);
         }
         if let Some(f) = &st.file {
-            f.write_all_at(bytes, offset).map_err(|e| StoreError::io(&st.path, e))?;
+            f.write_all_at(bytes, offset)
+                .map_err(|e| StoreError::io(&st.path, e))?;
         }
         st.dirty.insert(offset, offset + bytes.len() as u64);
         Ok(())
@@ -173,12 +189,19 @@ impl WriteState {
             file: None,
             path: PathBuf::new(),
         });
-        let Mode::Stream { mut chunker, mut builder } = std::mem::replace(&mut self.mode, placeholder) else {
+        let Mode::Stream {
+            mut chunker,
+            mut builder,
+        } = std::mem::replace(&mut self.mode, placeholder)
+        else {
             return Ok(());
         };
         chunker.finish(|c| builder.submit(&d.pipeline, c));
         let (base, len) = builder.finish_stored(&d.store)?;
-        let path = d.store.staging_dir().join(format!("{}-{}", self.ino.0, d.store.alloc_id()?));
+        let path = d
+            .store
+            .staging_dir()
+            .join(format!("{}-{}", self.ino.0, d.store.alloc_id()?));
         self.mode = Mode::Staged(Staged {
             base,
             base_limit: len,
@@ -250,18 +273,24 @@ impl WriteState {
             }),
         );
         let (id, len) = match mode {
-            Mode::Stream { mut chunker, mut builder } => {
+            Mode::Stream {
+                mut chunker,
+                mut builder,
+            } => {
                 chunker.finish(|c| builder.submit(&d.pipeline, c));
                 builder.finish_into(&d.store, txn)?
             }
             Mode::Staged(st) => {
                 let builder = ManifestBuilder::new(ManifestId(d.store.alloc_id()?));
                 // The staging file goes when `st` is dropped, whatever happens.
-                st.rebuild(d, size, builder).and_then(|b| Ok(b.finish_into(&d.store, txn)?))?
+                st.rebuild(d, size, builder)
+                    .and_then(|b| b.finish_into(&d.store, txn))?
             }
         };
         if len != size {
-            return Err(StoreError::Corrupt(format!("built {len} bytes for a file of {size}")).into());
+            return Err(
+                StoreError::Corrupt(format!("built {len} bytes for a file of {size}")).into(),
+            );
         }
         Ok((id, len))
     }
@@ -284,7 +313,9 @@ impl Staged {
 
     fn read_staging(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
         match &self.file {
-            Some(f) => f.read_exact_at(buf, offset).map_err(|e| StoreError::io(&self.path, e)),
+            Some(f) => f
+                .read_exact_at(buf, offset)
+                .map_err(|e| StoreError::io(&self.path, e)),
             None => {
                 buf.fill(0);
                 Ok(())
@@ -311,7 +342,12 @@ impl Staged {
 
     /// Produces the new manifest: clean base entries are reused, touched
     /// regions re-chunked, long zero runs become holes.
-    fn rebuild(&self, d: &Data, size: u64, mut out: ManifestBuilder) -> Result<ManifestBuilder, StoreError> {
+    fn rebuild(
+        &self,
+        d: &Data,
+        size: u64,
+        mut out: ManifestBuilder,
+    ) -> Result<ManifestBuilder, StoreError> {
         let mut chunker = Chunker::new(d.params);
         let visible = self.base_limit.min(size);
         let mut failure = None;
@@ -367,7 +403,9 @@ impl Staged {
                 return;
             }
             match base {
-                Some(b) => chunker.push(&b[(at - from) as usize..(until - from) as usize], |c| out.submit(&d.pipeline, c)),
+                Some(b) => chunker.push(&b[(at - from) as usize..(until - from) as usize], |c| {
+                    out.submit(&d.pipeline, c)
+                }),
                 None if until - at >= 2 * d.params.max as u64 => {
                     chunker.finish(|c| out.submit(&d.pipeline, c));
                     out.push_ready(Entry::Hole { len: until - at });
