@@ -5,12 +5,14 @@
 //! into one [`Txn`] (one RocksDB `WriteBatch`) so that a version commit
 //! (manifest tail, inode, version record) is atomic.
 //!
-//! Durability: every write goes through RocksDB's WAL. A write that returned
+//! Durability: records go through RocksDB's WAL. A write that returned
 //! survives the death of the process (the WAL is in the page cache); it
 //! survives power loss once [`Store::sync`] or a `sync` commit returned.
 //! Chunks and manifest segments are written before the commit that names
-//! them, into the same WAL, so any prefix of the log that recovery replays
-//! never names a chunk it does not hold.
+//! them, so any prefix of the log that recovery replays never names a chunk
+//! it does not hold. Chunks of large files skip the WAL (*volatile*, see
+//! `chunks.rs`); a version commit calls [`Store::persist_volatile_chunks`]
+//! first, which flushes them to blob files when there are any.
 
 mod bytes;
 mod chunks;
@@ -382,9 +384,9 @@ impl Store {
     }
 
     /// Applies a batch atomically; `sync` makes it durable before returning.
-    /// Chunks the batch may name are made durable first.
+    /// A batch that names new chunks must call
+    /// [`Store::persist_volatile_chunks`] first.
     pub fn commit(&self, txn: Txn<'_>, sync: bool) -> Result<()> {
-        self.persist_volatile_chunks()?;
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         self.db.write_opt(txn.batch, &wo)?;

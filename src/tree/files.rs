@@ -409,6 +409,8 @@ impl Tree {
                 return Err(e);
             }
         };
+        // Outside `ns`: a flush can take a while and must not stall renames.
+        store.persist_volatile_chunks()?;
         let _ns = self.ns.lock();
         let Some(mut rec) = store.inode(file.ino)? else {
             return Ok(());
