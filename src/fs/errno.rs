@@ -6,8 +6,7 @@
 
 use fuser::Errno;
 
-use crate::store::StoreError;
-use crate::tree::TreeError;
+use crate::tree::{StoreError, TreeError};
 
 /// The errno for a tree error.
 pub fn errno(e: &TreeError) -> Errno {

@@ -30,7 +30,7 @@ use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 
 use crate::chunk::ChunkParams;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use files::{FileHandle, OpenFile};
 pub use files::{OpenMode, SetAttr};
 pub use namespace::{DirItem, RenameMode};
@@ -38,7 +38,7 @@ use pipeline::Pipeline;
 use reader::ContentReader;
 
 pub use crate::store::records::{FileKind, InodeRecord, Time};
-pub use crate::store::DiskSpace;
+pub use crate::store::{DiskSpace, StoreError};
 
 /// The longest name a directory entry may have.
 pub const NAME_MAX: usize = 255;
