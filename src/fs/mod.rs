@@ -12,6 +12,7 @@ mod errno;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -98,19 +99,21 @@ impl Filesystem for CkptFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.tree.lookup(ino(parent), name.as_bytes()) {
-            Ok((i, rec)) => reply.entry(&TTL, &file_attr(i, &rec), Generation(0)),
-            // A miss is the normal answer to "does it exist?": no log line.
-            Err(TreeError::NotFound) => reply.error(Errno::ENOENT),
-            Err(e) => reply.error(self.fail("lookup", ino(parent), &e)),
-        }
+        guarded("lookup", || {
+            match self.tree.lookup(ino(parent), name.as_bytes()) {
+                Ok((i, rec)) => reply.entry(&TTL, &file_attr(i, &rec), Generation(0)),
+                // A miss is the normal answer to "does it exist?": no log line.
+                Err(TreeError::NotFound) => reply.error(Errno::ENOENT),
+                Err(e) => reply.error(self.fail("lookup", ino(parent), &e)),
+            }
+        });
     }
 
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.tree.getattr(ino(i)) {
+        guarded("getattr", || match self.tree.getattr(ino(i)) {
             Ok(rec) => reply.attr(&TTL, &file_attr(ino(i), &rec)),
             Err(e) => reply.error(self.fail("getattr", ino(i), &e)),
-        }
+        });
     }
 
     fn setattr(
@@ -131,25 +134,27 @@ impl Filesystem for CkptFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let change = SetAttr {
-            mode,
-            uid,
-            gid,
-            size,
-            atime: atime.map(time_of),
-            mtime: mtime.map(time_of),
-        };
-        match self.tree.setattr(ino(i), change, fh.map(|f| f.0)) {
-            Ok(rec) => reply.attr(&TTL, &file_attr(ino(i), &rec)),
-            Err(e) => reply.error(self.fail("setattr", ino(i), &e)),
-        }
+        guarded("setattr", || {
+            let change = SetAttr {
+                mode,
+                uid,
+                gid,
+                size,
+                atime: atime.map(time_of),
+                mtime: mtime.map(time_of),
+            };
+            match self.tree.setattr(ino(i), change, fh.map(|f| f.0)) {
+                Ok(rec) => reply.attr(&TTL, &file_attr(ino(i), &rec)),
+                Err(e) => reply.error(self.fail("setattr", ino(i), &e)),
+            }
+        });
     }
 
     fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
-        match self.tree.readlink(ino(i)) {
+        guarded("readlink", || match self.tree.readlink(ino(i)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(self.fail("readlink", ino(i), &e)),
-        }
+        });
     }
 
     fn mknod(
@@ -162,24 +167,26 @@ impl Filesystem for CkptFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let Some(kind) = kind_of_mode(mode) else {
-            return reply.error(Errno::EINVAL);
-        };
-        if kind == FileKind::Dir || kind == FileKind::Symlink {
-            return reply.error(Errno::EINVAL);
-        }
-        let perm = (mode & !umask & 0o7777) as u16;
-        let r = self.tree.new_node(
-            ino(parent),
-            name.as_bytes(),
-            kind,
-            perm,
-            rdev,
-            req.uid(),
-            req.gid(),
-            b"",
-        );
-        self.entry("mknod", parent, r, reply);
+        guarded("mknod", || {
+            let Some(kind) = kind_of_mode(mode) else {
+                return reply.error(Errno::EINVAL);
+            };
+            if kind == FileKind::Dir || kind == FileKind::Symlink {
+                return reply.error(Errno::EINVAL);
+            }
+            let perm = (mode & !umask & 0o7777) as u16;
+            let r = self.tree.new_node(
+                ino(parent),
+                name.as_bytes(),
+                kind,
+                perm,
+                rdev,
+                req.uid(),
+                req.gid(),
+                b"",
+            );
+            self.entry("mknod", parent, r, reply);
+        });
     }
 
     fn mkdir(
@@ -191,32 +198,38 @@ impl Filesystem for CkptFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let perm = (mode & !umask & 0o7777) as u16;
-        let r = self.tree.new_node(
-            ino(parent),
-            name.as_bytes(),
-            FileKind::Dir,
-            perm,
-            0,
-            req.uid(),
-            req.gid(),
-            b"",
-        );
-        self.entry("mkdir", parent, r, reply);
+        guarded("mkdir", || {
+            let perm = (mode & !umask & 0o7777) as u16;
+            let r = self.tree.new_node(
+                ino(parent),
+                name.as_bytes(),
+                FileKind::Dir,
+                perm,
+                0,
+                req.uid(),
+                req.gid(),
+                b"",
+            );
+            self.entry("mkdir", parent, r, reply);
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.tree.unlink(ino(parent), name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("unlink", ino(parent), &e)),
-        }
+        guarded("unlink", || {
+            match self.tree.unlink(ino(parent), name.as_bytes()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.fail("unlink", ino(parent), &e)),
+            }
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.tree.rmdir(ino(parent), name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("rmdir", ino(parent), &e)),
-        }
+        guarded("rmdir", || {
+            match self.tree.rmdir(ino(parent), name.as_bytes()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.fail("rmdir", ino(parent), &e)),
+            }
+        });
     }
 
     fn symlink(
@@ -227,18 +240,20 @@ impl Filesystem for CkptFs {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        let target = target.as_os_str().as_bytes();
-        let r = self.tree.new_node(
-            ino(parent),
-            link_name.as_bytes(),
-            FileKind::Symlink,
-            0o777,
-            0,
-            req.uid(),
-            req.gid(),
-            target,
-        );
-        self.entry("symlink", parent, r, reply);
+        guarded("symlink", || {
+            let target = target.as_os_str().as_bytes();
+            let r = self.tree.new_node(
+                ino(parent),
+                link_name.as_bytes(),
+                FileKind::Symlink,
+                0o777,
+                0,
+                req.uid(),
+                req.gid(),
+                target,
+            );
+            self.entry("symlink", parent, r, reply);
+        });
     }
 
     fn rename(
@@ -251,25 +266,27 @@ impl Filesystem for CkptFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
-            RenameMode::Exchange
-        } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
-            RenameMode::NoReplace
-        } else if flags.is_empty() {
-            RenameMode::Replace
-        } else {
-            return reply.error(Errno::EINVAL);
-        };
-        match self.tree.rename(
-            ino(parent),
-            name.as_bytes(),
-            ino(newparent),
-            newname.as_bytes(),
-            mode,
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("rename", ino(parent), &e)),
-        }
+        guarded("rename", || {
+            let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+                RenameMode::Exchange
+            } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                RenameMode::NoReplace
+            } else if flags.is_empty() {
+                RenameMode::Replace
+            } else {
+                return reply.error(Errno::EINVAL);
+            };
+            match self.tree.rename(
+                ino(parent),
+                name.as_bytes(),
+                ino(newparent),
+                newname.as_bytes(),
+                mode,
+            ) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.fail("rename", ino(parent), &e)),
+            }
+        });
     }
 
     fn link(
@@ -280,15 +297,19 @@ impl Filesystem for CkptFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let r = self.tree.link(ino(i), ino(newparent), newname.as_bytes());
-        self.entry("link", newparent, r, reply);
+        guarded("link", || {
+            let r = self.tree.link(ino(i), ino(newparent), newname.as_bytes());
+            self.entry("link", newparent, r, reply);
+        });
     }
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.tree.open(ino(i), open_mode(flags.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(self.fail("open", ino(i), &e)),
-        }
+        guarded("open", || {
+            match self.tree.open(ino(i), open_mode(flags.0)) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(self.fail("open", ino(i), &e)),
+            }
+        });
     }
 
     fn read(
@@ -302,10 +323,10 @@ impl Filesystem for CkptFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.tree.read(fh.0, offset, size) {
+        guarded("read", || match self.tree.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(self.fail("read", ino(i), &e)),
-        }
+        });
     }
 
     fn write(
@@ -320,10 +341,10 @@ impl Filesystem for CkptFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.tree.write(fh.0, offset, data) {
+        guarded("write", || match self.tree.write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(self.fail("write", ino(i), &e)),
-        }
+        });
     }
 
     fn flush(
@@ -334,10 +355,10 @@ impl Filesystem for CkptFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.tree.flush(fh.0) {
+        guarded("flush", || match self.tree.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("close", ino(i), &e)),
-        }
+        });
     }
 
     fn release(
@@ -350,10 +371,10 @@ impl Filesystem for CkptFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.tree.release(fh.0) {
+        guarded("release", || match self.tree.release(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("release", ino(i), &e)),
-        }
+        });
     }
 
     fn fsync(
@@ -364,20 +385,20 @@ impl Filesystem for CkptFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.tree.fsync(fh.0) {
+        guarded("fsync", || match self.tree.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("fsync", ino(i), &e)),
-        }
+        });
     }
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.tree.getattr(ino(i)) {
+        guarded("opendir", || match self.tree.getattr(ino(i)) {
             Ok(rec) if rec.kind == FileKind::Dir => {
                 reply.opened(FileHandle(0), FopenFlags::empty())
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(self.fail("opendir", ino(i), &e)),
-        }
+        });
     }
 
     fn readdir(
@@ -388,18 +409,20 @@ impl Filesystem for CkptFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.tree.readdir(ino(i), offset, |item| {
-            !reply.add(
-                INodeNo(item.ino.0),
-                item.offset,
-                file_type(item.kind),
-                OsStr::from_bytes(item.name),
-            )
+        guarded("readdir", || {
+            let r = self.tree.readdir(ino(i), offset, |item| {
+                !reply.add(
+                    INodeNo(item.ino.0),
+                    item.offset,
+                    file_type(item.kind),
+                    OsStr::from_bytes(item.name),
+                )
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.fail("readdir", ino(i), &e)),
+            }
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("readdir", ino(i), &e)),
-        }
     }
 
     fn fsyncdir(
@@ -410,14 +433,14 @@ impl Filesystem for CkptFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.tree.sync() {
+        guarded("fsyncdir", || match self.tree.sync() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("fsyncdir", ino(i), &e)),
-        }
+        });
     }
 
     fn statfs(&self, _req: &Request, i: INodeNo, reply: ReplyStatfs) {
-        match self.tree.disk_space() {
+        guarded("statfs", || match self.tree.disk_space() {
             Ok(s) => reply.statfs(
                 s.blocks,
                 s.free,
@@ -429,7 +452,7 @@ impl Filesystem for CkptFs {
                 s.block_size as u32,
             ),
             Err(e) => reply.error(self.fail("statfs", ino(i), &e)),
-        }
+        });
     }
 
     fn setxattr(
@@ -442,22 +465,26 @@ impl Filesystem for CkptFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.tree.setxattr(ino(i), name.as_bytes(), value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("setxattr", ino(i), &e)),
-        }
+        guarded("setxattr", || {
+            match self.tree.setxattr(ino(i), name.as_bytes(), value, flags) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.fail("setxattr", ino(i), &e)),
+            }
+        });
     }
 
     fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.tree.getxattr(ino(i), name.as_bytes()) {
-            Ok(value) => reply_sized(reply, &value, size),
-            Err(TreeError::NoAttr) => reply.error(Errno::ENODATA),
-            Err(e) => reply.error(self.fail("getxattr", ino(i), &e)),
-        }
+        guarded("getxattr", || {
+            match self.tree.getxattr(ino(i), name.as_bytes()) {
+                Ok(value) => reply_sized(reply, &value, size),
+                Err(TreeError::NoAttr) => reply.error(Errno::ENODATA),
+                Err(e) => reply.error(self.fail("getxattr", ino(i), &e)),
+            }
+        });
     }
 
     fn listxattr(&self, _req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.tree.listxattr(ino(i)) {
+        guarded("listxattr", || match self.tree.listxattr(ino(i)) {
             Ok(names) => {
                 let mut list = Vec::new();
                 for n in names {
@@ -467,19 +494,23 @@ impl Filesystem for CkptFs {
                 reply_sized(reply, &list, size);
             }
             Err(e) => reply.error(self.fail("listxattr", ino(i), &e)),
-        }
+        });
     }
 
     fn removexattr(&self, _req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.tree.removexattr(ino(i), name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("removexattr", ino(i), &e)),
-        }
+        guarded("removexattr", || {
+            match self.tree.removexattr(ino(i), name.as_bytes()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.fail("removexattr", ino(i), &e)),
+            }
+        });
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // default_permissions: the kernel checks modes itself.
-        reply.ok();
+        guarded("access", || {
+            // default_permissions: the kernel checks modes itself.
+            reply.ok();
+        });
     }
 
     fn create(
@@ -492,24 +523,26 @@ impl Filesystem for CkptFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let perm = (mode & !umask & 0o7777) as u16;
-        match self.tree.create(
-            ino(parent),
-            name.as_bytes(),
-            perm,
-            req.uid(),
-            req.gid(),
-            open_mode(flags),
-        ) {
-            Ok((i, rec, fh)) => reply.created(
-                &TTL,
-                &file_attr(i, &rec),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
-            Err(e) => reply.error(self.fail("create", ino(parent), &e)),
-        }
+        guarded("create", || {
+            let perm = (mode & !umask & 0o7777) as u16;
+            match self.tree.create(
+                ino(parent),
+                name.as_bytes(),
+                perm,
+                req.uid(),
+                req.gid(),
+                open_mode(flags),
+            ) {
+                Ok((i, rec, fh)) => reply.created(
+                    &TTL,
+                    &file_attr(i, &rec),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(self.fail("create", ino(parent), &e)),
+            }
+        });
     }
 
     fn fallocate(
@@ -522,25 +555,42 @@ impl Filesystem for CkptFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        if mode != 0 {
-            return reply.error(Errno::EOPNOTSUPP);
-        }
-        let r = self.tree.getattr(ino(i)).and_then(|rec| {
-            let end = offset.saturating_add(length);
-            if end > rec.size {
-                let grow = SetAttr {
-                    size: Some(end),
-                    ..SetAttr::default()
-                };
-                self.tree.setattr(ino(i), grow, Some(fh.0)).map(|_| ())
-            } else {
-                Ok(())
+        guarded("fallocate", || {
+            if mode != 0 {
+                return reply.error(Errno::EOPNOTSUPP);
+            }
+            let r = self.tree.getattr(ino(i)).and_then(|rec| {
+                let end = offset.saturating_add(length);
+                if end > rec.size {
+                    let grow = SetAttr {
+                        size: Some(end),
+                        ..SetAttr::default()
+                    };
+                    self.tree.setattr(ino(i), grow, Some(fh.0)).map(|_| ())
+                } else {
+                    Ok(())
+                }
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.fail("fallocate", ino(i), &e)),
             }
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("fallocate", ino(i), &e)),
-        }
+    }
+}
+
+/// Runs a request handler; a panic (a bug) becomes EIO for that request
+/// instead of killing the fuser thread and with it the whole mount. The
+/// unanswered reply is dropped during unwinding, and fuser answers EIO.
+/// Locks are parking_lot's, which do not poison.
+fn guarded(op: &str, handler: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(handler)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        log::error!("{op}: internal error, answered EIO: {what}");
     }
 }
 

@@ -67,6 +67,19 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes of chunk data in memtables: written, but not yet on disk, so
+    /// `statvfs` cannot see them yet.
+    pub fn unflushed_chunk_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for name in CHUNK_SHARDS.iter().chain([&CF_CHUNK_INDEX]) {
+            total += self
+                .db
+                .property_int_value_cf(self.cf(name), "rocksdb.cur-size-all-mem-tables")?
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
     /// Reads a chunk, decodes it and checks that it hashes to its id.
     pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>> {
         let stored = match self

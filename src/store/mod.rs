@@ -178,7 +178,17 @@ impl Store {
     }
 
     fn init_if_new(&self) -> Result<()> {
+        let shards = (CHUNK_SHARDS.len() as u32).to_le_bytes();
         if self.inode(Ino::ROOT)?.is_some() {
+            // A store whose chunks are spread over another number of column
+            // families would read as missing chunks: refuse it up front.
+            let found = self.db.get_cf(self.cf(CF_META), META_CHUNK_SHARDS)?;
+            if found.as_deref() != Some(&shards[..]) {
+                return Err(StoreError::NotAStore {
+                    path: self.root().to_path_buf(),
+                    why: "its chunk layout differs from this build's (made by a development build)".into(),
+                });
+            }
             return Ok(());
         }
         let mut root = InodeRecord::new(
@@ -192,6 +202,7 @@ impl Store {
         txn.put_inode(Ino::ROOT, &root);
         txn.batch
             .put_cf(self.cf(CF_META), META_FORMAT, FORMAT_VERSION.to_le_bytes());
+        txn.batch.put_cf(self.cf(CF_META), META_CHUNK_SHARDS, shards);
         self.commit(txn, true)
     }
 

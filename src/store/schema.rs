@@ -69,6 +69,8 @@ pub const ALL_CFS: [&str; 10] = [
 pub const META_ID_CEILING: &[u8] = b"id_ceiling";
 /// `meta` key of the database format version.
 pub const META_FORMAT: &[u8] = b"format";
+/// `meta` key of the number of chunk shards the store was created with.
+pub const META_CHUNK_SHARDS: &[u8] = b"chunk_shards";
 
 /// Key of an inode.
 pub fn inode_key(ino: Ino) -> [u8; 8] {

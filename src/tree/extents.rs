@@ -56,6 +56,8 @@ impl Extents {
 
     /// The parts of the set inside `[start, end)`, in order.
     pub fn ranges_within(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        // An empty query must not build an inverted BTreeMap range.
+        let end = end.max(start);
         let first = self
             .map
             .range(..=start)
@@ -64,7 +66,7 @@ impl Extents {
             .map(|(&s, &e)| (s, e));
         let rest = self
             .map
-            .range(start.saturating_add(1)..end)
+            .range(start.saturating_add(1)..end.max(start.saturating_add(1)))
             .map(|(&s, &e)| (s, e));
         first
             .into_iter()
@@ -110,6 +112,9 @@ mod tests {
         );
         x.truncate(20);
         assert_eq!(x.ranges_within(0, 100).collect::<Vec<_>>(), vec![(0, 10)]);
+        assert_eq!(x.ranges_within(7, 7).next(), None, "empty query");
+        assert_eq!(x.ranges_within(9, 3).next(), None, "inverted query");
+        assert!(!x.overlaps(10, 10));
         x.truncate(0);
         assert_eq!(x.ranges_within(0, u64::MAX).next(), None);
     }

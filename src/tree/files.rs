@@ -73,12 +73,17 @@ pub struct FileHandle {
 }
 
 /// Refuses writes when the store's disk is nearly full, so that RocksDB
-/// itself never runs out of space mid-commit. `statvfs` is asked again
-/// after half of the remaining headroom was written.
+/// itself never runs out of space mid-commit. Free space is what `statvfs`
+/// reports minus chunk data still in memtables (it reaches the disk at the
+/// next flush). Asked again after a quarter of the headroom (at most
+/// [`SPACE_CHECK_BYTES`]) was written.
 pub struct SpaceGuard {
     reserve: u64,
     budget: AtomicI64,
 }
+
+/// Most bytes written between two free-space checks.
+const SPACE_CHECK_BYTES: u64 = 32 << 20;
 
 impl SpaceGuard {
     pub(crate) fn new(reserve: u64) -> Self {
@@ -95,14 +100,15 @@ impl SpaceGuard {
         }
         let space = store.disk_space()?;
         let total = space.blocks * space.block_size;
-        let avail = space.available * space.block_size;
+        let unflushed = store.unflushed_chunk_bytes()?;
+        let avail = (space.available * space.block_size).saturating_sub(unflushed);
         let reserve = self.reserve.min(total / 20);
         if avail < reserve + len as u64 {
             self.budget.store(0, Ordering::Relaxed);
             return Err(StoreError::NoSpace.into());
         }
-        self.budget
-            .store(((avail - reserve) / 2) as i64, Ordering::Relaxed);
+        let headroom = ((avail - reserve) / 4).min(SPACE_CHECK_BYTES);
+        self.budget.store(headroom as i64, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -63,6 +63,30 @@ impl Mount {
         m
     }
 
+    /// Mounts the store at `store` (existing or not, anywhere) with extra
+    /// `ckptfs mount` arguments. The per-test directory holds only the
+    /// mount point and the logs; the store is not removed on drop.
+    pub fn with_store(name: &str, store: &Path, args: &[&str]) -> Mount {
+        let base = std::env::var_os("CKPTFS_TEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
+        fs::create_dir_all(&base).expect("create test base dir");
+        let root = base.join(format!("{name}-{}", std::process::id()));
+        assert!(!store.starts_with(&root), "the store must live outside the fixture's directory");
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("mnt")).expect("create mount point");
+        let mut m = Mount {
+            store: store.to_path_buf(),
+            mnt: root.join("mnt"),
+            root,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            starts: 0,
+        };
+        m.start();
+        m
+    }
+
     /// A path inside the mount.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
