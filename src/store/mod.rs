@@ -30,7 +30,7 @@ use thiserror::Error;
 
 use crate::ids::{ChunkId, Ino, ManifestId};
 use manifest::Entry;
-pub use open::FORMAT_VERSION;
+pub use open::{FORMAT_VERSION, WAL_PREALLOC_BYTES};
 use records::{DirEntry, FileKind, InodeRecord, VersionRecord};
 use schema::*;
 

@@ -140,6 +140,13 @@ fn lock(root: &Path) -> Result<Flock<File>, StoreError> {
     }
 }
 
+/// Memtable size of the chunk column families, the largest of any CF.
+const CHUNK_WRITE_BUFFER: usize = 16 << 20;
+
+/// Disk space a new WAL file takes at once (RocksDB preallocates 1.1x the
+/// largest write buffer): the space guard never lets free space fall below.
+pub const WAL_PREALLOC_BYTES: u64 = CHUNK_WRITE_BUFFER as u64 * 11 / 10;
+
 /// Opens (or creates) the RocksDB database with ckptfs's options.
 pub fn open_db(path: &Path) -> Result<DB, StoreError> {
     let cache = Cache::new_lru_cache(32 << 20);
@@ -176,11 +183,11 @@ pub fn open_db(path: &Path) -> Result<DB, StoreError> {
                 // Blob GC relocates live blobs during compaction: only worth
                 // it once chunks are deleted, so GC turns it on when needed.
                 o.set_enable_blob_gc(false);
-                o.set_write_buffer_size(32 << 20);
-                o.set_max_write_buffer_number(3);
+                o.set_write_buffer_size(CHUNK_WRITE_BUFFER);
+                o.set_max_write_buffer_number(4);
             }
             CF_CHUNK_INDEX => {
-                o.set_write_buffer_size(16 << 20);
+                o.set_write_buffer_size(CHUNK_WRITE_BUFFER);
             }
             _ => {
                 o.set_write_buffer_size(8 << 20);
@@ -188,5 +195,13 @@ pub fn open_db(path: &Path) -> Result<DB, StoreError> {
         }
         ColumnFamilyDescriptor::new(*name, o)
     });
+    // RocksDB preallocates each WAL file with 1.1x the largest write buffer
+    // of any column family. The unused `default` CF would otherwise come in
+    // with rust-rocksdb's defaults (64 MiB, so a 70 MiB WAL file); small
+    // buffers keep it near 18 MiB (see WAL_PREALLOC_BYTES): the space a
+    // restart needs on a full disk.
+    let mut default_cf = Options::default();
+    default_cf.set_write_buffer_size(1 << 20);
+    let cfs = cfs.chain([ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, default_cf)]);
     DB::open_cf_descriptors(&db_opts, path, cfs).map_err(StoreError::from)
 }

@@ -15,7 +15,7 @@ use super::writer::WriteState;
 use super::{Result, Tree, TreeError};
 use crate::ids::{Ino, ManifestId};
 use crate::store::records::{FileKind, InodeRecord, Time, VersionRecord};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, WAL_PREALLOC_BYTES};
 
 /// How a file is opened.
 #[derive(Clone, Copy, Debug, Default)]
@@ -102,7 +102,9 @@ impl SpaceGuard {
         let total = space.blocks * space.block_size;
         let unflushed = store.unflushed_chunk_bytes()?;
         let avail = (space.available * space.block_size).saturating_sub(unflushed);
-        let reserve = self.reserve.min(total / 20);
+        // Small disks keep 5% back, but never less than a restart needs for
+        // its first WAL file.
+        let reserve = self.reserve.min(total / 20).max(WAL_PREALLOC_BYTES + (4 << 20));
         if avail < reserve + len as u64 {
             self.budget.store(0, Ordering::Relaxed);
             return Err(StoreError::NoSpace.into());
