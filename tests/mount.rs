@@ -1,8 +1,14 @@
 //! Integration tests: each mounts the real binary on a temp store and
 //! drives it through ordinary file I/O and real tools.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod mount {
     mod basics;
+    mod crash;
+    mod posix;
+    mod storage;
+    mod tools;
 }

@@ -403,7 +403,14 @@ impl Tree {
             }
             return Ok(());
         };
+        // `live` keeps answering stat with the new size until the new inode
+        // record is stored (cleared below, on success and on failure).
+        let result = self.commit_state(file, st, ws, sync);
         *file.live.lock() = None;
+        result
+    }
+
+    fn commit_state(&self, file: &OpenFile, st: &mut FileState, ws: WriteState, sync: bool) -> Result<()> {
         let store = &self.data.store;
         let mtime = ws.mtime;
         let mut txn = store.txn();
@@ -457,6 +464,11 @@ impl Tree {
         if let Some(size) = attr.size {
             self.set_size(ino, size, fh)?;
         }
+        // Hold an open file's state while changing its inode: a commit in
+        // flight (which holds it too) would otherwise overwrite the new
+        // mtime with the one its writes stamped.
+        let file = self.open.lock().get(&ino).cloned();
+        let mut st = file.as_ref().map(|f| f.state.lock());
         if attr.mode.is_some()
             || attr.uid.is_some()
             || attr.gid.is_some()
@@ -486,18 +498,15 @@ impl Tree {
             txn.put_inode(ino, &rec);
             store.commit(txn, false)?;
         }
-        if let Some(mtime) = attr.mtime {
+        if let (Some(mtime), Some(file), Some(st)) = (attr.mtime, file.as_ref(), st.as_mut()) {
             // Unsaved writes would otherwise stamp their own time at commit
             // (tar and cp -p set mtime before they close).
-            let file = self.open.lock().get(&ino).cloned();
-            if let Some(file) = file {
-                let mut st = file.state.lock();
-                if let Some(ws) = st.write.as_mut() {
-                    ws.mtime = mtime;
-                    *file.live.lock() = Some((ws.size, mtime));
-                }
+            if let Some(ws) = st.write.as_mut() {
+                ws.mtime = mtime;
+                *file.live.lock() = Some((ws.size, mtime));
             }
         }
+        drop(st);
         self.getattr(ino)
     }
 

@@ -147,10 +147,25 @@ impl Mount {
         }
     }
 
-    /// Unmounts with `umount` and waits for the daemon to exit.
+    /// Unmounts with `umount` and waits for the daemon to exit. Retries a
+    /// busy mount for a few seconds: a child process that another test
+    /// thread forks inherits copies of every open fd for a moment.
     pub fn stop(&mut self) -> ExitStatus {
-        let st = Command::new("umount").arg(&self.mnt).status().expect("run umount");
-        assert!(st.success(), "umount failed:\n{}", self.log());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("umount").arg(&self.mnt).output().expect("run umount");
+            if out.status.success() {
+                break;
+            }
+            let busy = String::from_utf8_lossy(&out.stderr).contains("busy");
+            assert!(
+                busy && Instant::now() < deadline,
+                "umount failed: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         self.wait_exit()
     }
 
