@@ -59,3 +59,18 @@ impl ManifestId {
     /// The manifest of an empty file; nothing is stored for it.
     pub const EMPTY: ManifestId = ManifestId(0);
 }
+
+/// A snapshot's index: small and dense, so that it fits in the virtual
+/// inode numbers of `.ckpt/snapshots/` (24 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SnapId(pub u64);
+
+/// A path of the version history (`.ckpt/versions/...`): every directory
+/// or file path that ever held a committed version. Dense (32 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PathId(pub u64);
+
+impl PathId {
+    /// The history's root, mirroring the live root.
+    pub const ROOT: PathId = PathId(1);
+}

@@ -38,5 +38,6 @@ pub mod cli;
 pub mod daemon;
 pub mod fs;
 pub mod ids;
+pub mod retention;
 pub mod store;
 pub mod tree;

@@ -24,6 +24,7 @@ pub fn errno(e: &TreeError) -> Errno {
         TreeError::ReadOnly => Errno::EROFS,
         TreeError::NotPermitted => Errno::EPERM,
         TreeError::BadHandle => Errno::EBADF,
+        TreeError::Busy => Errno::EBUSY,
         TreeError::Poisoned(_) => Errno::EIO,
         TreeError::Store(s) => store_errno(s),
     }
@@ -43,6 +44,7 @@ fn store_errno(e: &StoreError) -> Errno {
         | StoreError::InUse { .. }
         | StoreError::NotAStore { .. }
         | StoreError::NewerFormat { .. } => Errno::EIO,
+        StoreError::Exhausted(_) => Errno::ENOSPC,
     }
 }
 

@@ -16,23 +16,33 @@
 
 mod bytes;
 mod chunks;
+mod counters;
+mod history;
+mod maintenance;
 pub mod manifest;
+mod namespace;
 mod open;
 pub mod records;
 pub mod schema;
+mod txn;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
-use parking_lot::Mutex;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use thiserror::Error;
 
 use crate::ids::{ChunkId, Ino, ManifestId};
+use counters::Counter;
+pub use counters::{MAX_INO, MAX_PATH_ID, MAX_SNAP_ID};
+pub use history::CopyStats;
+pub use maintenance::IndexedChunk;
 use manifest::Entry;
+pub use namespace::Scope;
 pub use open::{FORMAT_VERSION, WAL_PREALLOC_BYTES};
-use records::{DirEntry, FileKind, InodeRecord, VersionRecord};
+use records::{FileKind, InodeRecord};
 use schema::*;
+pub use txn::Txn;
 
 /// Everything that can go wrong below the tree layer.
 #[derive(Debug, Error)]
@@ -77,6 +87,9 @@ pub enum StoreError {
         /// Why not.
         why: String,
     },
+    /// A counter ran out of the ids that fit in inode numbers.
+    #[error("no more {0} can be allocated in this store")]
+    Exhausted(&'static str),
     /// The store was written by a newer ckptfs.
     #[error("store {path} has format {found}; this ckptfs reads format {supported} and older")]
     NewerFormat {
@@ -114,15 +127,6 @@ impl From<rocksdb::Error> for StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-/// Ids are handed out from memory; the ceiling below which ids may have
-/// been used is persisted (synced) before any id above the old one is used.
-struct IdAllocator {
-    next: u64,
-    ceiling: u64,
-}
-
-const ID_BLOCK: u64 = 1 << 16;
-
 /// Free and total space of the disk holding the store.
 #[derive(Clone, Copy, Debug)]
 pub struct DiskSpace {
@@ -144,7 +148,10 @@ pub struct DiskSpace {
 pub struct Store {
     db: DB,
     dir: open::StoreDir,
-    ids: Mutex<IdAllocator>,
+    ids: Counter,
+    inos: Counter,
+    paths: Counter,
+    snaps: Counter,
     /// Raised before each chunk put that skips the WAL.
     volatile_epoch: AtomicU64,
     /// The highest epoch known flushed.
@@ -157,19 +164,15 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         let dir = open::claim(root)?;
         let db = open::open_db(&dir.db_path())?;
-        let ceiling = match db.get_cf(cf(&db, CF_META), META_ID_CEILING)? {
-            Some(v) => decode_u64(&v)?,
-            // Ids below 16 are reserved: 1 is the root, and readdir uses
-            // offsets 1 and 2 for "." and "..".
-            None => 16,
-        };
+        // Ids below 16 are reserved (readdir offsets 1 and 2 are "." and
+        // ".."); inode 1 is the root, path 1 the history's root.
         let store = Store {
+            ids: Counter::load(&db, META_ID_CEILING, "ids", 16, 1 << 16, u64::MAX)?,
+            inos: Counter::load(&db, META_INO_CEILING, "inode numbers", 2, 1 << 12, MAX_INO)?,
+            paths: Counter::load(&db, META_PATH_CEILING, "history paths", 2, 1 << 10, MAX_PATH_ID)?,
+            snaps: Counter::load(&db, META_SNAP_CEILING, "snapshots", 1, 1 << 6, MAX_SNAP_ID)?,
             db,
             dir,
-            ids: Mutex::new(IdAllocator {
-                next: ceiling,
-                ceiling,
-            }),
             volatile_epoch: AtomicU64::new(0),
             flushed_epoch: AtomicU64::new(0),
         };
@@ -220,120 +223,6 @@ impl Store {
         cf(&self.db, name)
     }
 
-    /// A fresh id for an inode, manifest or directory cookie.
-    pub fn alloc_id(&self) -> Result<u64> {
-        let mut ids = self.ids.lock();
-        if ids.next >= ids.ceiling {
-            let ceiling = ids.next + ID_BLOCK;
-            let mut wo = WriteOptions::default();
-            wo.set_sync(true);
-            self.db.put_cf_opt(
-                self.cf(CF_META),
-                META_ID_CEILING,
-                ceiling.to_le_bytes(),
-                &wo,
-            )?;
-            ids.ceiling = ceiling;
-        }
-        let id = ids.next;
-        ids.next += 1;
-        Ok(id)
-    }
-
-    /// Reads an inode.
-    pub fn inode(&self, ino: Ino) -> Result<Option<InodeRecord>> {
-        match self.db.get_pinned_cf(self.cf(CF_INODES), inode_key(ino))? {
-            Some(v) => Ok(Some(InodeRecord::decode(&v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Looks a name up in a directory.
-    pub fn dentry(&self, parent: Ino, name: &[u8]) -> Result<Option<DirEntry>> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_DENTRIES), dentry_key(parent, name))?
-        {
-            Some(v) => Ok(Some(DirEntry::decode(&v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Calls `f(entry, name)` for the entries of `parent` whose cookie is
-    /// greater than `after`, in cookie order, until `f` returns false.
-    pub fn dir_entries(
-        &self,
-        parent: Ino,
-        after: u64,
-        mut f: impl FnMut(DirEntry, &[u8]) -> Result<bool>,
-    ) -> Result<()> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_DIRORDER));
-        it.seek(dirorder_key(parent, after.saturating_add(1)));
-        while it.valid() {
-            let (Some(key), Some(value)) = (it.key(), it.value()) else {
-                break;
-            };
-            let Some((dir, _)) = split_pair_key(key) else {
-                break;
-            };
-            if dir != parent.0 {
-                break;
-            }
-            let (entry, name) = DirEntry::decode_with_name(value)?;
-            if !f(entry, name)? {
-                return Ok(());
-            }
-            it.next();
-        }
-        it.status().map_err(StoreError::from)
-    }
-
-    /// Calls `f(ino, record)` for every inode.
-    pub fn for_each_inode(&self, mut f: impl FnMut(Ino, InodeRecord) -> Result<()>) -> Result<()> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_INODES));
-        it.seek_to_first();
-        while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            let arr: [u8; 8] = key
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("inode key is not 8 bytes".into()))?;
-            f(Ino(u64::from_be_bytes(arr)), InodeRecord::decode(value)?)?;
-            it.next();
-        }
-        it.status().map_err(StoreError::from)
-    }
-
-    /// True when the directory has at least one entry.
-    pub fn dir_has_entries(&self, parent: Ino) -> Result<bool> {
-        let mut any = false;
-        self.dir_entries(parent, 0, |_, _| {
-            any = true;
-            Ok(false)
-        })?;
-        Ok(any)
-    }
-
-    /// Reads an extended attribute.
-    pub fn xattr(&self, ino: Ino, name: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get_cf(self.cf(CF_XATTRS), xattr_key(ino, name))?)
-    }
-
-    /// The names of an inode's extended attributes.
-    pub fn xattr_names(&self, ino: Ino) -> Result<Vec<Vec<u8>>> {
-        let prefix = ino.0.to_be_bytes();
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_XATTRS));
-        it.seek(prefix);
-        let mut names = Vec::new();
-        while let Some(key) = it.key() {
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            names.push(key[8..].to_vec());
-            it.next();
-        }
-        it.status()?;
-        Ok(names)
-    }
-
     /// The manifest segment holding `offset`: its start and entries.
     pub fn segment_at(&self, id: ManifestId, offset: u64) -> Result<Option<(u64, Vec<Entry>)>> {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_MANIFESTS));
@@ -375,17 +264,6 @@ impl Store {
         Ok(())
     }
 
-    /// Reads one committed version of a file.
-    pub fn version(&self, ino: Ino, seq: u64) -> Result<Option<VersionRecord>> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_VERSIONS), version_key(ino, seq))?
-        {
-            Some(v) => Ok(Some(VersionRecord::decode(&v)?)),
-            None => Ok(None),
-        }
-    }
-
     /// Starts a batch of changes.
     pub fn txn(&self) -> Txn<'_> {
         Txn {
@@ -425,91 +303,13 @@ impl Store {
     }
 }
 
-/// A group of changes applied atomically by [`Store::commit`].
-pub struct Txn<'a> {
-    store: &'a Store,
-    batch: WriteBatch,
-}
-
-impl Txn<'_> {
-    /// Writes an inode.
-    pub fn put_inode(&mut self, ino: Ino, rec: &InodeRecord) {
-        self.batch
-            .put_cf(self.store.cf(CF_INODES), inode_key(ino), rec.encode());
-    }
-
-    /// Deletes an inode and its extended attributes.
-    pub fn delete_inode(&mut self, ino: Ino) -> Result<()> {
-        self.batch
-            .delete_cf(self.store.cf(CF_INODES), inode_key(ino));
-        for name in self.store.xattr_names(ino)? {
-            self.delete_xattr(ino, &name);
-        }
-        Ok(())
-    }
-
-    /// Adds or replaces a directory entry.
-    pub fn put_dentry(&mut self, parent: Ino, name: &[u8], entry: &DirEntry) {
-        self.batch.put_cf(
-            self.store.cf(CF_DENTRIES),
-            dentry_key(parent, name),
-            entry.encode(),
-        );
-        self.batch.put_cf(
-            self.store.cf(CF_DIRORDER),
-            dirorder_key(parent, entry.cookie),
-            entry.encode_with_name(name),
-        );
-    }
-
-    /// Removes a directory entry.
-    pub fn delete_dentry(&mut self, parent: Ino, name: &[u8], entry: &DirEntry) {
-        self.batch
-            .delete_cf(self.store.cf(CF_DENTRIES), dentry_key(parent, name));
-        self.batch.delete_cf(
-            self.store.cf(CF_DIRORDER),
-            dirorder_key(parent, entry.cookie),
-        );
-    }
-
-    /// Sets an extended attribute.
-    pub fn put_xattr(&mut self, ino: Ino, name: &[u8], value: &[u8]) {
-        self.batch
-            .put_cf(self.store.cf(CF_XATTRS), xattr_key(ino, name), value);
-    }
-
-    /// Removes an extended attribute.
-    pub fn delete_xattr(&mut self, ino: Ino, name: &[u8]) {
-        self.batch
-            .delete_cf(self.store.cf(CF_XATTRS), xattr_key(ino, name));
-    }
-
-    /// Adds a manifest segment.
-    pub fn put_segment(&mut self, id: ManifestId, start: u64, entries: &[Entry]) {
-        self.batch.put_cf(
-            self.store.cf(CF_MANIFESTS),
-            manifest_key(id, start),
-            manifest::encode_segment(entries),
-        );
-    }
-
-    /// Records a committed version.
-    pub fn put_version(&mut self, ino: Ino, seq: u64, rec: &VersionRecord) {
-        self.batch.put_cf(
-            self.store.cf(CF_VERSIONS),
-            version_key(ino, seq),
-            rec.encode(),
-        );
-    }
-}
-
-fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     // Every CF in ALL_CFS is created by open_db; a missing one is a bug.
     #[allow(clippy::expect_used)]
     db.cf_handle(name).expect("column family created at open")
 }
 
-fn decode_u64(v: &[u8]) -> Result<u64> {
+pub(crate) fn decode_u64(v: &[u8]) -> Result<u64> {
     let arr: [u8; 8] = v
         .try_into()
         .map_err(|_| StoreError::Corrupt("meta value is not 8 bytes".into()))?;

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::bytes::{Dec, Enc};
 use super::StoreError;
-use crate::ids::{Ino, ManifestId};
+use crate::ids::{Ino, ManifestId, PathId};
 
 const INODE_RECORD_V1: u8 = 1;
 const VERSION_RECORD_V1: u8 = 1;
@@ -276,7 +276,7 @@ impl DirEntry {
     }
 }
 
-/// One committed version of a regular file.
+/// One committed version of a regular file at one path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionRecord {
     /// The content.
@@ -291,10 +291,10 @@ pub struct VersionRecord {
     pub gid: u32,
     /// The file's mtime then.
     pub mtime: Time,
-    /// When the version was committed.
+    /// When the version was committed (or the file arrived at this path).
     pub committed: Time,
-    /// The path (from the mount root) the file had when committed.
-    pub path: Vec<u8>,
+    /// The live inode it was committed from.
+    pub ino: Ino,
 }
 
 impl VersionRecord {
@@ -309,7 +309,7 @@ impl VersionRecord {
             .u32(self.gid);
         self.mtime.encode(&mut e);
         self.committed.encode(&mut e);
-        e.bytes(&self.path);
+        e.u64(self.ino.0);
         e.finish()
     }
 
@@ -318,9 +318,7 @@ impl VersionRecord {
         let mut d = Dec::new(buf, "version");
         let version = d.u8()?;
         if version != VERSION_RECORD_V1 {
-            return Err(StoreError::Corrupt(format!(
-                "version record version {version}"
-            )));
+            return Err(StoreError::Corrupt(format!("version record version {version}")));
         }
         Ok(VersionRecord {
             manifest: ManifestId(d.u64()?),
@@ -330,7 +328,109 @@ impl VersionRecord {
             gid: d.u32()?,
             mtime: Time::decode(&mut d)?,
             committed: Time::decode(&mut d)?,
-            path: d.bytes()?,
+            ino: Ino(d.u64()?),
+        })
+    }
+}
+
+/// A path of the version history: where it hangs and who may list it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathRecord {
+    /// The parent path (the root is its own parent).
+    pub parent: PathId,
+    /// The last component.
+    pub name: Vec<u8>,
+    /// The sequence number of its newest version (0: none, a directory).
+    pub last_seq: u64,
+    /// Permission bits of the live file or directory it last mirrored.
+    pub perm: u16,
+    /// Its owner then.
+    pub uid: u32,
+    /// Its group then.
+    pub gid: u32,
+}
+
+impl PathRecord {
+    /// The on-disk form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.u8(1)
+            .u64(self.parent.0)
+            .bytes(&self.name)
+            .u64(self.last_seq)
+            .u16(self.perm)
+            .u32(self.uid)
+            .u32(self.gid);
+        e.finish()
+    }
+
+    /// Parses the on-disk form.
+    pub fn decode(buf: &[u8]) -> Result<Self, StoreError> {
+        let mut d = Dec::new(buf, "history path");
+        if d.u8()? != 1 {
+            return Err(StoreError::Corrupt("history path record version".into()));
+        }
+        Ok(PathRecord {
+            parent: PathId(d.u64()?),
+            name: d.bytes()?,
+            last_seq: d.u64()?,
+            perm: d.u16()?,
+            uid: d.u32()?,
+            gid: d.u32()?,
+        })
+    }
+}
+
+/// A snapshot: a frozen copy of the live namespace (no file data).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// Its directory name under `.ckpt/snapshots/`.
+    pub name: Vec<u8>,
+    /// Global order of snapshots (the NNNNNN of automatic names).
+    pub seq: u64,
+    /// When it was taken.
+    pub created: Time,
+    /// Regular files it holds.
+    pub files: u64,
+    /// Their total size.
+    pub logical_bytes: u64,
+    /// Pinned snapshots are never expired and cannot be removed.
+    pub pinned: bool,
+    /// Taken automatically (a framework commit point or a quiet period).
+    pub auto: bool,
+    /// What took it ("mkdir", "rename checkpoint-500", ...).
+    pub trigger: Vec<u8>,
+}
+
+impl SnapshotRecord {
+    /// The on-disk form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.u8(1).bytes(&self.name).u64(self.seq);
+        self.created.encode(&mut e);
+        e.u64(self.files)
+            .u64(self.logical_bytes)
+            .u8(self.pinned as u8)
+            .u8(self.auto as u8)
+            .bytes(&self.trigger);
+        e.finish()
+    }
+
+    /// Parses the on-disk form.
+    pub fn decode(buf: &[u8]) -> Result<Self, StoreError> {
+        let mut d = Dec::new(buf, "snapshot");
+        if d.u8()? != 1 {
+            return Err(StoreError::Corrupt("snapshot record version".into()));
+        }
+        Ok(SnapshotRecord {
+            name: d.bytes()?,
+            seq: d.u64()?,
+            created: Time::decode(&mut d)?,
+            files: d.u64()?,
+            logical_bytes: d.u64()?,
+            pinned: d.u8()? != 0,
+            auto: d.u8()? != 0,
+            trigger: d.bytes()?,
         })
     }
 }
@@ -380,8 +480,21 @@ mod tests {
             gid: 2,
             mtime: Time::now(),
             committed: Time::now(),
-            path: b"a/b.pt".to_vec(),
+            ino: Ino(77),
         };
         assert_eq!(VersionRecord::decode(&v.encode()).unwrap(), v);
+        let p = PathRecord { parent: PathId(1), name: b"x.pt".to_vec(), last_seq: 3, perm: 0o644, uid: 0, gid: 0 };
+        assert_eq!(PathRecord::decode(&p.encode()).unwrap(), p);
+        let sn = SnapshotRecord {
+            name: b"auto-000001".to_vec(),
+            seq: 1,
+            created: Time::now(),
+            files: 10,
+            logical_bytes: 1 << 30,
+            pinned: true,
+            auto: true,
+            trigger: b"mkdir".to_vec(),
+        };
+        assert_eq!(SnapshotRecord::decode(&sn.encode()).unwrap(), sn);
     }
 }

@@ -8,7 +8,11 @@
 //! | `dirorder`    | parent u64 BE ++ cookie u64 BE        | name (readdir order/offsets)  |
 //! | `xattrs`      | ino u64 BE ++ name                    | value                         |
 //! | `manifests`   | manifest u64 BE ++ start offset u64 BE| one segment of chunk entries  |
-//! | `versions`    | ino u64 BE ++ seq u64 BE              | [`VersionRecord`]             |
+//! | `paths`       | parent path u64 BE ++ name            | path id u64 BE                |
+//! | `path_info`   | path id u64 BE                        | [`PathRecord`]                |
+//! | `versions`    | path id u64 BE ++ seq u64 BE          | [`VersionRecord`]             |
+//! | `snapshots`   | snapshot id u64 BE                    | [`SnapshotRecord`]            |
+//! | `snap_tree`   | snapshot id u64 BE ++ tag ++ live key | copy of a live namespace record |
 //! | `chunk_index` | chunk id (16 bytes)                   | raw len u32, stored len u32   |
 //! | `chunks`      | chunk id (16 bytes)                   | codec value (in BlobDB)       |
 //!
@@ -19,8 +23,15 @@
 //! [`InodeRecord`]: super::records::InodeRecord
 //! [`DirEntry`]: super::records::DirEntry
 //! [`VersionRecord`]: super::records::VersionRecord
+//! [`PathRecord`]: super::records::PathRecord
+//! [`SnapshotRecord`]: super::records::SnapshotRecord
+//!
+//! A snapshot copies the live `inodes`, `dentries`, `dirorder` and `xattrs`
+//! records under its id and a tag byte ([`Tag`]), so the same accessors read
+//! the live tree and any snapshot ([`super::Scope`]), and deleting a snapshot
+//! is one range deletion.
 
-use crate::ids::{ChunkId, Ino, ManifestId};
+use crate::ids::{ChunkId, Ino, ManifestId, PathId, SnapId};
 
 /// Format/bookkeeping values.
 pub const CF_META: &str = "meta";
@@ -34,8 +45,16 @@ pub const CF_DIRORDER: &str = "dirorder";
 pub const CF_XATTRS: &str = "xattrs";
 /// File manifests, segmented.
 pub const CF_MANIFESTS: &str = "manifests";
-/// Committed file versions.
+/// Committed file versions, by history path.
 pub const CF_VERSIONS: &str = "versions";
+/// History paths by parent and name.
+pub const CF_PATHS: &str = "paths";
+/// History paths by id.
+pub const CF_PATH_INFO: &str = "path_info";
+/// Snapshot records.
+pub const CF_SNAPSHOTS: &str = "snapshots";
+/// The namespace records of every snapshot.
+pub const CF_SNAP_TREE: &str = "snap_tree";
 /// Small per-chunk records: the dedup check never reads chunk values.
 pub const CF_CHUNK_INDEX: &str = "chunk_index";
 /// Chunk values, kept in BlobDB blob files, sharded by id so that several
@@ -52,7 +71,7 @@ pub fn chunk_shard(id: ChunkId) -> &'static str {
 }
 
 /// Every column family, in creation order.
-pub const ALL_CFS: [&str; 10] = [
+pub const ALL_CFS: [&str; 14] = [
     CF_META,
     CF_INODES,
     CF_DENTRIES,
@@ -63,12 +82,68 @@ pub const ALL_CFS: [&str; 10] = [
     CF_CHUNK_INDEX,
     CF_CHUNKS,
     CF_CHUNKS_1,
+    CF_PATHS,
+    CF_PATH_INFO,
+    CF_SNAPSHOTS,
+    CF_SNAP_TREE,
 ];
+
+/// Which namespace table a record belongs to (its tag in `snap_tree`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tag {
+    /// `inodes`
+    Inode = b'i' as isize,
+    /// `dentries`
+    Dentry = b'd' as isize,
+    /// `dirorder`
+    Order = b'o' as isize,
+    /// `xattrs`
+    Xattr = b'x' as isize,
+}
+
+impl Tag {
+    /// All four, for copying a namespace.
+    pub const ALL: [Tag; 4] = [Tag::Inode, Tag::Dentry, Tag::Order, Tag::Xattr];
+
+    /// The live column family of the table.
+    pub fn live_cf(self) -> &'static str {
+        match self {
+            Tag::Inode => CF_INODES,
+            Tag::Dentry => CF_DENTRIES,
+            Tag::Order => CF_DIRORDER,
+            Tag::Xattr => CF_XATTRS,
+        }
+    }
+}
+
+/// `snap_tree` key prefix of one table of one snapshot.
+pub fn snap_prefix(snap: SnapId, tag: Tag) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&snap.0.to_be_bytes());
+    k[8] = tag as u8;
+    k
+}
+
+/// Key of a history path's child.
+pub fn path_child_key(parent: PathId, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + name.len());
+    k.extend_from_slice(&parent.0.to_be_bytes());
+    k.extend_from_slice(name);
+    k
+}
 
 /// `meta` key of the id allocator's persisted ceiling.
 pub const META_ID_CEILING: &[u8] = b"id_ceiling";
 /// `meta` key of the database format version.
 pub const META_FORMAT: &[u8] = b"format";
+/// `meta` key of the retention policy text.
+pub const META_POLICY: &[u8] = b"retention_policy";
+/// `meta` keys of the dedicated counters' ceilings.
+pub const META_INO_CEILING: &[u8] = b"ino_ceiling";
+/// See [`META_INO_CEILING`].
+pub const META_PATH_CEILING: &[u8] = b"path_ceiling";
+/// See [`META_INO_CEILING`].
+pub const META_SNAP_CEILING: &[u8] = b"snap_ceiling";
 /// `meta` key of the number of chunk shards the store was created with.
 pub const META_CHUNK_SHARDS: &[u8] = b"chunk_shards";
 
@@ -101,8 +176,8 @@ pub fn manifest_key(id: ManifestId, start: u64) -> [u8; 16] {
 }
 
 /// Key of a file version.
-pub fn version_key(ino: Ino, seq: u64) -> [u8; 16] {
-    pair_key(ino.0, seq)
+pub fn version_key(path: PathId, seq: u64) -> [u8; 16] {
+    pair_key(path.0, seq)
 }
 
 /// Key of a chunk (in `chunks` and `chunk_index`).

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use crossbeam_channel::Receiver;
 
 use super::pipeline::{ChunkResult, Pipeline};
-use crate::ids::ManifestId;
+use crate::ids::{ChunkId, ManifestId};
 use crate::store::manifest::{Entry, SEGMENT_ENTRIES};
 use crate::store::{Store, StoreError, Txn};
 
@@ -127,6 +127,22 @@ impl ManifestBuilder {
         self.seg_len += entry.len();
         self.entries.push(entry);
         Ok(())
+    }
+
+    /// What the manifest references so far (for GC): waits for pending
+    /// chunks, then returns its id (its full segments are stored under it)
+    /// and the chunks of the segment still in memory.
+    pub fn referenced(&mut self, store: &Store) -> Result<(ManifestId, Vec<ChunkId>), StoreError> {
+        self.drain(store, true)?;
+        let chunks = self
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Chunk { id, .. } => Some(*id),
+                Entry::Hole { .. } => None,
+            })
+            .collect();
+        Ok((self.id, chunks))
     }
 
     /// Waits for everything and puts the last segment into `txn`.

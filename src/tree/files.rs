@@ -11,10 +11,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::reader::ReadHint;
+use super::version::HistoryBatch;
 use super::writer::WriteState;
 use super::{Result, Tree, TreeError};
 use crate::ids::{Ino, ManifestId};
-use crate::store::records::{FileKind, InodeRecord, Time, VersionRecord};
+use crate::store::records::{FileKind, InodeRecord, Time};
 use crate::store::{Store, StoreError, WAL_PREALLOC_BYTES};
 
 /// How a file is opened.
@@ -63,6 +64,28 @@ pub struct OpenFile {
     state: Mutex<FileState>,
     /// Size and mtime of unsaved writes, readable without `state`.
     live: Mutex<Option<(u64, Time)>>,
+}
+
+impl OpenFile {
+    /// The file's inode.
+    pub fn ino(&self) -> Ino {
+        self.ino
+    }
+
+    /// What the file's unsaved writes reference (for GC); waits for any
+    /// commit in flight.
+    pub(crate) fn referenced(&self, d: &super::Data) -> Result<(Vec<ManifestId>, Vec<crate::ids::ChunkId>)> {
+        let mut st = self.state.lock();
+        match st.write.as_mut() {
+            Some(ws) => ws.referenced(d),
+            None => Ok((Vec::new(), Vec::new())),
+        }
+    }
+
+    /// True while the file has writes that no commit has taken yet.
+    pub fn has_unsaved_writes(&self) -> bool {
+        self.live.lock().is_some()
+    }
 }
 
 /// An open file handle.
@@ -435,26 +458,23 @@ impl Tree {
         rec.mtime = mtime;
         rec.ctime = Time::now();
         rec.versions += 1;
-        let version = VersionRecord {
-            manifest,
-            size,
-            perm: rec.perm,
-            uid: rec.uid,
-            gid: rec.gid,
-            mtime,
-            committed: rec.ctime,
-            path: Vec::new(),
-        };
         txn.put_inode(file.ino, &rec);
-        txn.put_version(file.ino, rec.versions, &version);
+        let mut hist = HistoryBatch::new(self);
+        let recorded = match self.live_components(file.ino, &rec)? {
+            Some(path) => Some(hist.add_version(&mut txn, &path, file.ino, &rec, rec.ctime)?),
+            None => None,
+        };
+        hist.write(&mut txn);
         store.commit(txn, sync)?;
         st.committed = (manifest, size);
         drop(_ns);
-        log::debug!(
-            "{}: committed version {} ({size} bytes)",
-            self.path_of(file.ino),
-            rec.versions
-        );
+        match recorded {
+            Some((_, seq)) => log::debug!("{}: committed version {seq} ({size} bytes)", self.path_of(file.ino)),
+            None => log::warn!(
+                "{}: committed ({size} bytes), but its directory is gone: no history entry",
+                self.path_of(file.ino)
+            ),
+        }
         Ok(())
     }
 

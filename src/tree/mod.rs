@@ -14,12 +14,18 @@
 //! * A file's content changes only by a commit, which writes the new
 //!   manifest, the inode and a version record in one batch.
 
+mod bloom;
+mod browse;
 mod builder;
 mod extents;
 mod files;
+mod gc;
+mod history;
 mod namespace;
 mod pipeline;
 mod reader;
+mod snapshot;
+mod version;
 mod writer;
 
 use std::collections::HashMap;
@@ -33,11 +39,16 @@ use crate::chunk::ChunkParams;
 use crate::store::Store;
 use files::{FileHandle, OpenFile};
 pub use files::{OpenMode, SetAttr};
-pub use namespace::{DirItem, RenameMode};
-use pipeline::Pipeline;
+pub use browse::DirItem;
+pub use snapshot::{compact_utc, SnapshotRequest, RESERVED_SNAPSHOT_NAMES};
+pub use namespace::RenameMode;
+use pipeline::{GcGuard, Pipeline};
+pub use gc::GcStats;
 use reader::ContentReader;
 
-pub use crate::store::records::{FileKind, InodeRecord, Time};
+pub use crate::store::records::{FileKind, InodeRecord, PathRecord, SnapshotRecord, Time, VersionRecord};
+pub use crate::store::Scope;
+pub use reader::ReadHint;
 pub use crate::store::{DiskSpace, StoreError};
 
 /// The longest name a directory entry may have.
@@ -86,6 +97,9 @@ pub enum TreeError {
     /// A file handle that is not open.
     #[error("bad file handle")]
     BadHandle,
+    /// The object is in use (a pinned snapshot).
+    #[error("device or resource busy")]
+    Busy,
     /// An earlier failure made this file's unsaved changes unusable.
     #[error("earlier write failed: {0}")]
     Poisoned(String),
@@ -120,6 +134,8 @@ pub struct TreeOptions {
     pub cache_bytes: u64,
     /// Writes fail with ENOSPC once the store's disk has less free space.
     pub reserve_bytes: u64,
+    /// How long a snapshot waits for files being written to be closed.
+    pub snapshot_wait: std::time::Duration,
 }
 
 impl Default for TreeOptions {
@@ -133,6 +149,7 @@ impl Default for TreeOptions {
                 .clamp(2, 8),
             cache_bytes: 64 << 20,
             reserve_bytes: 64 << 20,
+            snapshot_wait: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -155,12 +172,15 @@ pub struct Tree {
     handles: RwLock<HashMap<u64, FileHandle>>,
     next_handle: AtomicU64,
     space: files::SpaceGuard,
+    gc_guard: Arc<GcGuard>,
+    gc_lock: Mutex<()>,
 }
 
 impl Tree {
     /// Serves the tree of `store`.
     pub fn new(store: Arc<Store>, opts: TreeOptions) -> Result<Tree> {
-        let pipeline = Pipeline::start(store.clone(), opts.workers, opts.workers * 4)
+        let gc_guard = Arc::new(GcGuard::default());
+        let pipeline = Pipeline::start(store.clone(), gc_guard.clone(), opts.workers, opts.workers * 4)
             .map_err(|e| StoreError::io(store.root(), e))?;
         let reader = ContentReader::new(store.clone(), opts.cache_bytes);
         let tree = Tree {
@@ -176,6 +196,8 @@ impl Tree {
             open: Mutex::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            gc_guard,
+            gc_lock: Mutex::new(()),
         };
         if !tree.opts.read_only {
             tree.remove_orphans()?;

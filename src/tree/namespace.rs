@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::version::{Component, HistoryBatch};
 use super::{check_name, Result, Tree, TreeError};
 use crate::ids::Ino;
 use crate::store::records::{DirEntry, FileKind, InodeRecord, Time};
@@ -23,18 +24,6 @@ pub enum RenameMode {
     NoReplace,
     /// Swap the two (RENAME_EXCHANGE).
     Exchange,
-}
-
-/// One readdir result.
-pub struct DirItem<'a> {
-    /// The offset to resume after this entry.
-    pub offset: u64,
-    /// The entry's inode.
-    pub ino: Ino,
-    /// Its kind.
-    pub kind: FileKind,
-    /// Its name.
-    pub name: &'a [u8],
 }
 
 /// Inode records touched by one namespace change, written once at the end.
@@ -78,71 +67,6 @@ impl<'t> Touched<'t> {
 }
 
 impl Tree {
-    /// Reads an inode; NotFound when it is gone.
-    pub(crate) fn inode(&self, ino: Ino) -> Result<InodeRecord> {
-        self.data.store.inode(ino)?.ok_or(TreeError::NotFound)
-    }
-
-    /// `stat` of an inode, including the size of unsaved writes.
-    pub fn getattr(&self, ino: Ino) -> Result<InodeRecord> {
-        let mut rec = self.inode(ino)?;
-        self.overlay_live(ino, &mut rec);
-        Ok(rec)
-    }
-
-    /// Resolves `name` in `parent`.
-    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<(Ino, InodeRecord)> {
-        if name.len() > super::NAME_MAX {
-            return Err(TreeError::NameTooLong);
-        }
-        let dir = self.inode(parent)?;
-        if dir.kind != FileKind::Dir {
-            return Err(TreeError::NotDir);
-        }
-        let entry = self
-            .data
-            .store
-            .dentry(parent, name)?
-            .ok_or(TreeError::NotFound)?;
-        Ok((entry.ino, self.getattr(entry.ino)?))
-    }
-
-    /// A symlink's target.
-    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
-        let rec = self.inode(ino)?;
-        if rec.kind != FileKind::Symlink {
-            return Err(TreeError::Invalid("not a symlink"));
-        }
-        Ok(rec.target)
-    }
-
-    /// The path of an inode from the mount root, for logs.
-    pub fn path_of(&self, ino: Ino) -> String {
-        let mut parts = Vec::new();
-        let mut at = ino;
-        for _ in 0..4096 {
-            if at == Ino::ROOT {
-                break;
-            }
-            match self.data.store.inode(at) {
-                Ok(Some(rec)) => {
-                    if rec.nlink == 0 {
-                        parts.push(format!("{} (deleted)", String::from_utf8_lossy(&rec.name)));
-                    } else {
-                        parts.push(String::from_utf8_lossy(&rec.name).into_owned());
-                    }
-                    at = rec.parent;
-                }
-                _ => {
-                    parts.push(format!("<inode {}>", at.0));
-                    break;
-                }
-            }
-        }
-        parts.reverse();
-        format!("/{}", parts.join("/"))
-    }
-
     /// Creates a node of any kind; the caller has checked writability.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_node(
@@ -187,7 +111,7 @@ impl Tree {
         if kind == FileKind::Dir {
             dir.nlink += 1;
         }
-        let ino = Ino(store.alloc_id()?);
+        let ino = store.alloc_ino()?;
         let mut rec = InodeRecord::new(kind, perm, uid, gid);
         rec.rdev = rdev;
         rec.parent = parent;
@@ -359,6 +283,7 @@ impl Tree {
             d.ctime = now;
         }
         let mut txn = store.txn();
+        let mut moves = vec![(src.ino, newparent, newname.to_vec())];
         match (mode, dst) {
             (RenameMode::NoReplace, Some(_)) => return Err(TreeError::Exists),
             (RenameMode::Exchange, None) => return Err(TreeError::NotFound),
@@ -387,6 +312,7 @@ impl Tree {
                 );
                 self.move_inode(&mut touched, src, parent, newparent, newname, now)?;
                 self.move_inode(&mut touched, dst, newparent, parent, name, now)?;
+                moves.push((dst.ino, parent, name.to_vec()));
             }
             (_, dst) => {
                 if let Some(dst) = dst {
@@ -417,6 +343,15 @@ impl Tree {
                 self.move_inode(&mut touched, src, parent, newparent, newname, now)?;
             }
         }
+        // Path history: committed files arrive at their new paths.
+        let mut hist = HistoryBatch::new(self);
+        for (ino, dir, name) in moves {
+            if let Some(mut dest) = self.dir_components(dir)? {
+                dest.push(Component { name, perm: 0, uid: 0, gid: 0 });
+                self.record_moved(&mut hist, &mut txn, ino, dest, now)?;
+            }
+        }
+        hist.write(&mut txn);
         touched.write(&mut txn)?;
         store.commit(txn, false)?;
         Ok(())
@@ -442,58 +377,6 @@ impl Tree {
             touched.get(to)?.nlink += 1;
         }
         Ok(())
-    }
-
-    /// Lists a directory from `offset` (0 = start; then the `offset` of
-    /// the last item seen) until `f` returns false. Offsets are stable
-    /// while entries are added and removed.
-    pub fn readdir(
-        &self,
-        ino: Ino,
-        offset: u64,
-        mut f: impl FnMut(DirItem<'_>) -> bool,
-    ) -> Result<()> {
-        let rec = self.inode(ino)?;
-        if rec.kind != FileKind::Dir {
-            return Err(TreeError::NotDir);
-        }
-        let dotdot = if ino == Ino::ROOT { ino } else { rec.parent };
-        let dots: [(u64, Ino, &[u8]); 2] = [(1, ino, b"."), (2, dotdot, b"..")];
-        for (off, target, name) in dots {
-            if offset < off
-                && !f(DirItem {
-                    offset: off,
-                    ino: target,
-                    kind: FileKind::Dir,
-                    name,
-                })
-            {
-                return Ok(());
-            }
-        }
-        self.data
-            .store
-            .dir_entries(ino, offset.max(2), |entry, name| {
-                Ok(f(DirItem {
-                    offset: entry.cookie,
-                    ino: entry.ino,
-                    kind: entry.kind,
-                    name,
-                }))
-            })?;
-        Ok(())
-    }
-
-    /// Reads an extended attribute.
-    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
-        self.inode(ino)?;
-        self.data.store.xattr(ino, name)?.ok_or(TreeError::NoAttr)
-    }
-
-    /// The names of an inode's extended attributes.
-    pub fn listxattr(&self, ino: Ino) -> Result<Vec<Vec<u8>>> {
-        self.inode(ino)?;
-        Ok(self.data.store.xattr_names(ino)?)
     }
 
     /// Sets an extended attribute (`flags`: XATTR_CREATE / XATTR_REPLACE).

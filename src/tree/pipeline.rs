@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
+
+use crate::ids::ChunkId;
 
 use crate::chunk::{chunk_id, is_zero};
 use crate::store::manifest::Entry;
@@ -23,6 +26,45 @@ struct Job {
     data: Vec<u8>,
     volatile: bool,
     reply: Sender<ChunkResult>,
+}
+
+/// What keeps garbage collection from deleting a chunk that a writer has
+/// just stored or deduplicated against but not committed yet: while a GC
+/// runs, every chunk id the pipeline hands out is noted in `protect`, and
+/// the check-and-note happens under `gate` (shared), which the sweep takes
+/// exclusively while it deletes.
+#[derive(Default)]
+pub struct GcGuard {
+    gate: RwLock<()>,
+    protect: Mutex<Option<std::collections::HashSet<ChunkId>>>,
+}
+
+impl GcGuard {
+    /// Starts noting chunk ids.
+    pub fn begin(&self) {
+        *self.protect.lock() = Some(Default::default());
+    }
+
+    /// Stops noting and forgets the ids.
+    pub fn end(&self) {
+        *self.protect.lock() = None;
+    }
+
+    fn note(&self, id: ChunkId) {
+        if let Some(set) = self.protect.lock().as_mut() {
+            set.insert(id);
+        }
+    }
+
+    /// Excludes producers; `is_protected` is exact while the guard is held.
+    pub fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write()
+    }
+
+    /// True when a writer has handed out `id` since `begin`.
+    pub fn is_protected(&self, id: &ChunkId) -> bool {
+        self.protect.lock().as_ref().is_some_and(|s| s.contains(id))
+    }
 }
 
 /// Counters of what the pipeline did, for logs and stats.
@@ -50,7 +92,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts `threads` workers over `store` with `queue` jobs of slack.
-    pub fn start(store: Arc<Store>, threads: usize, queue: usize) -> std::io::Result<Self> {
+    pub fn start(store: Arc<Store>, guard: Arc<GcGuard>, threads: usize, queue: usize) -> std::io::Result<Self> {
         let (tx, rx) = bounded::<Job>(queue.max(1));
         let counters = Arc::new(PipelineCounters::default());
         let mut workers = Vec::new();
@@ -58,12 +100,13 @@ impl Pipeline {
             let rx = rx.clone();
             let store = store.clone();
             let counters = counters.clone();
+            let guard = guard.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("ckptfs-chunk-{i}"))
                     .spawn(move || {
                         for job in rx.iter() {
-                            let result = store_chunk(&store, &counters, &job.data, job.volatile);
+                            let result = store_chunk(&store, &guard, &counters, &job.data, job.volatile);
                             // The submitter may have given up (its file was
                             // truncated away); the result is then unneeded.
                             let _ = job.reply.send(result);
@@ -116,6 +159,7 @@ impl Drop for Pipeline {
 
 fn store_chunk(
     store: &Store,
+    guard: &GcGuard,
     counters: &PipelineCounters,
     data: &[u8],
     volatile: bool,
@@ -126,6 +170,8 @@ fn store_chunk(
         return Ok(Entry::Hole { len: len as u64 });
     }
     let id = chunk_id(data);
+    let _gate = guard.gate.read();
+    guard.note(id);
     if store.has_chunk(id)? {
         counters.dedup_chunks.fetch_add(1, Ordering::Relaxed);
     } else {

@@ -22,7 +22,7 @@ use super::builder::ManifestBuilder;
 use super::extents::Extents;
 use super::{Data, TreeError};
 use crate::chunk::Chunker;
-use crate::ids::{Ino, ManifestId};
+use crate::ids::{ChunkId, Ino, ManifestId};
 use crate::store::manifest::Entry;
 use crate::store::records::Time;
 use crate::store::{StoreError, Txn};
@@ -256,6 +256,20 @@ impl WriteState {
         };
         st.fill(d, offset, buf)?;
         Ok(n)
+    }
+
+    /// The manifests and in-memory chunks this state still needs (for GC).
+    pub fn referenced(&mut self, d: &Data) -> Result<(Vec<ManifestId>, Vec<ChunkId>), TreeError> {
+        if self.poisoned.is_some() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        match &mut self.mode {
+            Mode::Stream { builder, .. } => {
+                let (id, chunks) = builder.referenced(&d.store)?;
+                Ok((vec![id], chunks))
+            }
+            Mode::Staged(st) => Ok((vec![st.base], Vec::new())),
+        }
     }
 
     /// Builds the committed manifest; its last segment goes into `txn`.

@@ -1,0 +1,114 @@
+//! What garbage collection needs from the store: enumerating manifests and
+//! chunks, deleting them, and compacting so that space returns to the disk.
+
+use rocksdb::WriteBatch;
+
+use super::schema::{chunk_key, chunk_shard, split_pair_key, CF_CHUNK_INDEX, CF_MANIFESTS, CHUNK_SHARDS};
+use super::{Result, Store, StoreError, Txn};
+use crate::ids::{ChunkId, ManifestId};
+
+/// A chunk as the index describes it.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexedChunk {
+    /// Its id.
+    pub id: ChunkId,
+    /// Raw length.
+    pub raw_len: u32,
+    /// Length as stored.
+    pub stored_len: u32,
+}
+
+impl Store {
+    /// The next general id: every manifest created from now on has an id
+    /// at or above it.
+    pub fn id_watermark(&self) -> Result<u64> {
+        self.alloc_id()
+    }
+
+    /// Calls `f(id)` once per manifest that has segments, in id order.
+    pub fn for_each_manifest_id(&self, mut f: impl FnMut(ManifestId) -> Result<()>) -> Result<()> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_MANIFESTS));
+        it.seek_to_first();
+        while let Some(key) = it.key() {
+            let (id, _) = split_pair_key(key).ok_or_else(|| StoreError::Corrupt("manifest key".into()))?;
+            f(ManifestId(id))?;
+            // Skip the rest of this manifest's segments.
+            it.seek(super::schema::manifest_key(ManifestId(id.saturating_add(1)), 0));
+        }
+        it.status().map_err(StoreError::from)
+    }
+
+    /// Calls `f` for every chunk in the index.
+    pub fn for_each_chunk(&self, mut f: impl FnMut(IndexedChunk) -> Result<()>) -> Result<()> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_CHUNK_INDEX));
+        it.seek_to_first();
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            let id = ChunkId::from_slice(key).ok_or_else(|| StoreError::Corrupt("chunk index key".into()))?;
+            let raw: [u8; 4] = value.get(..4).and_then(|v| v.try_into().ok()).unwrap_or_default();
+            let stored: [u8; 4] = value.get(4..8).and_then(|v| v.try_into().ok()).unwrap_or_default();
+            f(IndexedChunk {
+                id,
+                raw_len: u32::from_le_bytes(raw),
+                stored_len: u32::from_le_bytes(stored),
+            })?;
+            it.next();
+        }
+        it.status().map_err(StoreError::from)
+    }
+
+    /// Deletes chunks (value and index entry) in one batch.
+    pub fn delete_chunks(&self, ids: &[ChunkId]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for id in ids {
+            batch.delete_cf(self.cf(chunk_shard(*id)), chunk_key(*id));
+            batch.delete_cf(self.cf(CF_CHUNK_INDEX), chunk_key(*id));
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Deletes manifests (all their segments) in one batch.
+    pub fn delete_manifests(&self, ids: &[ManifestId]) -> Result<()> {
+        let mut txn: Txn<'_> = self.txn();
+        for id in ids {
+            txn.delete_manifest(*id);
+        }
+        self.commit(txn, false)
+    }
+
+    /// Estimated number of chunks (RocksDB's key estimate).
+    pub fn chunk_count_estimate(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .property_int_value_cf(self.cf(CF_CHUNK_INDEX), "rocksdb.estimate-num-keys")?
+            .unwrap_or(0))
+    }
+
+    /// Compacts the chunk column families so deleted chunks leave the disk.
+    /// Blob files whose blobs are all deleted go in any case; with
+    /// `relocate`, live blobs are also moved out of files that hold
+    /// garbage (every live chunk is rewritten once).
+    pub fn compact_chunks(&self, relocate: bool) -> Result<()> {
+        for name in CHUNK_SHARDS {
+            let cf = self.cf(name);
+            if relocate {
+                self.db.set_options_cf(
+                    cf,
+                    &[
+                        ("enable_blob_garbage_collection", "true"),
+                        ("blob_garbage_collection_age_cutoff", "1.0"),
+                    ],
+                )?;
+            }
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+            if relocate {
+                self.db
+                    .set_options_cf(cf, &[("enable_blob_garbage_collection", "false")])?;
+            }
+        }
+        for name in [CF_CHUNK_INDEX, CF_MANIFESTS, super::schema::CF_SNAP_TREE] {
+            self.db.compact_range_cf(self.cf(name), None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+}
