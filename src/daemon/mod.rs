@@ -15,9 +15,10 @@ use signal_hook::iterator::Signals;
 
 use crate::chunk::ChunkParams;
 use crate::cli::MountArgs;
-use crate::fs::CkptFs;
+use crate::fs::{CkptFs, ControlOptions};
+use crate::retention::Retention;
 use crate::store::Store;
-use crate::tree::{Tree, TreeOptions};
+use crate::tree::{AutoSnapshotOptions, Tree, TreeOptions};
 
 pub use logging::init as init_logging;
 
@@ -41,7 +42,23 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     if let Some(w) = args.workers {
         opts.workers = w as usize;
     }
+    opts.snapshot_wait = Duration::from_secs(args.snapshot_wait);
     let tree = Arc::new(Tree::new(store.clone(), opts)?);
+    let retention = Arc::new(Retention::new(tree.clone())?);
+    if !args.read_only {
+        tree.start_auto_snapshots(AutoSnapshotOptions {
+            on_rename: !args.no_snapshot_on_rename,
+            on_marker: !args.no_snapshot_on_marker,
+            on_close: args.snapshot_on_close.clone(),
+            quiet: args.snapshot_quiet.map(Duration::from_secs),
+        })
+        .map_err(anyhow::Error::msg)?;
+        start_gc_timer(&retention, args.gc_interval);
+    }
+    let control = ControlOptions {
+        name: args.control_dir.clone().into_bytes(),
+        show: args.show_control_dir,
+    };
 
     let mut config = Config::default();
     config.mount_options = vec![
@@ -63,7 +80,7 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     config.n_threads = Some(args.fuse_threads as usize);
     config.clone_fd = true;
 
-    let mut session = Session::new(CkptFs::new(tree.clone()), &args.mountpoint, &config)
+    let mut session = Session::new(CkptFs::new(tree.clone(), retention.clone(), control), &args.mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
     log::info!(
@@ -145,6 +162,30 @@ fn unmount(unmounter: &mut fuser::SessionUnmounter, mountpoint: &Path) {
         if let Err(e) = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
             log::error!("lazy unmount of {} failed: {e}", mountpoint.display());
         }
+    }
+}
+
+/// Runs retention and GC every `interval` (the policy's `gc-interval`
+/// wins), on a thread that holds only a weak reference.
+fn start_gc_timer(retention: &Arc<Retention>, interval: Duration) {
+    let weak = Arc::downgrade(retention);
+    let spawned = std::thread::Builder::new().name("ckptfs-gc".into()).spawn(move || {
+        let mut last = std::time::Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let Some(retention) = weak.upgrade() else { return };
+            let every = retention.policy().gc_interval.unwrap_or(interval);
+            if every.is_zero() || last.elapsed() < every {
+                continue;
+            }
+            last = std::time::Instant::now();
+            if let Err(e) = retention.run_gc() {
+                log::error!("scheduled gc failed: {e}");
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("no GC timer: {e}");
     }
 }
 

@@ -7,7 +7,11 @@
 //! values in one place (`errno.rs`).
 
 mod attr;
+mod ckpt;
+mod ckpt_io;
 mod errno;
+mod route;
+mod vino;
 
 use std::ffi::OsStr;
 use std::io;
@@ -17,15 +21,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    AccessFlags, BsdFileFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
     Request, TimeOrNow, WriteFlags,
 };
 
 use crate::ids::Ino;
+use crate::retention::Retention;
 use crate::tree::{FileKind, OpenMode, RenameMode, SetAttr, Tree, TreeError};
 pub use attr::kind_of_mode;
+pub use ckpt::{version_name, ControlOptions};
+use ckpt::ControlDir;
+use route::{is_ctl, is_ctl_fh, reply_attr, reply_data, reply_empty, reply_entry};
 use attr::{file_attr, file_type, time_of};
 
 /// How long the kernel may cache names and attributes. Every change goes
@@ -34,15 +42,54 @@ const TTL: Duration = Duration::from_secs(1);
 /// Largest write request we accept (the kernel's 256-page limit).
 pub const MAX_WRITE: u32 = 1 << 20;
 
-/// The filesystem served to the kernel.
+/// The filesystem served to the kernel: the live tree, and the `.ckpt/`
+/// control tree at its root.
 pub struct CkptFs {
     tree: Arc<Tree>,
+    ctl: ControlDir,
 }
 
 impl CkptFs {
-    /// Serves `tree`.
-    pub fn new(tree: Arc<Tree>) -> Self {
-        CkptFs { tree }
+    /// Serves `tree` with its retention service and control directory.
+    pub fn new(tree: Arc<Tree>, retention: Arc<Retention>, ctl: ControlOptions) -> Self {
+        if let Ok(Some(_)) = tree.lookup(Ino::ROOT, &ctl.name).map(Some) {
+            log::warn!(
+                "a live entry named {} at the root is hidden by the control directory; rename it or use --control-dir",
+                String::from_utf8_lossy(&ctl.name)
+            );
+        }
+        CkptFs {
+            ctl: ControlDir::new(tree.clone(), retention, ctl),
+            tree,
+        }
+    }
+
+    /// The root's listing with the control directory shown (offset 3,
+    /// between `..` and the first entry, whose cookie is at least 16).
+    fn readdir_root_with_ctl(&self, offset: u64, mut reply: ReplyDirectory) {
+        const CTL_OFFSET: u64 = 3;
+        let ctl_ino = self.ctl.root_ino();
+        let name = self.ctl.name().to_vec();
+        let mut pending = offset < CTL_OFFSET;
+        let mut full = false;
+        let r = self.tree.readdir(Ino::ROOT, offset, |item| {
+            if pending && item.offset > CTL_OFFSET {
+                pending = false;
+                if reply.add(ctl_ino, CTL_OFFSET, fuser::FileType::Directory, OsStr::from_bytes(&name)) {
+                    full = true;
+                    return false;
+                }
+            }
+            full = reply.add(INodeNo(item.ino.0), item.offset, file_type(item.kind), OsStr::from_bytes(item.name));
+            !full
+        });
+        if r.is_ok() && pending && !full {
+            let _ = reply.add(ctl_ino, CTL_OFFSET, fuser::FileType::Directory, OsStr::from_bytes(&name));
+        }
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("readdir", Ino::ROOT, &e)),
+        }
     }
 
     /// Maps an error to errno, logging the ones the caller cannot explain.
@@ -100,6 +147,9 @@ impl Filesystem for CkptFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guarded("lookup", || {
+            if let Some(r) = self.ctl_lookup(parent, name.as_bytes()) {
+                return reply_entry(reply, r);
+            }
             match self.tree.lookup(ino(parent), name.as_bytes()) {
                 Ok((i, rec)) => reply.entry(&TTL, &file_attr(i, &rec), Generation(0)),
                 // A miss is the normal answer to "does it exist?": no log line.
@@ -110,9 +160,14 @@ impl Filesystem for CkptFs {
     }
 
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", || match self.tree.getattr(ino(i)) {
+        guarded("getattr", || {
+            if is_ctl(i) {
+                return reply_attr(reply, self.on_ctl(i, |n| self.ctl.getattr(n)));
+            }
+        match self.tree.getattr(ino(i)) {
             Ok(rec) => reply.attr(&TTL, &file_attr(ino(i), &rec)),
             Err(e) => reply.error(self.fail("getattr", ino(i), &e)),
+        }
         });
     }
 
@@ -135,6 +190,11 @@ impl Filesystem for CkptFs {
         reply: ReplyAttr,
     ) {
         guarded("setattr", || {
+            if is_ctl(i) {
+                let only_size = mode.is_none() && uid.is_none() && gid.is_none() && atime.is_none() && mtime.is_none();
+                let fh = fh.map(|f| f.0);
+                return reply_attr(reply, self.on_ctl(i, |n| self.ctl.setattr(n, size, only_size, fh)));
+            }
             let change = SetAttr {
                 mode,
                 uid,
@@ -151,9 +211,14 @@ impl Filesystem for CkptFs {
     }
 
     fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
-        guarded("readlink", || match self.tree.readlink(ino(i)) {
+        guarded("readlink", || {
+            if is_ctl(i) {
+                return reply_data(reply, self.on_ctl(i, |n| self.ctl.readlink(n)));
+            }
+        match self.tree.readlink(ino(i)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(self.fail("readlink", ino(i), &e)),
+        }
         });
     }
 
@@ -168,6 +233,9 @@ impl Filesystem for CkptFs {
         reply: ReplyEntry,
     ) {
         guarded("mknod", || {
+            if let Some(e) = self.refuse_create(parent, name.as_bytes()) {
+                return reply.error(e);
+            }
             let Some(kind) = kind_of_mode(mode) else {
                 return reply.error(Errno::EINVAL);
             };
@@ -199,6 +267,12 @@ impl Filesystem for CkptFs {
         reply: ReplyEntry,
     ) {
         guarded("mkdir", || {
+            if is_ctl(parent) {
+                return reply_entry(reply, self.on_ctl(parent, |n| self.ctl.mkdir(n, name.as_bytes())));
+            }
+            if self.is_ctl_name(parent, name.as_bytes()) {
+                return reply.error(Errno::EEXIST);
+            }
             let perm = (mode & !umask & 0o7777) as u16;
             let r = self.tree.new_node(
                 ino(parent),
@@ -216,6 +290,12 @@ impl Filesystem for CkptFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("unlink", || {
+            if is_ctl(parent) {
+                return reply.error(Errno::EROFS);
+            }
+            if self.is_ctl_name(parent, name.as_bytes()) {
+                return reply.error(Errno::EISDIR);
+            }
             match self.tree.unlink(ino(parent), name.as_bytes()) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(self.fail("unlink", ino(parent), &e)),
@@ -225,6 +305,12 @@ impl Filesystem for CkptFs {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("rmdir", || {
+            if is_ctl(parent) {
+                return reply_empty(reply, self.on_ctl(parent, |n| self.ctl.rmdir(n, name.as_bytes())));
+            }
+            if self.is_ctl_name(parent, name.as_bytes()) {
+                return reply.error(Errno::EBUSY);
+            }
             match self.tree.rmdir(ino(parent), name.as_bytes()) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(self.fail("rmdir", ino(parent), &e)),
@@ -241,6 +327,9 @@ impl Filesystem for CkptFs {
         reply: ReplyEntry,
     ) {
         guarded("symlink", || {
+            if let Some(e) = self.refuse_create(parent, link_name.as_bytes()) {
+                return reply.error(e);
+            }
             let target = target.as_os_str().as_bytes();
             let r = self.tree.new_node(
                 ino(parent),
@@ -267,6 +356,20 @@ impl Filesystem for CkptFs {
         reply: ReplyEmpty,
     ) {
         guarded("rename", || {
+            match (is_ctl(parent), is_ctl(newparent)) {
+                (true, true) => {
+                    let r = self.on_ctl(parent, |a| {
+                        let b = self.ctl.node(newparent)?;
+                        self.ctl.rename(a, name.as_bytes(), b, newname.as_bytes())
+                    });
+                    return reply_empty(reply, r);
+                }
+                (true, false) | (false, true) => return reply.error(Errno::EXDEV),
+                (false, false) => {}
+            }
+            if self.is_ctl_name(parent, name.as_bytes()) || self.is_ctl_name(newparent, newname.as_bytes()) {
+                return reply.error(Errno::EBUSY);
+            }
             let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
                 RenameMode::Exchange
             } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
@@ -298,6 +401,15 @@ impl Filesystem for CkptFs {
         reply: ReplyEntry,
     ) {
         guarded("link", || {
+            if is_ctl(newparent) {
+                return reply.error(Errno::EROFS);
+            }
+            if is_ctl(i) {
+                return reply.error(Errno::EXDEV);
+            }
+            if self.is_ctl_name(newparent, newname.as_bytes()) {
+                return reply.error(Errno::EEXIST);
+            }
             let r = self.tree.link(ino(i), ino(newparent), newname.as_bytes());
             self.entry("link", newparent, r, reply);
         });
@@ -305,6 +417,15 @@ impl Filesystem for CkptFs {
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guarded("open", || {
+            if is_ctl(i) {
+                return match self.on_ctl(i, |n| self.ctl.open(n, flags.0)) {
+                    // Generated text bypasses the page cache; snapshot and
+                    // version files never change, so their pages may stay.
+                    Ok(fh) if self.ctl.is_generated(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+                    Err(e) => reply.error(e),
+                };
+            }
             match self.tree.open(ino(i), open_mode(flags.0)) {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(self.fail("open", ino(i), &e)),
@@ -323,9 +444,14 @@ impl Filesystem for CkptFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        guarded("read", || match self.tree.read(fh.0, offset, size) {
+        guarded("read", || {
+            if is_ctl_fh(fh.0) {
+                return reply_data(reply, self.ctl.read(fh.0, offset, size));
+            }
+        match self.tree.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(self.fail("read", ino(i), &e)),
+        }
         });
     }
 
@@ -341,9 +467,17 @@ impl Filesystem for CkptFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        guarded("write", || match self.tree.write(fh.0, offset, data) {
+        guarded("write", || {
+            if is_ctl_fh(fh.0) {
+                return match self.ctl.write(fh.0, offset, data) {
+                    Ok(n) => reply.written(n),
+                    Err(e) => reply.error(e),
+                };
+            }
+        match self.tree.write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(self.fail("write", ino(i), &e)),
+        }
         });
     }
 
@@ -355,9 +489,14 @@ impl Filesystem for CkptFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        guarded("flush", || match self.tree.flush(fh.0) {
+        guarded("flush", || {
+            if is_ctl_fh(fh.0) {
+                return reply_empty(reply, self.ctl.flush(fh.0));
+            }
+        match self.tree.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("close", ino(i), &e)),
+        }
         });
     }
 
@@ -371,9 +510,14 @@ impl Filesystem for CkptFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("release", || match self.tree.release(fh.0) {
+        guarded("release", || {
+            if is_ctl_fh(fh.0) {
+                return reply_empty(reply, self.ctl.release(fh.0));
+            }
+        match self.tree.release(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("release", ino(i), &e)),
+        }
         });
     }
 
@@ -385,19 +529,33 @@ impl Filesystem for CkptFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsync", || match self.tree.fsync(fh.0) {
+        guarded("fsync", || {
+            if is_ctl_fh(fh.0) {
+                return reply_empty(reply, self.ctl.flush(fh.0));
+            }
+        match self.tree.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("fsync", ino(i), &e)),
+        }
         });
     }
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        guarded("opendir", || match self.tree.getattr(ino(i)) {
+        guarded("opendir", || {
+            if is_ctl(i) {
+                return match self.on_ctl(i, |n| self.ctl.getattr(n)) {
+                    Ok(a) if a.kind == FileType::Directory => reply.opened(FileHandle(0), FopenFlags::empty()),
+                    Ok(_) => reply.error(Errno::ENOTDIR),
+                    Err(e) => reply.error(e),
+                };
+            }
+        match self.tree.getattr(ino(i)) {
             Ok(rec) if rec.kind == FileKind::Dir => {
                 reply.opened(FileHandle(0), FopenFlags::empty())
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(self.fail("opendir", ino(i), &e)),
+        }
         });
     }
 
@@ -410,6 +568,16 @@ impl Filesystem for CkptFs {
         mut reply: ReplyDirectory,
     ) {
         guarded("readdir", || {
+            if is_ctl(i) {
+                let r = self.on_ctl(i, |n| self.ctl.readdir(n, offset, |ino, off, kind, name| reply.add(ino, off, kind, OsStr::from_bytes(name))));
+                return match r {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(e),
+                };
+            }
+            if i == INodeNo::ROOT && self.ctl.shown() {
+                return self.readdir_root_with_ctl(offset, reply);
+            }
             let r = self.tree.readdir(ino(i), offset, |item| {
                 !reply.add(
                     INodeNo(item.ino.0),
@@ -433,14 +601,17 @@ impl Filesystem for CkptFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsyncdir", || match self.tree.sync() {
+        guarded("fsyncdir", || {
+        match self.tree.sync() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("fsyncdir", ino(i), &e)),
+        }
         });
     }
 
     fn statfs(&self, _req: &Request, i: INodeNo, reply: ReplyStatfs) {
-        guarded("statfs", || match self.tree.disk_space() {
+        guarded("statfs", || {
+        match self.tree.disk_space() {
             Ok(s) => reply.statfs(
                 s.blocks,
                 s.free,
@@ -452,6 +623,7 @@ impl Filesystem for CkptFs {
                 s.block_size as u32,
             ),
             Err(e) => reply.error(self.fail("statfs", ino(i), &e)),
+        }
         });
     }
 
@@ -466,6 +638,9 @@ impl Filesystem for CkptFs {
         reply: ReplyEmpty,
     ) {
         guarded("setxattr", || {
+            if is_ctl(i) {
+                return reply_empty(reply, self.on_ctl(i, |n| self.ctl.setxattr(n, name.as_bytes(), value)));
+            }
             match self.tree.setxattr(ino(i), name.as_bytes(), value, flags) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(self.fail("setxattr", ino(i), &e)),
@@ -475,6 +650,12 @@ impl Filesystem for CkptFs {
 
     fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         guarded("getxattr", || {
+            if is_ctl(i) {
+                return match self.on_ctl(i, |n| self.ctl.getxattr(n, name.as_bytes())) {
+                    Ok(v) => reply_sized(reply, &v, size),
+                    Err(e) => reply.error(e),
+                };
+            }
             match self.tree.getxattr(ino(i), name.as_bytes()) {
                 Ok(value) => reply_sized(reply, &value, size),
                 Err(TreeError::NoAttr) => reply.error(Errno::ENODATA),
@@ -484,7 +665,14 @@ impl Filesystem for CkptFs {
     }
 
     fn listxattr(&self, _req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        guarded("listxattr", || match self.tree.listxattr(ino(i)) {
+        guarded("listxattr", || {
+            if is_ctl(i) {
+                return match self.on_ctl(i, |n| self.ctl.listxattr(n)) {
+                    Ok(names) => reply_sized(reply, &names.iter().flat_map(|n| n.iter().copied().chain([0])).collect::<Vec<u8>>(), size),
+                    Err(e) => reply.error(e),
+                };
+            }
+        match self.tree.listxattr(ino(i)) {
             Ok(names) => {
                 let mut list = Vec::new();
                 for n in names {
@@ -494,11 +682,15 @@ impl Filesystem for CkptFs {
                 reply_sized(reply, &list, size);
             }
             Err(e) => reply.error(self.fail("listxattr", ino(i), &e)),
+        }
         });
     }
 
     fn removexattr(&self, _req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("removexattr", || {
+            if is_ctl(i) {
+                return reply_empty(reply, self.on_ctl(i, |n| self.ctl.removexattr(n, name.as_bytes())));
+            }
             match self.tree.removexattr(ino(i), name.as_bytes()) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(self.fail("removexattr", ino(i), &e)),
@@ -524,6 +716,9 @@ impl Filesystem for CkptFs {
         reply: ReplyCreate,
     ) {
         guarded("create", || {
+            if let Some(e) = self.refuse_create(parent, name.as_bytes()) {
+                return reply.error(e);
+            }
             let perm = (mode & !umask & 0o7777) as u16;
             match self.tree.create(
                 ino(parent),
@@ -556,6 +751,9 @@ impl Filesystem for CkptFs {
         reply: ReplyEmpty,
     ) {
         guarded("fallocate", || {
+            if is_ctl(i) {
+                return reply.error(Errno::EROFS);
+            }
             if mode != 0 {
                 return reply.error(Errno::EOPNOTSUPP);
             }

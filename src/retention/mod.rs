@@ -12,12 +12,14 @@
 //! functions, and supplies `now`. Nothing here reads the clock, does I/O or
 //! names the store, tree or fs layers.
 //!
-//! Garbage collection itself (deleting what a [`Plan`] expires, on the
-//! policy's `gc-interval`) is to be added in this folder as `gc.rs` by the
-//! engineer doing the store side; it will call [`plan`] and
-//! [`plan_file_versions`].
+//! The pure part (`policy`, `plan`, `metric`, durations) works on plain
+//! data. [`Retention`] (`service.rs`) applies it to a mounted tree: it
+//! reads metrics out of snapshots, answers `.ckpt/retention/`, and runs
+//! garbage collection through the tree's `collect_garbage`. Only
+//! `service.rs` names the tree; nothing here names the store.
 
 mod duration;
+mod service;
 pub mod metric;
 pub mod plan;
 pub mod policy;
@@ -31,3 +33,4 @@ pub use metric::{
 };
 pub use plan::{plan, plan_file_versions, Plan, Reason, SnapshotInfo, VersionInfo};
 pub use policy::{Policy, PolicyError};
+pub use service::{GcReport, Retention};

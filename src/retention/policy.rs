@@ -104,6 +104,20 @@ impl Policy {
     /// Parses a policy file. An empty (or all-comment) text is the empty
     /// policy, which keeps everything.
     pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let (mut p, l) = Self::parse_lines(text)?;
+        p.keep_best = l.keep_best.and_then(|(_, k)| k);
+        p.metric = metric_spec(&p, l)?;
+        Ok(p)
+    }
+
+    /// Checks each line on its own (known key, well-formed value), not the
+    /// rules between lines: a text still being written (`keep-best`
+    /// before its metric source) passes, a typo does not.
+    pub fn check_lines(text: &str) -> Result<(), PolicyError> {
+        Self::parse_lines(text).map(|_| ())
+    }
+
+    fn parse_lines(text: &str) -> Result<(Policy, Lines), PolicyError> {
         let mut p = Policy::default();
         let mut l = Lines::default();
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -151,9 +165,7 @@ impl Policy {
                 other => return Err(err(line, text::unknown_key(other))),
             }
         }
-        p.keep_best = l.keep_best.and_then(|(_, k)| k);
-        p.metric = metric_spec(&p, l)?;
-        Ok(p)
+        Ok((p, l))
     }
 
     /// True when at least one snapshot rule is set; without one, every
@@ -553,6 +565,14 @@ gc-interval = 30m
             ..Policy::default()
         };
         assert_eq!(parse(&q.to_text()), q);
+    }
+
+    #[test]
+    fn line_checks_pass_unfinished_texts_but_not_typos() {
+        assert!(Policy::check_lines("keep-last = 2\nkeep-best = 1\n").is_ok());
+        assert!(Policy::parse("keep-last = 2\nkeep-best = 1\n").is_err());
+        assert!(Policy::check_lines("keep-last = x\n").is_err());
+        assert!(Policy::check_lines("kep-last = 2\n").is_err());
     }
 
     #[test]

@@ -84,6 +84,22 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// Bytes the store directory takes on disk (allocated blocks of every
+    /// file: SST and blob files, the WAL, staging files), as `du` counts.
+    pub fn disk_usage(&self) -> Result<u64> {
+        fn walk(dir: &std::path::Path) -> std::io::Result<u64> {
+            use std::os::unix::fs::MetadataExt;
+            let mut total = 0;
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                total += if meta.is_dir() { walk(&entry.path())? } else { meta.blocks() * 512 };
+            }
+            Ok(total)
+        }
+        walk(self.root()).map_err(|e| StoreError::io(self.root(), e))
+    }
+
     /// Compacts the chunk column families so deleted chunks leave the disk.
     /// Blob files whose blobs are all deleted go in any case; with
     /// `relocate`, live blobs are also moved out of files that hold

@@ -79,6 +79,12 @@ impl Txn<'_> {
         self.put(CF_PATH_INFO, id.0.to_be_bytes(), rec.encode());
     }
 
+    /// Removes a history path (it must have no versions and no children).
+    pub fn delete_path(&mut self, id: PathId, rec: &PathRecord) {
+        self.delete(CF_PATHS, path_child_key(rec.parent, &rec.name));
+        self.delete(CF_PATH_INFO, id.0.to_be_bytes());
+    }
+
     /// Records a committed version.
     pub fn put_version(&mut self, path: PathId, seq: u64, rec: &VersionRecord) {
         self.put(CF_VERSIONS, version_key(path, seq), rec.encode());

@@ -240,6 +240,11 @@ impl Tree {
                 let _ = self.relinquish(&file, mode.write);
                 return Err(e);
             }
+            // Like a new file: `echo x > f` truncates at open and closes a
+            // dup before writing; the empty state is not a version yet.
+            if let Some(ws) = st.write.as_mut() {
+                ws.pristine = true;
+            }
         }
         Ok(self.add_handle(file, mode))
     }
@@ -328,6 +333,8 @@ impl Tree {
         let offset = if mode.append { ws.size } else { offset };
         ws.write(&self.data, offset, data)?;
         *file.live.lock() = Some((ws.size, ws.mtime));
+        drop(st);
+        self.touch_activity();
         Ok(data.len())
     }
 
@@ -468,6 +475,9 @@ impl Tree {
         store.commit(txn, sync)?;
         st.committed = (manifest, size);
         drop(_ns);
+        let path = self.path_of(file.ino);
+        self.observe(super::autosnap::Event::Committed(&path));
+        self.note_change();
         match recorded {
             Some((_, seq)) => log::debug!("{}: committed version {seq} ({size} bytes)", self.path_of(file.ino)),
             None => log::warn!(

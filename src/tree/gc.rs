@@ -106,6 +106,8 @@ impl Tree {
                 stats.versions_deleted += 1;
             }
             store.commit(txn, false)?;
+            let touched: HashSet<PathId> = versions.iter().map(|(p, _)| *p).collect();
+            self.prune_empty_paths(touched)?;
         }
         let watermark = store.id_watermark()?;
         self.gc_guard.begin();
@@ -118,6 +120,7 @@ impl Tree {
             store.compact_chunks(stats.relocated)?;
         }
         stats.millis = started.elapsed().as_millis() as u64;
+        self.note_change();
         log::info!(
             "gc: {} snapshots, {} versions, {} manifests and {} chunks ({} bytes) deleted in {} ms; {} chunks ({} bytes) kept",
             stats.snapshots_deleted,
@@ -130,6 +133,36 @@ impl Tree {
             stats.bytes_kept
         );
         Ok(stats)
+    }
+
+    /// Removes history paths left with no version and no child, walking up
+    /// from `start` (the caller holds `ns`).
+    fn prune_empty_paths(&self, start: HashSet<PathId>) -> Result<()> {
+        let store = &self.data.store;
+        let mut todo: Vec<PathId> = start.into_iter().collect();
+        while let Some(id) = todo.pop() {
+            if id == PathId::ROOT {
+                continue;
+            }
+            let Some(rec) = store.path_record(id)? else { continue };
+            let mut busy = false;
+            store.versions_of(id, 0, |_, _| {
+                busy = true;
+                Ok(false)
+            })?;
+            store.path_children(id, None, |_, _| {
+                busy = true;
+                Ok(false)
+            })?;
+            if busy {
+                continue;
+            }
+            let mut txn = store.txn();
+            txn.delete_path(id, &rec);
+            store.commit(txn, false)?;
+            todo.push(rec.parent);
+        }
+        Ok(())
     }
 
     fn mark_and_sweep(&self, watermark: u64, stats: &mut GcStats) -> Result<()> {

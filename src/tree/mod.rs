@@ -14,6 +14,7 @@
 //! * A file's content changes only by a commit, which writes the new
 //!   manifest, the inode and a version record in one batch.
 
+mod autosnap;
 mod bloom;
 mod browse;
 mod builder;
@@ -25,6 +26,7 @@ mod namespace;
 mod pipeline;
 mod reader;
 mod snapshot;
+mod stats;
 mod version;
 mod writer;
 
@@ -39,8 +41,9 @@ use crate::chunk::ChunkParams;
 use crate::store::Store;
 use files::{FileHandle, OpenFile};
 pub use files::{OpenMode, SetAttr};
+pub use autosnap::{is_staging, AutoSnapshotOptions};
 pub use browse::DirItem;
-pub use snapshot::{compact_utc, SnapshotRequest, RESERVED_SNAPSHOT_NAMES};
+pub use snapshot::{compact_utc, rfc3339, SnapshotRequest, RESERVED_SNAPSHOT_NAMES};
 pub use namespace::RenameMode;
 use pipeline::{GcGuard, Pipeline};
 pub use gc::GcStats;
@@ -174,6 +177,11 @@ pub struct Tree {
     space: files::SpaceGuard,
     gc_guard: Arc<GcGuard>,
     gc_lock: Mutex<()>,
+    stats_cache: Mutex<Option<(u64, std::time::Instant, serde_json::Value)>>,
+    auto: Mutex<Option<Arc<autosnap::AutoSnapshots>>>,
+    /// Raised by every commit, snapshot change and GC: cached answers
+    /// computed at an older value are stale.
+    generation: AtomicU64,
 }
 
 impl Tree {
@@ -198,6 +206,9 @@ impl Tree {
             next_handle: AtomicU64::new(1),
             gc_guard,
             gc_lock: Mutex::new(()),
+            stats_cache: Mutex::new(None),
+            auto: Mutex::new(None),
+            generation: AtomicU64::new(0),
         };
         if !tree.opts.read_only {
             tree.remove_orphans()?;
@@ -235,6 +246,11 @@ impl Tree {
             c.dedup_chunks.load(Relaxed),
             c.zero_chunks.load(Relaxed),
         );
+    }
+
+    /// Marks cached answers (stats) stale.
+    pub(crate) fn note_change(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Makes everything committed so far durable.

@@ -354,6 +354,13 @@ impl Tree {
         hist.write(&mut txn);
         touched.write(&mut txn)?;
         store.commit(txn, false)?;
+        drop(_ns);
+        let to = format!("{}/{}", self.path_of(newparent).trim_end_matches('/'), String::from_utf8_lossy(newname));
+        self.observe(super::autosnap::Event::Renamed {
+            from: name,
+            to: &to,
+            dir: src.kind == FileKind::Dir,
+        });
         Ok(())
     }
 

@@ -30,6 +30,14 @@ pub fn compact_utc(t: Time) -> String {
     }
 }
 
+/// RFC 3339 UTC of a time (`user.ckpt.created`, JSON).
+pub fn rfc3339(t: Time) -> String {
+    match jiff::Timestamp::new(t.secs, t.nanos as i32) {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.fZ").to_string(),
+        Err(_) => format!("{}", t.secs),
+    }
+}
+
 impl Tree {
     /// Every snapshot, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(SnapId, SnapshotRecord)>> {
@@ -124,6 +132,7 @@ impl Tree {
         };
         txn.put_snapshot(id, &rec);
         store.commit(txn, true)?;
+        self.note_change();
         log::info!(
             "snapshot {} taken ({}): {} files, {} bytes, waited {:?}",
             String::from_utf8_lossy(&rec.name),
@@ -146,6 +155,7 @@ impl Tree {
         let mut txn = self.data.store.txn();
         txn.delete_snapshot(id);
         self.data.store.commit(txn, false)?;
+        self.note_change();
         log::info!("snapshot {} deleted", String::from_utf8_lossy(name));
         Ok(())
     }

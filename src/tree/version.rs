@@ -160,6 +160,33 @@ impl Tree {
         Ok(Some(out))
     }
 
+    /// The history paths of the live regular files (their newest version
+    /// is their current content).
+    pub fn live_history_paths(&self) -> Result<std::collections::HashSet<PathId>> {
+        let mut files = Vec::new();
+        self.data.store.for_each_inode(|ino, rec| {
+            if rec.kind == FileKind::File && rec.nlink > 0 {
+                files.push((ino, rec));
+            }
+            Ok(())
+        })?;
+        let mut out = std::collections::HashSet::new();
+        for (ino, rec) in files {
+            let Some(components) = self.live_components(ino, &rec)? else { continue };
+            let mut at = Some(PathId::ROOT);
+            for c in &components {
+                at = match at {
+                    Some(p) => self.data.store.path_child(p, &c.name)?,
+                    None => None,
+                };
+            }
+            if let Some(p) = at {
+                out.insert(p);
+            }
+        }
+        Ok(out)
+    }
+
     /// The live path of a directory (empty for the root).
     pub(crate) fn dir_components(&self, dir: Ino) -> Result<Option<Vec<Component>>> {
         if dir == Ino::ROOT {

@@ -1,0 +1,357 @@
+//! `.ckpt/` I/O and controls: reading snapshot and version files and the
+//! generated JSON files, and the only writable things under `.ckpt/`:
+//! `mkdir`/`rmdir`/`mv` in `snapshots/`, writing `retention/policy`,
+//! writing `retention/gc` (runs GC), and the `user.ckpt.pinned` xattr of a
+//! snapshot directory. Everything else fails with EROFS.
+
+use std::sync::atomic::Ordering;
+
+use fuser::{Errno, FileAttr};
+
+use super::ckpt::{node_of, CResult, ControlDir};
+use super::errno::errno;
+use super::vino::{Ctl, VNode};
+use crate::ids::{Ino, ManifestId};
+use crate::tree::{rfc3339, FileKind, ReadHint, Scope, SnapshotRequest, TreeError};
+
+/// An open virtual file.
+pub enum VHandle {
+    /// A snapshot's or a version's file.
+    Content {
+        /// Its content.
+        manifest: ManifestId,
+        /// Its size.
+        size: u64,
+        /// Where the last read was.
+        hint: ReadHint,
+    },
+    /// Generated text, fixed at open.
+    Text(Vec<u8>),
+    /// `retention/policy` opened for writing: applied at close.
+    Policy {
+        /// The new text.
+        buf: Vec<u8>,
+        /// Written since the last apply.
+        dirty: bool,
+        /// A write was refused: nothing of this handle is applied.
+        failed: bool,
+    },
+    /// `retention/gc`: a write runs GC.
+    Gc(Vec<u8>),
+}
+
+const PINNED: &[u8] = b"user.ckpt.pinned";
+
+fn te(e: TreeError) -> Errno {
+    errno(&e)
+}
+
+fn truthy(v: &[u8]) -> Option<bool> {
+    match String::from_utf8_lossy(v).trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" | "pinned" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+impl ControlDir {
+    /// The text of a generated file.
+    pub(super) fn generated(&self, c: Ctl) -> Vec<u8> {
+        let value = match c {
+            Ctl::Status => self.retention.status_json(),
+            Ctl::Stats => self.stats_json(),
+            _ => serde_json::Value::Null,
+        };
+        let mut text = serde_json::to_vec_pretty(&value).unwrap_or_default();
+        text.push(b'\n');
+        text
+    }
+
+    pub(super) fn gc_text(&self) -> Vec<u8> {
+        let value = match self.retention.last_gc() {
+            Some(r) => r.to_json(),
+            None => serde_json::json!({ "last_gc": null, "run": "echo run > .ckpt/retention/gc" }),
+        };
+        let mut text = serde_json::to_vec_pretty(&value).unwrap_or_default();
+        text.push(b'\n');
+        text
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        match self.tree.stats() {
+            Ok(s) => serde_json::to_value(&s).unwrap_or_default(),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        }
+    }
+
+    fn add_handle(&self, h: VHandle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, h);
+        fh
+    }
+
+    /// Opens a virtual file; only the policy and gc files open for writing.
+    pub fn open(&self, node: VNode, flags: i32) -> CResult<u64> {
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        let handle = match node {
+            VNode::Ctl(Ctl::Policy) if write => VHandle::Policy {
+                buf: if flags & libc::O_TRUNC != 0 { Vec::new() } else { self.retention.policy_text().into_bytes() },
+                dirty: flags & libc::O_TRUNC != 0,
+                failed: false,
+            },
+            VNode::Ctl(Ctl::Gc) => VHandle::Gc(self.gc_text()),
+            _ if write => return Err(Errno::EROFS),
+            VNode::Ctl(Ctl::Policy) => VHandle::Text(self.retention.policy_text().into_bytes()),
+            VNode::Ctl(c @ (Ctl::Status | Ctl::Stats)) => VHandle::Text(self.generated(c)),
+            VNode::Snap(s, i) => {
+                let rec = self.tree.inode_in(Scope::Snapshot(s), i).map_err(te)?;
+                if rec.kind != FileKind::File {
+                    return Err(Errno::EISDIR);
+                }
+                VHandle::Content { manifest: rec.content, size: rec.size, hint: None }
+            }
+            VNode::Version(p, seq) => {
+                let v = self.tree.version(p, seq).map_err(te)?;
+                VHandle::Content { manifest: v.manifest, size: v.size, hint: None }
+            }
+            _ => return Err(Errno::EISDIR),
+        };
+        Ok(self.add_handle(handle))
+    }
+
+    /// True when the handle shows generated text (opened with direct I/O,
+    /// so the kernel does not cache it and the size need not be exact).
+    pub fn is_generated(&self, fh: u64) -> bool {
+        !matches!(self.handles.lock().get(&fh), Some(VHandle::Content { .. }))
+    }
+
+    /// Reads from a virtual file.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> CResult<Vec<u8>> {
+        let mut handles = self.handles.lock();
+        let h = handles.get_mut(&fh).ok_or(Errno::EBADF)?;
+        let slice = |b: &[u8]| {
+            let start = (offset as usize).min(b.len());
+            let end = (start + size as usize).min(b.len());
+            b[start..end].to_vec()
+        };
+        match h {
+            VHandle::Text(b) | VHandle::Gc(b) | VHandle::Policy { buf: b, .. } => Ok(slice(b)),
+            VHandle::Content { manifest, size: len, hint } => {
+                let (m, l, mut h) = (*manifest, *len, hint.take());
+                drop(handles);
+                let r = self.tree.read_content(m, l, offset, size, &mut h).map_err(te);
+                if let Some(VHandle::Content { hint, .. }) = self.handles.lock().get_mut(&fh) {
+                    *hint = h;
+                }
+                r
+            }
+        }
+    }
+
+    /// Writes to the policy (buffered, applied at close) or the gc file
+    /// (runs GC now). A complete policy text that does not parse is
+    /// refused at once with EINVAL.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> CResult<u32> {
+        let mut handles = self.handles.lock();
+        match handles.get_mut(&fh).ok_or(Errno::EBADF)? {
+            VHandle::Policy { buf, dirty, failed } => {
+                let end = offset as usize + data.len();
+                if buf.len() < end {
+                    buf.resize(end, b'\n');
+                }
+                buf[offset as usize..end].copy_from_slice(data);
+                *dirty = true;
+                // Each complete line must make sense on its own (a typo
+                // fails here, visibly to `echo ... >>`); the rules between
+                // lines are checked when the file is closed.
+                let complete = match buf.iter().rposition(|&b| b == b'\n') {
+                    Some(i) => &buf[..=i],
+                    None => &buf[..0],
+                };
+                if let Err(e) = crate::retention::Policy::check_lines(&String::from_utf8_lossy(complete)) {
+                    *failed = true;
+                    drop(handles);
+                    self.retention.note_refused(&e);
+                    return Err(Errno::EINVAL);
+                }
+                Ok(data.len() as u32)
+            }
+            VHandle::Gc(_) => {
+                drop(handles);
+                match self.retention.run_gc() {
+                    Ok(report) => {
+                        self.invalidate();
+                        if let Some(VHandle::Gc(text)) = self.handles.lock().get_mut(&fh) {
+                            *text = serde_json::to_vec_pretty(&report.to_json()).unwrap_or_default();
+                        }
+                        Ok(data.len() as u32)
+                    }
+                    Err(e) => Err(te(e)),
+                }
+            }
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// Applies a written policy (close or fsync); EINVAL keeps the old one.
+    pub fn flush(&self, fh: u64) -> CResult<()> {
+        let mut handles = self.handles.lock();
+        if let Some(VHandle::Policy { buf, dirty, failed }) = handles.get_mut(&fh) {
+            if *failed {
+                return Err(Errno::EINVAL);
+            }
+            if *dirty {
+                *dirty = false;
+                let text = String::from_utf8_lossy(buf).into_owned();
+                drop(handles);
+                self.retention.set_policy_text(&text).map_err(|_| Errno::EINVAL)?;
+                self.invalidate();
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes a virtual file.
+    pub fn release(&self, fh: u64) -> CResult<()> {
+        let r = self.flush(fh);
+        self.handles.lock().remove(&fh);
+        r
+    }
+
+    /// Truncation of the policy file (`> policy`, `truncate -s`); every
+    /// other attribute change under `.ckpt/` is refused.
+    pub fn setattr(&self, node: VNode, size: Option<u64>, only_size: bool, fh: Option<u64>) -> CResult<FileAttr> {
+        match (node, size) {
+            (VNode::Ctl(Ctl::Policy), Some(len)) if only_size => {
+                let mut handles = self.handles.lock();
+                match fh.and_then(|f| handles.get_mut(&f)) {
+                    Some(VHandle::Policy { buf, dirty, .. }) => {
+                        buf.resize(len as usize, b'\n');
+                        *dirty = true;
+                    }
+                    _ => {
+                        drop(handles);
+                        let mut text = self.retention.policy_text().into_bytes();
+                        text.resize(len as usize, b'\n');
+                        self.retention
+                            .set_policy_text(&String::from_utf8_lossy(&text))
+                            .map_err(|_| Errno::EINVAL)?;
+                    }
+                }
+                self.getattr(node)
+            }
+            (VNode::Ctl(Ctl::Gc), Some(_)) if only_size => self.getattr(node),
+            _ => Err(Errno::EROFS),
+        }
+    }
+
+    /// `mkdir .ckpt/snapshots/NAME`: takes a snapshot.
+    pub fn mkdir(&self, parent: VNode, name: &[u8]) -> CResult<FileAttr> {
+        if parent != VNode::Ctl(Ctl::Snapshots) {
+            return Err(Errno::EROFS);
+        }
+        let req = SnapshotRequest {
+            name: Some(name.to_vec()),
+            trigger: "mkdir".into(),
+            auto: false,
+        };
+        let (id, _) = self.tree.take_snapshot(&req).map_err(te)?;
+        self.invalidate();
+        self.getattr(VNode::Snap(id, Ino::ROOT))
+    }
+
+    /// `rmdir .ckpt/snapshots/NAME`: deletes an unpinned snapshot.
+    pub fn rmdir(&self, parent: VNode, name: &[u8]) -> CResult<()> {
+        match parent {
+            VNode::Ctl(Ctl::Snapshots) if name == b"latest" || name == b"best" => Err(Errno::ENOTDIR),
+            VNode::Ctl(Ctl::Snapshots) => {
+                self.tree.delete_snapshot(name).map_err(te)?;
+                self.invalidate();
+                Ok(())
+            }
+            _ => Err(Errno::EROFS),
+        }
+    }
+
+    /// `mv .ckpt/snapshots/A .ckpt/snapshots/B`.
+    pub fn rename(&self, parent: VNode, name: &[u8], newparent: VNode, newname: &[u8]) -> CResult<()> {
+        let snaps = VNode::Ctl(Ctl::Snapshots);
+        if parent != snaps || newparent != snaps {
+            return Err(Errno::EROFS);
+        }
+        self.tree.rename_snapshot(name, newname).map_err(te)?;
+        self.invalidate();
+        Ok(())
+    }
+
+    fn snapshot_xattrs(&self, node: VNode) -> CResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        match node {
+            VNode::Snap(s, Ino::ROOT) => {
+                let rec = self.tree.snapshot(s).map_err(te)?;
+                let kv = |k: &str, v: String| (format!("user.ckpt.{k}").into_bytes(), v.into_bytes());
+                out.push(kv("created", rfc3339(rec.created)));
+                out.push(kv("files", rec.files.to_string()));
+                out.push(kv("logical_bytes", rec.logical_bytes.to_string()));
+                out.push(kv("pinned", (rec.pinned as u8).to_string()));
+                out.push(kv("trigger", String::from_utf8_lossy(&rec.trigger).into_owned()));
+                if let (Some(name), Some(v)) = (self.retention.metric_name(), self.retention.metric_of(s)) {
+                    out.push(kv(&format!("metric.{name}"), v.to_string()));
+                }
+            }
+            VNode::Link(kept, s) => {
+                let view = self.plan_view();
+                let rules = if kept { view.kept.get(&s).map(|r| r.join(",")).unwrap_or_default() } else { "expiring".into() };
+                out.push((b"user.ckpt.rules".to_vec(), rules.into_bytes()));
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// Reads an xattr: a snapshot's `user.ckpt.*` metadata, or what the
+    /// snapshotted file had.
+    pub fn getxattr(&self, node: VNode, name: &[u8]) -> CResult<Vec<u8>> {
+        if let Some((_, v)) = self.snapshot_xattrs(node)?.into_iter().find(|(k, _)| k == name) {
+            return Ok(v);
+        }
+        match node {
+            VNode::Snap(s, i) => self.tree.getxattr_in(Scope::Snapshot(s), i, name).map_err(te),
+            _ => Err(Errno::ENODATA),
+        }
+    }
+
+    /// Lists xattrs.
+    pub fn listxattr(&self, node: VNode) -> CResult<Vec<Vec<u8>>> {
+        let mut names: Vec<Vec<u8>> = self.snapshot_xattrs(node)?.into_iter().map(|(k, _)| k).collect();
+        if let VNode::Snap(s, i) = node {
+            names.extend(self.tree.listxattr_in(Scope::Snapshot(s), i).map_err(te)?);
+        }
+        Ok(names)
+    }
+
+    /// `setfattr -n user.ckpt.pinned -v 1` pins a snapshot (0 unpins).
+    pub fn setxattr(&self, node: VNode, name: &[u8], value: &[u8]) -> CResult<()> {
+        match node {
+            VNode::Snap(s, Ino::ROOT) if name == PINNED => {
+                let pinned = truthy(value).ok_or(Errno::EINVAL)?;
+                self.tree.set_pinned(s, pinned).map_err(te)?;
+                self.invalidate();
+                Ok(())
+            }
+            VNode::Snap(..) => Err(Errno::EPERM),
+            _ => Err(Errno::EROFS),
+        }
+    }
+
+    /// `setfattr -x user.ckpt.pinned` unpins a snapshot.
+    pub fn removexattr(&self, node: VNode, name: &[u8]) -> CResult<()> {
+        self.setxattr(node, name, b"0")
+    }
+
+    /// Resolves a number that must be a virtual inode.
+    pub fn node(&self, ino: fuser::INodeNo) -> CResult<VNode> {
+        node_of(ino)
+    }
+}

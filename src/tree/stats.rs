@@ -1,0 +1,77 @@
+//! `.ckpt/stats`: what the store holds, logical against stored bytes.
+//! Computed by scanning the index tables (cached for a moment), so it is
+//! exact rather than estimated.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::{Result, Tree};
+use crate::store::records::FileKind;
+
+/// How long a computed answer is reused.
+const CACHE_FOR: Duration = Duration::from_secs(2);
+
+impl Tree {
+    /// The store's numbers as JSON.
+    pub fn stats(&self) -> Result<serde_json::Value> {
+        let generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
+        let mut cache = self.stats_cache.lock();
+        if let Some((seen, at, value)) = cache.as_ref() {
+            if *seen == generation && at.elapsed() < CACHE_FOR {
+                return Ok(value.clone());
+            }
+        }
+        let value = self.compute_stats()?;
+        *cache = Some((generation, Instant::now(), value.clone()));
+        Ok(value)
+    }
+
+    fn compute_stats(&self) -> Result<serde_json::Value> {
+        let store = &self.data.store;
+        let (mut live_files, mut live_bytes) = (0u64, 0u64);
+        store.for_each_inode(|_, rec| {
+            if rec.kind == FileKind::File && rec.nlink > 0 {
+                live_files += 1;
+                live_bytes += rec.size;
+            }
+            Ok(())
+        })?;
+        let (mut versions, mut version_bytes) = (0u64, 0u64);
+        store.for_each_version(|_, _, v| {
+            versions += 1;
+            version_bytes += v.size;
+            Ok(())
+        })?;
+        let snaps = store.snapshots()?;
+        let (mut chunks, mut unique, mut stored) = (0u64, 0u64, 0u64);
+        store.for_each_chunk(|c| {
+            chunks += 1;
+            unique += c.raw_len as u64;
+            stored += c.stored_len as u64;
+            Ok(())
+        })?;
+        let open_for_writing = self.open.lock().values().filter(|f| f.has_unsaved_writes()).count();
+        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        let c = &self.data.pipeline.counters;
+        Ok(serde_json::json!({
+            "logical_bytes": version_bytes,
+            "stored_bytes": stored,
+            "unique_bytes": unique,
+            "chunks": chunks,
+            "dedup_ratio": ratio(version_bytes, unique),
+            "compression_ratio": ratio(unique, stored),
+            "live": { "files": live_files, "bytes": live_bytes },
+            "versions": versions,
+            "snapshots": snaps.len(),
+            "snapshot_logical_bytes": snaps.iter().map(|(_, s)| s.logical_bytes).sum::<u64>(),
+            "files_open_for_writing": open_for_writing,
+            "since_mount": {
+                "new_chunks": c.stored_chunks.load(Relaxed),
+                "new_chunk_bytes": c.stored_raw_bytes.load(Relaxed),
+                "deduplicated_chunks": c.dedup_chunks.load(Relaxed),
+                "zero_chunks": c.zero_chunks.load(Relaxed),
+            },
+            "store_disk_bytes": store.disk_usage()?,
+        }))
+    }
+}
