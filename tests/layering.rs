@@ -12,6 +12,18 @@ const RULES: &[(&str, &[&str], bool)] = &[
     ("store", &["tree", "fs", "daemon", "cli"], true),
     ("tree", &["fs", "daemon", "cli"], false),
     ("fs", &["store", "daemon", "cli"], false),
+    ("retention", &["store", "fs", "daemon", "cli"], false),
+];
+
+/// Files that must stay pure: the retention engine decides on plain data
+/// and never reaches into the tree (only `retention/service.rs` does).
+const PURE_FILES: &[&str] = &[
+    "retention/policy.rs",
+    "retention/plan.rs",
+    "retention/metric.rs",
+    "retention/duration.rs",
+    "retention/text.rs",
+    "retention/values.rs",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -45,6 +57,15 @@ fn layers_import_only_downward() {
                 if !may_use_rocksdb && code.contains("rocksdb") {
                     violations.push(format!("{}:{}: {layer} names rocksdb", file.display(), n + 1));
                 }
+            }
+        }
+    }
+    for rel in PURE_FILES {
+        let text = fs::read_to_string(src.join(rel)).expect("read pure file");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("crate::tree") || code.contains("SystemTime::now") || code.contains("std::fs") {
+                violations.push(format!("{rel}:{}: pure retention code reaches out", n + 1));
             }
         }
     }

@@ -80,8 +80,12 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     config.n_threads = Some(args.fuse_threads as usize);
     config.clone_fd = true;
 
-    let mut session = Session::new(CkptFs::new(tree.clone(), retention.clone(), control), &args.mountpoint, &config)
-        .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    let mut session = Session::new(
+        CkptFs::new(tree.clone(), retention.clone(), control),
+        &args.mountpoint,
+        &config,
+    )
+    .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
     log::info!(
         "serving store {} on {} (chunks avg {} KiB{})",
@@ -169,21 +173,25 @@ fn unmount(unmounter: &mut fuser::SessionUnmounter, mountpoint: &Path) {
 /// wins), on a thread that holds only a weak reference.
 fn start_gc_timer(retention: &Arc<Retention>, interval: Duration) {
     let weak = Arc::downgrade(retention);
-    let spawned = std::thread::Builder::new().name("ckptfs-gc".into()).spawn(move || {
-        let mut last = std::time::Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-            let Some(retention) = weak.upgrade() else { return };
-            let every = retention.policy().gc_interval.unwrap_or(interval);
-            if every.is_zero() || last.elapsed() < every {
-                continue;
+    let spawned = std::thread::Builder::new()
+        .name("ckptfs-gc".into())
+        .spawn(move || {
+            let mut last = std::time::Instant::now();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let Some(retention) = weak.upgrade() else {
+                    return;
+                };
+                let every = retention.policy().gc_interval.unwrap_or(interval);
+                if every.is_zero() || last.elapsed() < every {
+                    continue;
+                }
+                last = std::time::Instant::now();
+                if let Err(e) = retention.run_gc() {
+                    log::error!("scheduled gc failed: {e}");
+                }
             }
-            last = std::time::Instant::now();
-            if let Err(e) = retention.run_gc() {
-                log::error!("scheduled gc failed: {e}");
-            }
-        }
-    });
+        });
     if let Err(e) = spawned {
         log::error!("no GC timer: {e}");
     }

@@ -89,7 +89,10 @@ impl ControlDir {
             retention,
             opts,
             started: Time::now(),
-            owner: (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()),
+            owner: (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            ),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1 << 62),
             plan_cache: Mutex::new(None),
@@ -170,12 +173,31 @@ impl ControlDir {
     pub fn getattr(&self, node: VNode) -> CResult<FileAttr> {
         let ino = vino(node)?;
         Ok(match node {
-            VNode::Ctl(Ctl::Root | Ctl::Retention | Ctl::Kept | Ctl::Expiring) => self.fixed(ino, FileType::Directory, 0o555, 0),
+            VNode::Ctl(Ctl::Root | Ctl::Retention | Ctl::Kept | Ctl::Expiring) => {
+                self.fixed(ino, FileType::Directory, 0o555, 0)
+            }
             VNode::Ctl(Ctl::Snapshots) => self.fixed(ino, FileType::Directory, 0o755, 0),
-            VNode::Ctl(Ctl::Policy) => self.fixed(ino, FileType::RegularFile, 0o644, self.retention.policy_text().len() as u64),
-            VNode::Ctl(Ctl::Gc) => self.fixed(ino, FileType::RegularFile, 0o644, self.gc_text().len() as u64),
-            VNode::Ctl(c @ (Ctl::Status | Ctl::Stats)) => self.fixed(ino, FileType::RegularFile, 0o444, self.generated(c).len() as u64),
-            VNode::Ctl(c @ (Ctl::SnapLatest | Ctl::SnapBest)) => self.link_attr(ino, &self.readlink(VNode::Ctl(c))?),
+            VNode::Ctl(Ctl::Policy) => self.fixed(
+                ino,
+                FileType::RegularFile,
+                0o644,
+                self.retention.policy_text().len() as u64,
+            ),
+            VNode::Ctl(Ctl::Gc) => self.fixed(
+                ino,
+                FileType::RegularFile,
+                0o644,
+                self.gc_text().len() as u64,
+            ),
+            VNode::Ctl(c @ (Ctl::Status | Ctl::Stats)) => self.fixed(
+                ino,
+                FileType::RegularFile,
+                0o444,
+                self.generated(c).len() as u64,
+            ),
+            VNode::Ctl(c @ (Ctl::SnapLatest | Ctl::SnapBest)) => {
+                self.link_attr(ino, &self.readlink(VNode::Ctl(c))?)
+            }
             VNode::Snap(s, i) => {
                 let mut rec = self.tree.inode_in(Scope::Snapshot(s), i).map_err(te)?;
                 if i == Ino::ROOT {
@@ -183,11 +205,23 @@ impl ControlDir {
                     rec.mtime = snap.created;
                     rec.ctime = snap.created;
                 }
-                FileAttr { ino, ..file_attr(Ino(ino.0), &rec) }
+                FileAttr {
+                    ino,
+                    ..file_attr(Ino(ino.0), &rec)
+                }
             }
             VNode::Path(p) => {
                 let rec = self.tree.history_path(p).map_err(te)?;
-                let mut a = self.fixed(ino, FileType::Directory, if rec.perm == 0 { 0o755 } else { rec.perm & 0o7777 }, 0);
+                let mut a = self.fixed(
+                    ino,
+                    FileType::Directory,
+                    if rec.perm == 0 {
+                        0o755
+                    } else {
+                        rec.perm & 0o7777
+                    },
+                    0,
+                );
                 a.uid = rec.uid;
                 a.gid = rec.gid;
                 a
@@ -205,7 +239,10 @@ impl ControlDir {
                     gid: v.gid,
                     ..InodeRecord::new(FileKind::File, v.perm, v.uid, v.gid)
                 };
-                FileAttr { ino, ..file_attr(Ino(ino.0), &rec) }
+                FileAttr {
+                    ino,
+                    ..file_attr(Ino(ino.0), &rec)
+                }
             }
             VNode::Latest(_) | VNode::Link(..) => self.link_attr(ino, &self.readlink(node)?),
         })
@@ -216,7 +253,10 @@ impl ControlDir {
         match node {
             VNode::Ctl(Ctl::SnapLatest) => {
                 let snaps = self.tree.snapshots().map_err(te)?;
-                snaps.last().map(|(_, r)| r.name.clone()).ok_or(Errno::ENOENT)
+                snaps
+                    .last()
+                    .map(|(_, r)| r.name.clone())
+                    .ok_or(Errno::ENOENT)
             }
             VNode::Ctl(Ctl::SnapBest) => {
                 let best = self.retention.best().map_err(te)?.ok_or(Errno::ENOENT)?;
@@ -224,7 +264,10 @@ impl ControlDir {
             }
             VNode::Latest(p) => {
                 let rec = self.tree.history_path(p).map_err(te)?;
-                let v = self.tree.version(p, rec.last_seq).map_err(|_| Errno::ENOENT)?;
+                let v = self
+                    .tree
+                    .version(p, rec.last_seq)
+                    .map_err(|_| Errno::ENOENT)?;
                 Ok(version_name(rec.last_seq, v.committed).into_bytes())
             }
             VNode::Link(_, s) => {
@@ -255,7 +298,11 @@ impl ControlDir {
         match parent {
             VNode::Ctl(Ctl::Root) => match name {
                 b"versions" => Ok(VNode::Path(PathId::ROOT)),
-                _ => fixed(&[(b"snapshots", Ctl::Snapshots), (b"retention", Ctl::Retention), (b"stats", Ctl::Stats)]),
+                _ => fixed(&[
+                    (b"snapshots", Ctl::Snapshots),
+                    (b"retention", Ctl::Retention),
+                    (b"stats", Ctl::Stats),
+                ]),
             },
             VNode::Ctl(Ctl::Retention) => fixed(&[
                 (b"policy", Ctl::Policy),
@@ -265,21 +312,38 @@ impl ControlDir {
                 (b"expiring", Ctl::Expiring),
             ]),
             VNode::Ctl(Ctl::Snapshots) => match name {
-                b"latest" => self.readlink(VNode::Ctl(Ctl::SnapLatest)).map(|_| VNode::Ctl(Ctl::SnapLatest)),
-                b"best" => self.readlink(VNode::Ctl(Ctl::SnapBest)).map(|_| VNode::Ctl(Ctl::SnapBest)),
-                _ => Ok(VNode::Snap(self.tree.snapshot_named(name).map_err(te)?.0, Ino::ROOT)),
+                b"latest" => self
+                    .readlink(VNode::Ctl(Ctl::SnapLatest))
+                    .map(|_| VNode::Ctl(Ctl::SnapLatest)),
+                b"best" => self
+                    .readlink(VNode::Ctl(Ctl::SnapBest))
+                    .map(|_| VNode::Ctl(Ctl::SnapBest)),
+                _ => Ok(VNode::Snap(
+                    self.tree.snapshot_named(name).map_err(te)?.0,
+                    Ino::ROOT,
+                )),
             },
             VNode::Ctl(c @ (Ctl::Kept | Ctl::Expiring)) => {
                 let (id, _) = self.tree.snapshot_named(name).map_err(te)?;
                 let view = self.plan_view();
-                let listed = if c == Ctl::Kept { view.kept.contains_key(&id) } else { view.expiring.contains(&id) };
+                let listed = if c == Ctl::Kept {
+                    view.kept.contains_key(&id)
+                } else {
+                    view.expiring.contains(&id)
+                };
                 if listed {
                     Ok(VNode::Link(c == Ctl::Kept, id))
                 } else {
                     Err(Errno::ENOENT)
                 }
             }
-            VNode::Snap(s, dir) => Ok(VNode::Snap(s, self.tree.lookup_in(Scope::Snapshot(s), dir, name).map_err(te)?.0)),
+            VNode::Snap(s, dir) => Ok(VNode::Snap(
+                s,
+                self.tree
+                    .lookup_in(Scope::Snapshot(s), dir, name)
+                    .map_err(te)?
+                    .0,
+            )),
             VNode::Path(p) => {
                 if name == b"latest" {
                     return self.readlink(VNode::Latest(p)).map(|_| VNode::Latest(p));
@@ -299,15 +363,28 @@ impl ControlDir {
 
     /// Lists a virtual directory from `offset`; `add(ino, offset, kind,
     /// name)` returns true when the reply is full.
-    pub fn readdir(&self, node: VNode, offset: u64, mut add: impl FnMut(INodeNo, u64, FileType, &[u8]) -> bool) -> CResult<()> {
+    pub fn readdir(
+        &self,
+        node: VNode,
+        offset: u64,
+        mut add: impl FnMut(INodeNo, u64, FileType, &[u8]) -> bool,
+    ) -> CResult<()> {
         let me = vino(node)?;
         let parent = match node {
             VNode::Ctl(Ctl::Root) => INodeNo::ROOT,
-            VNode::Ctl(Ctl::Snapshots | Ctl::Retention) | VNode::Path(PathId::ROOT) => self.root_ino(),
+            VNode::Ctl(Ctl::Snapshots | Ctl::Retention) | VNode::Path(PathId::ROOT) => {
+                self.root_ino()
+            }
             VNode::Ctl(Ctl::Kept | Ctl::Expiring) => vino(VNode::Ctl(Ctl::Retention))?,
             VNode::Path(p) => vino(VNode::Path(self.tree.history_path(p).map_err(te)?.parent))?,
             VNode::Snap(_, Ino::ROOT) => vino(VNode::Ctl(Ctl::Snapshots))?,
-            VNode::Snap(s, dir) => vino(VNode::Snap(s, self.tree.inode_in(Scope::Snapshot(s), dir).map_err(te)?.parent))?,
+            VNode::Snap(s, dir) => vino(VNode::Snap(
+                s,
+                self.tree
+                    .inode_in(Scope::Snapshot(s), dir)
+                    .map_err(te)?
+                    .parent,
+            ))?,
             _ => return Err(Errno::ENOTDIR),
         };
         // Entries as (offset, ino, kind, name), from `offset` on.
@@ -345,21 +422,45 @@ impl ControlDir {
             VNode::Ctl(Ctl::Snapshots) => {
                 let snaps = self.tree.snapshots().map_err(te)?;
                 if !snaps.is_empty() {
-                    items.push((3, vino(VNode::Ctl(Ctl::SnapLatest))?, FileType::Symlink, b"latest".to_vec()));
+                    items.push((
+                        3,
+                        vino(VNode::Ctl(Ctl::SnapLatest))?,
+                        FileType::Symlink,
+                        b"latest".to_vec(),
+                    ));
                 }
                 if self.readlink(VNode::Ctl(Ctl::SnapBest)).is_ok() {
-                    items.push((4, vino(VNode::Ctl(Ctl::SnapBest))?, FileType::Symlink, b"best".to_vec()));
+                    items.push((
+                        4,
+                        vino(VNode::Ctl(Ctl::SnapBest))?,
+                        FileType::Symlink,
+                        b"best".to_vec(),
+                    ));
                 }
                 for (id, rec) in snaps {
-                    items.push((ID_OFFSET + rec.seq, vino(VNode::Snap(id, Ino::ROOT))?, dir, rec.name));
+                    items.push((
+                        ID_OFFSET + rec.seq,
+                        vino(VNode::Snap(id, Ino::ROOT))?,
+                        dir,
+                        rec.name,
+                    ));
                 }
             }
             VNode::Ctl(c @ (Ctl::Kept | Ctl::Expiring)) => {
                 let view = self.plan_view();
                 for (id, rec) in self.tree.snapshots().map_err(te)? {
-                    let listed = if c == Ctl::Kept { view.kept.contains_key(&id) } else { view.expiring.contains(&id) };
+                    let listed = if c == Ctl::Kept {
+                        view.kept.contains_key(&id)
+                    } else {
+                        view.expiring.contains(&id)
+                    };
                     if listed {
-                        items.push((ID_OFFSET + rec.seq, vino(VNode::Link(c == Ctl::Kept, id))?, FileType::Symlink, rec.name));
+                        items.push((
+                            ID_OFFSET + rec.seq,
+                            vino(VNode::Link(c == Ctl::Kept, id))?,
+                            FileType::Symlink,
+                            rec.name,
+                        ));
                     }
                 }
             }
@@ -392,7 +493,11 @@ impl ControlDir {
 
     /// A history directory: `latest`, its versions, then its children
     /// (by path id, so offsets stay stable as new paths appear).
-    fn path_items(&self, p: PathId, items: &mut Vec<(u64, INodeNo, FileType, Vec<u8>)>) -> CResult<()> {
+    fn path_items(
+        &self,
+        p: PathId,
+        items: &mut Vec<(u64, INodeNo, FileType, Vec<u8>)>,
+    ) -> CResult<()> {
         let mut versions = Vec::new();
         self.tree
             .versions_of(p, 0, |seq, v| {
@@ -401,10 +506,20 @@ impl ControlDir {
             })
             .map_err(te)?;
         if !versions.is_empty() {
-            items.push((3, vino(VNode::Latest(p))?, FileType::Symlink, b"latest".to_vec()));
+            items.push((
+                3,
+                vino(VNode::Latest(p))?,
+                FileType::Symlink,
+                b"latest".to_vec(),
+            ));
         }
         for (seq, committed) in versions {
-            items.push((ID_OFFSET + seq, vino(VNode::Version(p, seq))?, FileType::RegularFile, version_name(seq, committed).into_bytes()));
+            items.push((
+                ID_OFFSET + seq,
+                vino(VNode::Version(p, seq))?,
+                FileType::RegularFile,
+                version_name(seq, committed).into_bytes(),
+            ));
         }
         let mut children = Vec::new();
         self.tree
@@ -414,7 +529,12 @@ impl ControlDir {
             })
             .map_err(te)?;
         for (id, name) in children {
-            items.push((CHILD_OFFSET + id.0, vino(VNode::Path(id))?, FileType::Directory, name));
+            items.push((
+                CHILD_OFFSET + id.0,
+                vino(VNode::Path(id))?,
+                FileType::Directory,
+                name,
+            ));
         }
         Ok(())
     }

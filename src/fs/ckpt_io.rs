@@ -47,7 +47,11 @@ fn te(e: TreeError) -> Errno {
 }
 
 fn truthy(v: &[u8]) -> Option<bool> {
-    match String::from_utf8_lossy(v).trim().to_ascii_lowercase().as_str() {
+    match String::from_utf8_lossy(v)
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "1" | "true" | "yes" | "on" | "pinned" => Some(true),
         "0" | "false" | "no" | "off" | "" => Some(false),
         _ => None,
@@ -96,7 +100,11 @@ impl ControlDir {
         let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
         let handle = match node {
             VNode::Ctl(Ctl::Policy) if write => VHandle::Policy {
-                buf: if flags & libc::O_TRUNC != 0 { Vec::new() } else { self.retention.policy_text().into_bytes() },
+                buf: if flags & libc::O_TRUNC != 0 {
+                    Vec::new()
+                } else {
+                    self.retention.policy_text().into_bytes()
+                },
                 dirty: flags & libc::O_TRUNC != 0,
                 failed: false,
             },
@@ -109,11 +117,19 @@ impl ControlDir {
                 if rec.kind != FileKind::File {
                     return Err(Errno::EISDIR);
                 }
-                VHandle::Content { manifest: rec.content, size: rec.size, hint: None }
+                VHandle::Content {
+                    manifest: rec.content,
+                    size: rec.size,
+                    hint: None,
+                }
             }
             VNode::Version(p, seq) => {
                 let v = self.tree.version(p, seq).map_err(te)?;
-                VHandle::Content { manifest: v.manifest, size: v.size, hint: None }
+                VHandle::Content {
+                    manifest: v.manifest,
+                    size: v.size,
+                    hint: None,
+                }
             }
             _ => return Err(Errno::EISDIR),
         };
@@ -137,10 +153,17 @@ impl ControlDir {
         };
         match h {
             VHandle::Text(b) | VHandle::Gc(b) | VHandle::Policy { buf: b, .. } => Ok(slice(b)),
-            VHandle::Content { manifest, size: len, hint } => {
+            VHandle::Content {
+                manifest,
+                size: len,
+                hint,
+            } => {
                 let (m, l, mut h) = (*manifest, *len, hint.take());
                 drop(handles);
-                let r = self.tree.read_content(m, l, offset, size, &mut h).map_err(te);
+                let r = self
+                    .tree
+                    .read_content(m, l, offset, size, &mut h)
+                    .map_err(te);
                 if let Some(VHandle::Content { hint, .. }) = self.handles.lock().get_mut(&fh) {
                     *hint = h;
                 }
@@ -169,7 +192,9 @@ impl ControlDir {
                     Some(i) => &buf[..=i],
                     None => &buf[..0],
                 };
-                if let Err(e) = crate::retention::Policy::check_lines(&String::from_utf8_lossy(complete)) {
+                if let Err(e) =
+                    crate::retention::Policy::check_lines(&String::from_utf8_lossy(complete))
+                {
                     *failed = true;
                     drop(handles);
                     self.retention.note_refused(&e);
@@ -183,7 +208,8 @@ impl ControlDir {
                     Ok(report) => {
                         self.invalidate();
                         if let Some(VHandle::Gc(text)) = self.handles.lock().get_mut(&fh) {
-                            *text = serde_json::to_vec_pretty(&report.to_json()).unwrap_or_default();
+                            *text =
+                                serde_json::to_vec_pretty(&report.to_json()).unwrap_or_default();
                         }
                         Ok(data.len() as u32)
                     }
@@ -205,7 +231,9 @@ impl ControlDir {
                 *dirty = false;
                 let text = String::from_utf8_lossy(buf).into_owned();
                 drop(handles);
-                self.retention.set_policy_text(&text).map_err(|_| Errno::EINVAL)?;
+                self.retention
+                    .set_policy_text(&text)
+                    .map_err(|_| Errno::EINVAL)?;
                 self.invalidate();
             }
         }
@@ -221,7 +249,13 @@ impl ControlDir {
 
     /// Truncation of the policy file (`> policy`, `truncate -s`); every
     /// other attribute change under `.ckpt/` is refused.
-    pub fn setattr(&self, node: VNode, size: Option<u64>, only_size: bool, fh: Option<u64>) -> CResult<FileAttr> {
+    pub fn setattr(
+        &self,
+        node: VNode,
+        size: Option<u64>,
+        only_size: bool,
+        fh: Option<u64>,
+    ) -> CResult<FileAttr> {
         match (node, size) {
             (VNode::Ctl(Ctl::Policy), Some(len)) if only_size => {
                 let mut handles = self.handles.lock();
@@ -264,7 +298,9 @@ impl ControlDir {
     /// `rmdir .ckpt/snapshots/NAME`: deletes an unpinned snapshot.
     pub fn rmdir(&self, parent: VNode, name: &[u8]) -> CResult<()> {
         match parent {
-            VNode::Ctl(Ctl::Snapshots) if name == b"latest" || name == b"best" => Err(Errno::ENOTDIR),
+            VNode::Ctl(Ctl::Snapshots) if name == b"latest" || name == b"best" => {
+                Err(Errno::ENOTDIR)
+            }
             VNode::Ctl(Ctl::Snapshots) => {
                 self.tree.delete_snapshot(name).map_err(te)?;
                 self.invalidate();
@@ -275,7 +311,13 @@ impl ControlDir {
     }
 
     /// `mv .ckpt/snapshots/A .ckpt/snapshots/B`.
-    pub fn rename(&self, parent: VNode, name: &[u8], newparent: VNode, newname: &[u8]) -> CResult<()> {
+    pub fn rename(
+        &self,
+        parent: VNode,
+        name: &[u8],
+        newparent: VNode,
+        newname: &[u8],
+    ) -> CResult<()> {
         let snaps = VNode::Ctl(Ctl::Snapshots);
         if parent != snaps || newparent != snaps {
             return Err(Errno::EROFS);
@@ -290,19 +332,29 @@ impl ControlDir {
         match node {
             VNode::Snap(s, Ino::ROOT) => {
                 let rec = self.tree.snapshot(s).map_err(te)?;
-                let kv = |k: &str, v: String| (format!("user.ckpt.{k}").into_bytes(), v.into_bytes());
+                let kv =
+                    |k: &str, v: String| (format!("user.ckpt.{k}").into_bytes(), v.into_bytes());
                 out.push(kv("created", rfc3339(rec.created)));
                 out.push(kv("files", rec.files.to_string()));
                 out.push(kv("logical_bytes", rec.logical_bytes.to_string()));
                 out.push(kv("pinned", (rec.pinned as u8).to_string()));
-                out.push(kv("trigger", String::from_utf8_lossy(&rec.trigger).into_owned()));
-                if let (Some(name), Some(v)) = (self.retention.metric_name(), self.retention.metric_of(s)) {
+                out.push(kv(
+                    "trigger",
+                    String::from_utf8_lossy(&rec.trigger).into_owned(),
+                ));
+                if let (Some(name), Some(v)) =
+                    (self.retention.metric_name(), self.retention.metric_of(s))
+                {
                     out.push(kv(&format!("metric.{name}"), v.to_string()));
                 }
             }
             VNode::Link(kept, s) => {
                 let view = self.plan_view();
-                let rules = if kept { view.kept.get(&s).map(|r| r.join(",")).unwrap_or_default() } else { "expiring".into() };
+                let rules = if kept {
+                    view.kept.get(&s).map(|r| r.join(",")).unwrap_or_default()
+                } else {
+                    "expiring".into()
+                };
                 out.push((b"user.ckpt.rules".to_vec(), rules.into_bytes()));
             }
             _ => {}
@@ -313,18 +365,29 @@ impl ControlDir {
     /// Reads an xattr: a snapshot's `user.ckpt.*` metadata, or what the
     /// snapshotted file had.
     pub fn getxattr(&self, node: VNode, name: &[u8]) -> CResult<Vec<u8>> {
-        if let Some((_, v)) = self.snapshot_xattrs(node)?.into_iter().find(|(k, _)| k == name) {
+        if let Some((_, v)) = self
+            .snapshot_xattrs(node)?
+            .into_iter()
+            .find(|(k, _)| k == name)
+        {
             return Ok(v);
         }
         match node {
-            VNode::Snap(s, i) => self.tree.getxattr_in(Scope::Snapshot(s), i, name).map_err(te),
+            VNode::Snap(s, i) => self
+                .tree
+                .getxattr_in(Scope::Snapshot(s), i, name)
+                .map_err(te),
             _ => Err(Errno::ENODATA),
         }
     }
 
     /// Lists xattrs.
     pub fn listxattr(&self, node: VNode) -> CResult<Vec<Vec<u8>>> {
-        let mut names: Vec<Vec<u8>> = self.snapshot_xattrs(node)?.into_iter().map(|(k, _)| k).collect();
+        let mut names: Vec<Vec<u8>> = self
+            .snapshot_xattrs(node)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         if let VNode::Snap(s, i) = node {
             names.extend(self.tree.listxattr_in(Scope::Snapshot(s), i).map_err(te)?);
         }

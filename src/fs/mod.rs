@@ -10,8 +10,10 @@ mod attr;
 mod ckpt;
 mod ckpt_io;
 mod errno;
+mod live;
 mod route;
 mod vino;
+mod xattrs;
 
 use std::ffi::OsStr;
 use std::io;
@@ -21,20 +23,20 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::ids::Ino;
 use crate::retention::Retention;
 use crate::tree::{FileKind, OpenMode, RenameMode, SetAttr, Tree, TreeError};
 pub use attr::kind_of_mode;
-pub use ckpt::{version_name, ControlOptions};
-use ckpt::ControlDir;
-use route::{is_ctl, is_ctl_fh, reply_attr, reply_data, reply_empty, reply_entry};
 use attr::{file_attr, file_type, time_of};
+use ckpt::ControlDir;
+pub use ckpt::{version_name, ControlOptions};
+use route::{is_ctl, is_ctl_fh, reply_attr, reply_data, reply_empty, reply_entry};
 
 /// How long the kernel may cache names and attributes. Every change goes
 /// through this mount, so the kernel's view cannot go stale behind it.
@@ -75,16 +77,31 @@ impl CkptFs {
         let r = self.tree.readdir(Ino::ROOT, offset, |item| {
             if pending && item.offset > CTL_OFFSET {
                 pending = false;
-                if reply.add(ctl_ino, CTL_OFFSET, fuser::FileType::Directory, OsStr::from_bytes(&name)) {
+                if reply.add(
+                    ctl_ino,
+                    CTL_OFFSET,
+                    fuser::FileType::Directory,
+                    OsStr::from_bytes(&name),
+                ) {
                     full = true;
                     return false;
                 }
             }
-            full = reply.add(INodeNo(item.ino.0), item.offset, file_type(item.kind), OsStr::from_bytes(item.name));
+            full = reply.add(
+                INodeNo(item.ino.0),
+                item.offset,
+                file_type(item.kind),
+                OsStr::from_bytes(item.name),
+            );
             !full
         });
         if r.is_ok() && pending && !full {
-            let _ = reply.add(ctl_ino, CTL_OFFSET, fuser::FileType::Directory, OsStr::from_bytes(&name));
+            let _ = reply.add(
+                ctl_ino,
+                CTL_OFFSET,
+                fuser::FileType::Directory,
+                OsStr::from_bytes(&name),
+            );
         }
         match r {
             Ok(()) => reply.ok(),
@@ -146,29 +163,11 @@ impl Filesystem for CkptFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        guarded("lookup", || {
-            if let Some(r) = self.ctl_lookup(parent, name.as_bytes()) {
-                return reply_entry(reply, r);
-            }
-            match self.tree.lookup(ino(parent), name.as_bytes()) {
-                Ok((i, rec)) => reply.entry(&TTL, &file_attr(i, &rec), Generation(0)),
-                // A miss is the normal answer to "does it exist?": no log line.
-                Err(TreeError::NotFound) => reply.error(Errno::ENOENT),
-                Err(e) => reply.error(self.fail("lookup", ino(parent), &e)),
-            }
-        });
+        guarded("lookup", || self.op_lookup(_req, parent, name, reply));
     }
 
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", || {
-            if is_ctl(i) {
-                return reply_attr(reply, self.on_ctl(i, |n| self.ctl.getattr(n)));
-            }
-        match self.tree.getattr(ino(i)) {
-            Ok(rec) => reply.attr(&TTL, &file_attr(ino(i), &rec)),
-            Err(e) => reply.error(self.fail("getattr", ino(i), &e)),
-        }
-        });
+        guarded("getattr", || self.op_getattr(_req, i, _fh, reply));
     }
 
     fn setattr(
@@ -190,36 +189,15 @@ impl Filesystem for CkptFs {
         reply: ReplyAttr,
     ) {
         guarded("setattr", || {
-            if is_ctl(i) {
-                let only_size = mode.is_none() && uid.is_none() && gid.is_none() && atime.is_none() && mtime.is_none();
-                let fh = fh.map(|f| f.0);
-                return reply_attr(reply, self.on_ctl(i, |n| self.ctl.setattr(n, size, only_size, fh)));
-            }
-            let change = SetAttr {
-                mode,
-                uid,
-                gid,
-                size,
-                atime: atime.map(time_of),
-                mtime: mtime.map(time_of),
-            };
-            match self.tree.setattr(ino(i), change, fh.map(|f| f.0)) {
-                Ok(rec) => reply.attr(&TTL, &file_attr(ino(i), &rec)),
-                Err(e) => reply.error(self.fail("setattr", ino(i), &e)),
-            }
+            self.op_setattr(
+                _req, i, mode, uid, gid, size, atime, mtime, _ctime, fh, _crtime, _chgtime,
+                _bkuptime, _flags, reply,
+            )
         });
     }
 
     fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
-        guarded("readlink", || {
-            if is_ctl(i) {
-                return reply_data(reply, self.on_ctl(i, |n| self.ctl.readlink(n)));
-            }
-        match self.tree.readlink(ino(i)) {
-            Ok(target) => reply.data(&target),
-            Err(e) => reply.error(self.fail("readlink", ino(i), &e)),
-        }
-        });
+        guarded("readlink", || self.op_readlink(_req, i, reply));
     }
 
     fn mknod(
@@ -233,27 +211,7 @@ impl Filesystem for CkptFs {
         reply: ReplyEntry,
     ) {
         guarded("mknod", || {
-            if let Some(e) = self.refuse_create(parent, name.as_bytes()) {
-                return reply.error(e);
-            }
-            let Some(kind) = kind_of_mode(mode) else {
-                return reply.error(Errno::EINVAL);
-            };
-            if kind == FileKind::Dir || kind == FileKind::Symlink {
-                return reply.error(Errno::EINVAL);
-            }
-            let perm = (mode & !umask & 0o7777) as u16;
-            let r = self.tree.new_node(
-                ino(parent),
-                name.as_bytes(),
-                kind,
-                perm,
-                rdev,
-                req.uid(),
-                req.gid(),
-                b"",
-            );
-            self.entry("mknod", parent, r, reply);
+            self.op_mknod(req, parent, name, mode, umask, rdev, reply)
         });
     }
 
@@ -267,55 +225,16 @@ impl Filesystem for CkptFs {
         reply: ReplyEntry,
     ) {
         guarded("mkdir", || {
-            if is_ctl(parent) {
-                return reply_entry(reply, self.on_ctl(parent, |n| self.ctl.mkdir(n, name.as_bytes())));
-            }
-            if self.is_ctl_name(parent, name.as_bytes()) {
-                return reply.error(Errno::EEXIST);
-            }
-            let perm = (mode & !umask & 0o7777) as u16;
-            let r = self.tree.new_node(
-                ino(parent),
-                name.as_bytes(),
-                FileKind::Dir,
-                perm,
-                0,
-                req.uid(),
-                req.gid(),
-                b"",
-            );
-            self.entry("mkdir", parent, r, reply);
+            self.op_mkdir(req, parent, name, mode, umask, reply)
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("unlink", || {
-            if is_ctl(parent) {
-                return reply.error(Errno::EROFS);
-            }
-            if self.is_ctl_name(parent, name.as_bytes()) {
-                return reply.error(Errno::EISDIR);
-            }
-            match self.tree.unlink(ino(parent), name.as_bytes()) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.fail("unlink", ino(parent), &e)),
-            }
-        });
+        guarded("unlink", || self.op_unlink(_req, parent, name, reply));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("rmdir", || {
-            if is_ctl(parent) {
-                return reply_empty(reply, self.on_ctl(parent, |n| self.ctl.rmdir(n, name.as_bytes())));
-            }
-            if self.is_ctl_name(parent, name.as_bytes()) {
-                return reply.error(Errno::EBUSY);
-            }
-            match self.tree.rmdir(ino(parent), name.as_bytes()) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.fail("rmdir", ino(parent), &e)),
-            }
-        });
+        guarded("rmdir", || self.op_rmdir(_req, parent, name, reply));
     }
 
     fn symlink(
@@ -327,21 +246,7 @@ impl Filesystem for CkptFs {
         reply: ReplyEntry,
     ) {
         guarded("symlink", || {
-            if let Some(e) = self.refuse_create(parent, link_name.as_bytes()) {
-                return reply.error(e);
-            }
-            let target = target.as_os_str().as_bytes();
-            let r = self.tree.new_node(
-                ino(parent),
-                link_name.as_bytes(),
-                FileKind::Symlink,
-                0o777,
-                0,
-                req.uid(),
-                req.gid(),
-                target,
-            );
-            self.entry("symlink", parent, r, reply);
+            self.op_symlink(req, parent, link_name, target, reply)
         });
     }
 
@@ -356,39 +261,7 @@ impl Filesystem for CkptFs {
         reply: ReplyEmpty,
     ) {
         guarded("rename", || {
-            match (is_ctl(parent), is_ctl(newparent)) {
-                (true, true) => {
-                    let r = self.on_ctl(parent, |a| {
-                        let b = self.ctl.node(newparent)?;
-                        self.ctl.rename(a, name.as_bytes(), b, newname.as_bytes())
-                    });
-                    return reply_empty(reply, r);
-                }
-                (true, false) | (false, true) => return reply.error(Errno::EXDEV),
-                (false, false) => {}
-            }
-            if self.is_ctl_name(parent, name.as_bytes()) || self.is_ctl_name(newparent, newname.as_bytes()) {
-                return reply.error(Errno::EBUSY);
-            }
-            let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
-                RenameMode::Exchange
-            } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
-                RenameMode::NoReplace
-            } else if flags.is_empty() {
-                RenameMode::Replace
-            } else {
-                return reply.error(Errno::EINVAL);
-            };
-            match self.tree.rename(
-                ino(parent),
-                name.as_bytes(),
-                ino(newparent),
-                newname.as_bytes(),
-                mode,
-            ) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.fail("rename", ino(parent), &e)),
-            }
+            self.op_rename(_req, parent, name, newparent, newname, flags, reply)
         });
     }
 
@@ -400,37 +273,11 @@ impl Filesystem for CkptFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        guarded("link", || {
-            if is_ctl(newparent) {
-                return reply.error(Errno::EROFS);
-            }
-            if is_ctl(i) {
-                return reply.error(Errno::EXDEV);
-            }
-            if self.is_ctl_name(newparent, newname.as_bytes()) {
-                return reply.error(Errno::EEXIST);
-            }
-            let r = self.tree.link(ino(i), ino(newparent), newname.as_bytes());
-            self.entry("link", newparent, r, reply);
-        });
+        guarded("link", || self.op_link(_req, i, newparent, newname, reply));
     }
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guarded("open", || {
-            if is_ctl(i) {
-                return match self.on_ctl(i, |n| self.ctl.open(n, flags.0)) {
-                    // Generated text bypasses the page cache; snapshot and
-                    // version files never change, so their pages may stay.
-                    Ok(fh) if self.ctl.is_generated(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-                    Err(e) => reply.error(e),
-                };
-            }
-            match self.tree.open(ino(i), open_mode(flags.0)) {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(self.fail("open", ino(i), &e)),
-            }
-        });
+        guarded("open", || self.op_open(_req, i, flags, reply));
     }
 
     fn read(
@@ -445,13 +292,7 @@ impl Filesystem for CkptFs {
         reply: ReplyData,
     ) {
         guarded("read", || {
-            if is_ctl_fh(fh.0) {
-                return reply_data(reply, self.ctl.read(fh.0, offset, size));
-            }
-        match self.tree.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(self.fail("read", ino(i), &e)),
-        }
+            self.op_read(_req, i, fh, offset, size, _flags, _lock_owner, reply)
         });
     }
 
@@ -468,16 +309,17 @@ impl Filesystem for CkptFs {
         reply: ReplyWrite,
     ) {
         guarded("write", || {
-            if is_ctl_fh(fh.0) {
-                return match self.ctl.write(fh.0, offset, data) {
-                    Ok(n) => reply.written(n),
-                    Err(e) => reply.error(e),
-                };
-            }
-        match self.tree.write(fh.0, offset, data) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(self.fail("write", ino(i), &e)),
-        }
+            self.op_write(
+                _req,
+                i,
+                fh,
+                offset,
+                data,
+                _write_flags,
+                _flags,
+                _lock_owner,
+                reply,
+            )
         });
     }
 
@@ -489,15 +331,7 @@ impl Filesystem for CkptFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        guarded("flush", || {
-            if is_ctl_fh(fh.0) {
-                return reply_empty(reply, self.ctl.flush(fh.0));
-            }
-        match self.tree.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("close", ino(i), &e)),
-        }
-        });
+        guarded("flush", || self.op_flush(_req, i, fh, _lock_owner, reply));
     }
 
     fn release(
@@ -511,13 +345,7 @@ impl Filesystem for CkptFs {
         reply: ReplyEmpty,
     ) {
         guarded("release", || {
-            if is_ctl_fh(fh.0) {
-                return reply_empty(reply, self.ctl.release(fh.0));
-            }
-        match self.tree.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("release", ino(i), &e)),
-        }
+            self.op_release(_req, i, fh, _flags, _lock_owner, _flush, reply)
         });
     }
 
@@ -529,34 +357,11 @@ impl Filesystem for CkptFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsync", || {
-            if is_ctl_fh(fh.0) {
-                return reply_empty(reply, self.ctl.flush(fh.0));
-            }
-        match self.tree.fsync(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("fsync", ino(i), &e)),
-        }
-        });
+        guarded("fsync", || self.op_fsync(_req, i, fh, _datasync, reply));
     }
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        guarded("opendir", || {
-            if is_ctl(i) {
-                return match self.on_ctl(i, |n| self.ctl.getattr(n)) {
-                    Ok(a) if a.kind == FileType::Directory => reply.opened(FileHandle(0), FopenFlags::empty()),
-                    Ok(_) => reply.error(Errno::ENOTDIR),
-                    Err(e) => reply.error(e),
-                };
-            }
-        match self.tree.getattr(ino(i)) {
-            Ok(rec) if rec.kind == FileKind::Dir => {
-                reply.opened(FileHandle(0), FopenFlags::empty())
-            }
-            Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(self.fail("opendir", ino(i), &e)),
-        }
-        });
+        guarded("opendir", || self.op_opendir(_req, i, _flags, reply));
     }
 
     fn readdir(
@@ -565,32 +370,9 @@ impl Filesystem for CkptFs {
         i: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        guarded("readdir", || {
-            if is_ctl(i) {
-                let r = self.on_ctl(i, |n| self.ctl.readdir(n, offset, |ino, off, kind, name| reply.add(ino, off, kind, OsStr::from_bytes(name))));
-                return match r {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply.error(e),
-                };
-            }
-            if i == INodeNo::ROOT && self.ctl.shown() {
-                return self.readdir_root_with_ctl(offset, reply);
-            }
-            let r = self.tree.readdir(ino(i), offset, |item| {
-                !reply.add(
-                    INodeNo(item.ino.0),
-                    item.offset,
-                    file_type(item.kind),
-                    OsStr::from_bytes(item.name),
-                )
-            });
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.fail("readdir", ino(i), &e)),
-            }
-        });
+        guarded("readdir", || self.op_readdir(_req, i, _fh, offset, reply));
     }
 
     fn fsyncdir(
@@ -602,29 +384,12 @@ impl Filesystem for CkptFs {
         reply: ReplyEmpty,
     ) {
         guarded("fsyncdir", || {
-        match self.tree.sync() {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("fsyncdir", ino(i), &e)),
-        }
+            self.op_fsyncdir(_req, i, _fh, _datasync, reply)
         });
     }
 
     fn statfs(&self, _req: &Request, i: INodeNo, reply: ReplyStatfs) {
-        guarded("statfs", || {
-        match self.tree.disk_space() {
-            Ok(s) => reply.statfs(
-                s.blocks,
-                s.free,
-                s.available,
-                s.files,
-                s.files_free,
-                s.block_size as u32,
-                crate::tree::NAME_MAX as u32,
-                s.block_size as u32,
-            ),
-            Err(e) => reply.error(self.fail("statfs", ino(i), &e)),
-        }
-        });
+        guarded("statfs", || self.op_statfs(_req, i, reply));
     }
 
     fn setxattr(
@@ -638,71 +403,24 @@ impl Filesystem for CkptFs {
         reply: ReplyEmpty,
     ) {
         guarded("setxattr", || {
-            if is_ctl(i) {
-                return reply_empty(reply, self.on_ctl(i, |n| self.ctl.setxattr(n, name.as_bytes(), value)));
-            }
-            match self.tree.setxattr(ino(i), name.as_bytes(), value, flags) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.fail("setxattr", ino(i), &e)),
-            }
+            self.op_setxattr(_req, i, name, value, flags, _position, reply)
         });
     }
 
     fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        guarded("getxattr", || {
-            if is_ctl(i) {
-                return match self.on_ctl(i, |n| self.ctl.getxattr(n, name.as_bytes())) {
-                    Ok(v) => reply_sized(reply, &v, size),
-                    Err(e) => reply.error(e),
-                };
-            }
-            match self.tree.getxattr(ino(i), name.as_bytes()) {
-                Ok(value) => reply_sized(reply, &value, size),
-                Err(TreeError::NoAttr) => reply.error(Errno::ENODATA),
-                Err(e) => reply.error(self.fail("getxattr", ino(i), &e)),
-            }
-        });
+        guarded("getxattr", || self.op_getxattr(_req, i, name, size, reply));
     }
 
     fn listxattr(&self, _req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        guarded("listxattr", || {
-            if is_ctl(i) {
-                return match self.on_ctl(i, |n| self.ctl.listxattr(n)) {
-                    Ok(names) => reply_sized(reply, &names.iter().flat_map(|n| n.iter().copied().chain([0])).collect::<Vec<u8>>(), size),
-                    Err(e) => reply.error(e),
-                };
-            }
-        match self.tree.listxattr(ino(i)) {
-            Ok(names) => {
-                let mut list = Vec::new();
-                for n in names {
-                    list.extend_from_slice(&n);
-                    list.push(0);
-                }
-                reply_sized(reply, &list, size);
-            }
-            Err(e) => reply.error(self.fail("listxattr", ino(i), &e)),
-        }
-        });
+        guarded("listxattr", || self.op_listxattr(_req, i, size, reply));
     }
 
     fn removexattr(&self, _req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("removexattr", || {
-            if is_ctl(i) {
-                return reply_empty(reply, self.on_ctl(i, |n| self.ctl.removexattr(n, name.as_bytes())));
-            }
-            match self.tree.removexattr(ino(i), name.as_bytes()) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.fail("removexattr", ino(i), &e)),
-            }
-        });
+        guarded("removexattr", || self.op_removexattr(_req, i, name, reply));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        guarded("access", || {
-            // default_permissions: the kernel checks modes itself.
-            reply.ok();
-        });
+        guarded("access", || self.op_access(_req, _ino, _mask, reply));
     }
 
     fn create(
@@ -716,27 +434,7 @@ impl Filesystem for CkptFs {
         reply: ReplyCreate,
     ) {
         guarded("create", || {
-            if let Some(e) = self.refuse_create(parent, name.as_bytes()) {
-                return reply.error(e);
-            }
-            let perm = (mode & !umask & 0o7777) as u16;
-            match self.tree.create(
-                ino(parent),
-                name.as_bytes(),
-                perm,
-                req.uid(),
-                req.gid(),
-                open_mode(flags),
-            ) {
-                Ok((i, rec, fh)) => reply.created(
-                    &TTL,
-                    &file_attr(i, &rec),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                ),
-                Err(e) => reply.error(self.fail("create", ino(parent), &e)),
-            }
+            self.op_create(req, parent, name, mode, umask, flags, reply)
         });
     }
 
@@ -751,28 +449,7 @@ impl Filesystem for CkptFs {
         reply: ReplyEmpty,
     ) {
         guarded("fallocate", || {
-            if is_ctl(i) {
-                return reply.error(Errno::EROFS);
-            }
-            if mode != 0 {
-                return reply.error(Errno::EOPNOTSUPP);
-            }
-            let r = self.tree.getattr(ino(i)).and_then(|rec| {
-                let end = offset.saturating_add(length);
-                if end > rec.size {
-                    let grow = SetAttr {
-                        size: Some(end),
-                        ..SetAttr::default()
-                    };
-                    self.tree.setattr(ino(i), grow, Some(fh.0)).map(|_| ())
-                } else {
-                    Ok(())
-                }
-            });
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.fail("fallocate", ino(i), &e)),
-            }
+            self.op_fallocate(_req, i, fh, offset, length, mode, reply)
         });
     }
 }

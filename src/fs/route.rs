@@ -62,7 +62,12 @@ impl CkptFs {
         if !is_ctl(parent) {
             return None;
         }
-        Some(self.ctl.node(parent).and_then(|p| self.ctl.lookup(p, name)).map(|(_, attr)| attr))
+        Some(
+            self.ctl
+                .node(parent)
+                .and_then(|p| self.ctl.lookup(p, name))
+                .map(|(_, attr)| attr),
+        )
     }
 
     /// The error for creating `name` in `parent`, if the control tree
@@ -79,7 +84,11 @@ impl CkptFs {
     }
 
     /// Runs a control-tree operation on the node of `ino`.
-    pub(super) fn on_ctl<T>(&self, ino: INodeNo, f: impl FnOnce(VNode) -> CResult<T>) -> CResult<T> {
+    pub(super) fn on_ctl<T>(
+        &self,
+        ino: INodeNo,
+        f: impl FnOnce(VNode) -> CResult<T>,
+    ) -> CResult<T> {
         self.ctl.node(ino).and_then(f)
     }
 }

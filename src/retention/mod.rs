@@ -19,10 +19,10 @@
 //! `service.rs` names the tree; nothing here names the store.
 
 mod duration;
-mod service;
 pub mod metric;
 pub mod plan;
 pub mod policy;
+mod service;
 mod text;
 mod values;
 

@@ -74,7 +74,9 @@ impl Retention {
     /// Loads the stored policy (the default text when none was written).
     /// A stored policy that no longer parses keeps everything, and says so.
     pub fn new(tree: Arc<Tree>) -> Result<Retention> {
-        let text = tree.policy_text()?.unwrap_or_else(|| Policy::default_text().to_string());
+        let text = tree
+            .policy_text()?
+            .unwrap_or_else(|| Policy::default_text().to_string());
         let (policy, last_error) = match Policy::parse(&text) {
             Ok(p) => (p, None),
             Err(e) => {
@@ -140,7 +142,12 @@ impl Retention {
 
     /// The name of the configured metric, if any.
     pub fn metric_name(&self) -> Option<String> {
-        self.state.lock().policy.metric.as_ref().map(|m| m.display_name().to_string())
+        self.state
+            .lock()
+            .policy
+            .metric
+            .as_ref()
+            .map(|m| m.display_name().to_string())
     }
 
     /// A snapshot's metric under the current policy (cached).
@@ -163,7 +170,12 @@ impl Retention {
         value
     }
 
-    fn read_metric(&self, id: SnapId, source: &MetricSource, mode: super::MetricMode) -> Result<Option<f64>> {
+    fn read_metric(
+        &self,
+        id: SnapId,
+        source: &MetricSource,
+        mode: super::MetricMode,
+    ) -> Result<Option<f64>> {
         let scope = Scope::Snapshot(id);
         match source {
             MetricSource::Xattr(name) => Ok(self
@@ -174,7 +186,11 @@ impl Retention {
             MetricSource::Regex(re) => {
                 let mut names = Vec::new();
                 self.walk(scope, |_, name, _| names.push(name.to_string()))?;
-                Ok(metric_from_names(names.iter().map(String::as_str), re, mode))
+                Ok(metric_from_names(
+                    names.iter().map(String::as_str),
+                    re,
+                    mode,
+                ))
             }
             MetricSource::File { path, key } => {
                 let Some(matcher) = PathPattern::new(path) else {
@@ -183,13 +199,20 @@ impl Retention {
                 // The newest matching file: the checkpoint saved last.
                 let mut best: Option<(Time, InodeRecord)> = None;
                 self.walk(scope, |rel, _, rec| {
-                    if rec.kind == FileKind::File && matcher.matches(rel) && best.as_ref().is_none_or(|(t, _)| rec.mtime > *t) {
+                    if rec.kind == FileKind::File
+                        && matcher.matches(rel)
+                        && best.as_ref().is_none_or(|(t, _)| rec.mtime > *t)
+                    {
                         best = Some((rec.mtime, rec.clone()));
                     }
                 })?;
-                let Some((_, rec)) = best else { return Ok(None) };
+                let Some((_, rec)) = best else {
+                    return Ok(None);
+                };
                 let len = rec.size.min(METRIC_FILE_MAX) as u32;
-                let bytes = self.tree.read_content(rec.content, rec.size, 0, len, &mut None)?;
+                let bytes = self
+                    .tree
+                    .read_content(rec.content, rec.size, 0, len, &mut None)?;
                 Ok(metric_from_json(&String::from_utf8_lossy(&bytes), key))
             }
         }
@@ -206,7 +229,11 @@ impl Retention {
             })?;
             for (ino, name) in children {
                 let rec = self.tree.inode_in(scope, ino)?;
-                let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+                let rel = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
                 f(&rel, &name, &rec);
                 if rec.kind == FileKind::Dir {
                     stack.push((ino, rel));
@@ -241,7 +268,9 @@ impl Retention {
     /// The best snapshot by the configured metric, if a metric is set and
     /// some snapshot has a value.
     pub fn best(&self) -> Result<Option<SnapId>> {
-        let Some(spec) = self.policy().metric else { return Ok(None) };
+        let Some(spec) = self.policy().metric else {
+            return Ok(None);
+        };
         let mut best: Option<(f64, u64)> = None;
         for info in self.infos()? {
             if let Some(m) = info.metric {
@@ -291,7 +320,9 @@ impl Retention {
             })
             .collect();
         let policy = self.policy();
-        let mut expire_versions: HashSet<u64> = plan_file_versions(&infos_v, &policy, &held_ids).into_iter().collect();
+        let mut expire_versions: HashSet<u64> = plan_file_versions(&infos_v, &policy, &held_ids)
+            .into_iter()
+            .collect();
         if policy.file_versions_keep == Some(0) {
             // The planner keeps each path's newest version: right for live
             // files (it is their content), not for deleted ones.
@@ -370,7 +401,10 @@ struct PathPattern {
 
 impl PathPattern {
     fn new(pattern: &str) -> Option<PathPattern> {
-        let glob = GlobBuilder::new(pattern).literal_separator(true).build().ok()?;
+        let glob = GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .ok()?;
         Some(PathPattern {
             matcher: glob.compile_matcher(),
             basename_only: !pattern.contains('/'),

@@ -18,7 +18,10 @@ pub struct CopyStats {
 impl Store {
     /// The child `name` of a history path.
     pub fn path_child(&self, parent: PathId, name: &[u8]) -> Result<Option<PathId>> {
-        match self.db.get_pinned_cf(self.cf(CF_PATHS), path_child_key(parent, name))? {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_PATHS), path_child_key(parent, name))?
+        {
             Some(v) => Ok(Some(PathId(decode_be(&v)?))),
             None => Ok(None),
         }
@@ -26,7 +29,10 @@ impl Store {
 
     /// A history path's record.
     pub fn path_record(&self, id: PathId) -> Result<Option<PathRecord>> {
-        match self.db.get_pinned_cf(self.cf(CF_PATH_INFO), id.0.to_be_bytes())? {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_PATH_INFO), id.0.to_be_bytes())?
+        {
             Some(v) => Ok(Some(PathRecord::decode(&v)?)),
             None => Ok(None),
         }
@@ -61,7 +67,10 @@ impl Store {
 
     /// One version of a path.
     pub fn version(&self, path: PathId, seq: u64) -> Result<Option<VersionRecord>> {
-        match self.db.get_pinned_cf(self.cf(CF_VERSIONS), version_key(path, seq))? {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_VERSIONS), version_key(path, seq))?
+        {
             Some(v) => Ok(Some(VersionRecord::decode(&v)?)),
             None => Ok(None),
         }
@@ -92,11 +101,15 @@ impl Store {
     }
 
     /// Calls `f(path, seq, version)` for every version of every path.
-    pub fn for_each_version(&self, mut f: impl FnMut(PathId, u64, VersionRecord) -> Result<()>) -> Result<()> {
+    pub fn for_each_version(
+        &self,
+        mut f: impl FnMut(PathId, u64, VersionRecord) -> Result<()>,
+    ) -> Result<()> {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_VERSIONS));
         it.seek_to_first();
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            let (p, seq) = split_pair_key(key).ok_or_else(|| StoreError::Corrupt("version key".into()))?;
+            let (p, seq) =
+                split_pair_key(key).ok_or_else(|| StoreError::Corrupt("version key".into()))?;
             f(PathId(p), seq, VersionRecord::decode(value)?)?;
             it.next();
         }
@@ -118,7 +131,10 @@ impl Store {
 
     /// One snapshot's record.
     pub fn snapshot(&self, id: SnapId) -> Result<Option<SnapshotRecord>> {
-        match self.db.get_pinned_cf(self.cf(CF_SNAPSHOTS), id.0.to_be_bytes())? {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_SNAPSHOTS), id.0.to_be_bytes())?
+        {
             Some(v) => Ok(Some(SnapshotRecord::decode(&v)?)),
             None => Ok(None),
         }

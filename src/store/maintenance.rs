@@ -3,7 +3,9 @@
 
 use rocksdb::WriteBatch;
 
-use super::schema::{chunk_key, chunk_shard, split_pair_key, CF_CHUNK_INDEX, CF_MANIFESTS, CHUNK_SHARDS};
+use super::schema::{
+    chunk_key, chunk_shard, split_pair_key, CF_CHUNK_INDEX, CF_MANIFESTS, CHUNK_SHARDS,
+};
 use super::{Result, Store, StoreError, Txn};
 use crate::ids::{ChunkId, ManifestId};
 
@@ -30,10 +32,14 @@ impl Store {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_MANIFESTS));
         it.seek_to_first();
         while let Some(key) = it.key() {
-            let (id, _) = split_pair_key(key).ok_or_else(|| StoreError::Corrupt("manifest key".into()))?;
+            let (id, _) =
+                split_pair_key(key).ok_or_else(|| StoreError::Corrupt("manifest key".into()))?;
             f(ManifestId(id))?;
             // Skip the rest of this manifest's segments.
-            it.seek(super::schema::manifest_key(ManifestId(id.saturating_add(1)), 0));
+            it.seek(super::schema::manifest_key(
+                ManifestId(id.saturating_add(1)),
+                0,
+            ));
         }
         it.status().map_err(StoreError::from)
     }
@@ -43,9 +49,16 @@ impl Store {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_CHUNK_INDEX));
         it.seek_to_first();
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            let id = ChunkId::from_slice(key).ok_or_else(|| StoreError::Corrupt("chunk index key".into()))?;
-            let raw: [u8; 4] = value.get(..4).and_then(|v| v.try_into().ok()).unwrap_or_default();
-            let stored: [u8; 4] = value.get(4..8).and_then(|v| v.try_into().ok()).unwrap_or_default();
+            let id = ChunkId::from_slice(key)
+                .ok_or_else(|| StoreError::Corrupt("chunk index key".into()))?;
+            let raw: [u8; 4] = value
+                .get(..4)
+                .and_then(|v| v.try_into().ok())
+                .unwrap_or_default();
+            let stored: [u8; 4] = value
+                .get(4..8)
+                .and_then(|v| v.try_into().ok())
+                .unwrap_or_default();
             f(IndexedChunk {
                 id,
                 raw_len: u32::from_le_bytes(raw),
@@ -93,7 +106,11 @@ impl Store {
             for entry in std::fs::read_dir(dir)? {
                 let entry = entry?;
                 let meta = entry.metadata()?;
-                total += if meta.is_dir() { walk(&entry.path())? } else { meta.blocks() * 512 };
+                total += if meta.is_dir() {
+                    walk(&entry.path())?
+                } else {
+                    meta.blocks() * 512
+                };
             }
             Ok(total)
         }
@@ -123,7 +140,8 @@ impl Store {
             }
         }
         for name in [CF_CHUNK_INDEX, CF_MANIFESTS, super::schema::CF_SNAP_TREE] {
-            self.db.compact_range_cf(self.cf(name), None::<&[u8]>, None::<&[u8]>);
+            self.db
+                .compact_range_cf(self.cf(name), None::<&[u8]>, None::<&[u8]>);
         }
         Ok(())
     }

@@ -169,7 +169,14 @@ impl Store {
         let store = Store {
             ids: Counter::load(&db, META_ID_CEILING, "ids", 16, 1 << 16, u64::MAX)?,
             inos: Counter::load(&db, META_INO_CEILING, "inode numbers", 2, 1 << 12, MAX_INO)?,
-            paths: Counter::load(&db, META_PATH_CEILING, "history paths", 2, 1 << 10, MAX_PATH_ID)?,
+            paths: Counter::load(
+                &db,
+                META_PATH_CEILING,
+                "history paths",
+                2,
+                1 << 10,
+                MAX_PATH_ID,
+            )?,
             snaps: Counter::load(&db, META_SNAP_CEILING, "snapshots", 1, 1 << 6, MAX_SNAP_ID)?,
             db,
             dir,
@@ -189,7 +196,8 @@ impl Store {
             if found.as_deref() != Some(&shards[..]) {
                 return Err(StoreError::NotAStore {
                     path: self.root().to_path_buf(),
-                    why: "its chunk layout differs from this build's (made by a development build)".into(),
+                    why: "its chunk layout differs from this build's (made by a development build)"
+                        .into(),
                 });
             }
             return Ok(());
@@ -205,7 +213,8 @@ impl Store {
         txn.put_inode(Ino::ROOT, &root);
         txn.batch
             .put_cf(self.cf(CF_META), META_FORMAT, FORMAT_VERSION.to_le_bytes());
-        txn.batch.put_cf(self.cf(CF_META), META_CHUNK_SHARDS, shards);
+        txn.batch
+            .put_cf(self.cf(CF_META), META_CHUNK_SHARDS, shards);
         self.commit(txn, true)
     }
 

@@ -96,7 +96,12 @@ impl Store {
 
     /// Calls `f(entry, name)` for the live entries of `parent` whose cookie
     /// is greater than `after`, in cookie order, until `f` returns false.
-    pub fn dir_entries(&self, parent: Ino, after: u64, f: impl FnMut(DirEntry, &[u8]) -> Result<bool>) -> Result<()> {
+    pub fn dir_entries(
+        &self,
+        parent: Ino,
+        after: u64,
+        f: impl FnMut(DirEntry, &[u8]) -> Result<bool>,
+    ) -> Result<()> {
         self.dir_entries_in(Scope::Live, parent, after, f)
     }
 
@@ -109,13 +114,19 @@ impl Store {
         mut f: impl FnMut(DirEntry, &[u8]) -> Result<bool>,
     ) -> Result<()> {
         let from = after.saturating_add(1).to_be_bytes();
-        self.scan_in(scope, Tag::Order, &parent.0.to_be_bytes(), &from, |key, value| {
-            if split_pair_key(key).is_none() {
-                return Err(StoreError::Corrupt("directory order key".into()));
-            }
-            let (entry, name) = DirEntry::decode_with_name(value)?;
-            f(entry, name)
-        })
+        self.scan_in(
+            scope,
+            Tag::Order,
+            &parent.0.to_be_bytes(),
+            &from,
+            |key, value| {
+                if split_pair_key(key).is_none() {
+                    return Err(StoreError::Corrupt("directory order key".into()));
+                }
+                let (entry, name) = DirEntry::decode_with_name(value)?;
+                f(entry, name)
+            },
+        )
     }
 
     /// True when the live directory has at least one entry.
@@ -129,7 +140,11 @@ impl Store {
     }
 
     /// Calls `f(ino, record)` for every inode in `scope`.
-    pub fn for_each_inode_in(&self, scope: Scope, mut f: impl FnMut(Ino, InodeRecord) -> Result<()>) -> Result<()> {
+    pub fn for_each_inode_in(
+        &self,
+        scope: Scope,
+        mut f: impl FnMut(Ino, InodeRecord) -> Result<()>,
+    ) -> Result<()> {
         self.scan_in(scope, Tag::Inode, &[], &[], |key, value| {
             let arr: [u8; 8] = key
                 .try_into()

@@ -202,6 +202,9 @@ pub fn open_db(path: &Path) -> Result<DB, StoreError> {
     // restart needs on a full disk.
     let mut default_cf = Options::default();
     default_cf.set_write_buffer_size(1 << 20);
-    let cfs = cfs.chain([ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, default_cf)]);
+    let cfs = cfs.chain([ColumnFamilyDescriptor::new(
+        rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+        default_cf,
+    )]);
     DB::open_cf_descriptors(&db_opts, path, cfs).map_err(StoreError::from)
 }

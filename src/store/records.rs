@@ -318,7 +318,9 @@ impl VersionRecord {
         let mut d = Dec::new(buf, "version");
         let version = d.u8()?;
         if version != VERSION_RECORD_V1 {
-            return Err(StoreError::Corrupt(format!("version record version {version}")));
+            return Err(StoreError::Corrupt(format!(
+                "version record version {version}"
+            )));
         }
         Ok(VersionRecord {
             manifest: ManifestId(d.u64()?),
@@ -483,7 +485,14 @@ mod tests {
             ino: Ino(77),
         };
         assert_eq!(VersionRecord::decode(&v.encode()).unwrap(), v);
-        let p = PathRecord { parent: PathId(1), name: b"x.pt".to_vec(), last_seq: 3, perm: 0o644, uid: 0, gid: 0 };
+        let p = PathRecord {
+            parent: PathId(1),
+            name: b"x.pt".to_vec(),
+            last_seq: 3,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+        };
         assert_eq!(PathRecord::decode(&p.encode()).unwrap(), p);
         let sn = SnapshotRecord {
             name: b"auto-000001".to_vec(),

@@ -40,7 +40,11 @@ impl Txn<'_> {
     /// Adds or replaces a directory entry.
     pub fn put_dentry(&mut self, parent: Ino, name: &[u8], entry: &DirEntry) {
         self.put(CF_DENTRIES, dentry_key(parent, name), entry.encode());
-        self.put(CF_DIRORDER, dirorder_key(parent, entry.cookie), entry.encode_with_name(name));
+        self.put(
+            CF_DIRORDER,
+            dirorder_key(parent, entry.cookie),
+            entry.encode_with_name(name),
+        );
     }
 
     /// Removes a directory entry.
@@ -61,7 +65,11 @@ impl Txn<'_> {
 
     /// Adds a manifest segment.
     pub fn put_segment(&mut self, id: ManifestId, start: u64, entries: &[Entry]) {
-        self.put(CF_MANIFESTS, manifest_key(id, start), manifest::encode_segment(entries));
+        self.put(
+            CF_MANIFESTS,
+            manifest_key(id, start),
+            manifest::encode_segment(entries),
+        );
     }
 
     /// Deletes every segment of a manifest.
@@ -75,7 +83,11 @@ impl Txn<'_> {
 
     /// Adds a history path.
     pub fn put_path(&mut self, id: PathId, rec: &PathRecord) {
-        self.put(CF_PATHS, path_child_key(rec.parent, &rec.name), id.0.to_be_bytes());
+        self.put(
+            CF_PATHS,
+            path_child_key(rec.parent, &rec.name),
+            id.0.to_be_bytes(),
+        );
         self.put(CF_PATH_INFO, id.0.to_be_bytes(), rec.encode());
     }
 

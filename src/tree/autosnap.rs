@@ -71,7 +71,9 @@ const MARKERS: [&str; 3] = ["latest", "commit_success.txt", "checkpoint"];
 
 /// True for names that frameworks write before the real one.
 pub fn is_staging(name: &str) -> bool {
-    name.ends_with(".tmp") || name.starts_with("tmp-checkpoint-") || name.contains(".orbax-checkpoint-tmp")
+    name.ends_with(".tmp")
+        || name.starts_with("tmp-checkpoint-")
+        || name.contains(".orbax-checkpoint-tmp")
 }
 
 /// Decides whether an event is a commit point.
@@ -210,7 +212,12 @@ impl Tree {
     }
 }
 
-fn worker(tree: Weak<Tree>, auto: Arc<AutoSnapshots>, rx: Receiver<String>, quiet: Option<Duration>) {
+fn worker(
+    tree: Weak<Tree>,
+    auto: Arc<AutoSnapshots>,
+    rx: Receiver<String>,
+    quiet: Option<Duration>,
+) {
     let tick = quiet.map(|q| (q / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
     loop {
         let reason = match rx.recv_timeout(tick.unwrap_or(Duration::from_secs(3600))) {
@@ -227,7 +234,8 @@ fn worker(tree: Weak<Tree>, auto: Arc<AutoSnapshots>, rx: Receiver<String>, quie
                 Some(reasons.join("; "))
             }
             (None, Some(q)) => {
-                let changed = auto.changes.load(Ordering::Relaxed) != auto.at_last_snapshot.load(Ordering::Relaxed);
+                let changed = auto.changes.load(Ordering::Relaxed)
+                    != auto.at_last_snapshot.load(Ordering::Relaxed);
                 let idle = auto.last_activity.lock().elapsed() >= q;
                 let writing = tree.open.lock().values().any(|f| f.has_unsaved_writes());
                 (changed && idle && !writing).then(|| format!("quiet for {q:?}"))
@@ -263,11 +271,25 @@ mod tests {
     #[test]
     fn framework_commit_points_trigger_and_staging_names_do_not() {
         let c = classifier(&["*.safetensors", "runs/*/final.pt"]);
-        let renamed = |from: &str, to: &str, dir| c.classify(&Event::Renamed { from: from.as_bytes(), to, dir });
+        let renamed = |from: &str, to: &str, dir| {
+            c.classify(&Event::Renamed {
+                from: from.as_bytes(),
+                to,
+                dir,
+            })
+        };
         assert!(renamed("tmp-checkpoint-500", "/out/checkpoint-500", true).is_some());
-        assert!(renamed("step_100.orbax-checkpoint-tmp-1700000000", "/ckpt/100", true).is_some());
+        assert!(renamed(
+            "step_100.orbax-checkpoint-tmp-1700000000",
+            "/ckpt/100",
+            true
+        )
+        .is_some());
         assert!(renamed(".metadata.tmp", "/dcp/step1/.metadata", false).is_some());
-        assert!(renamed("a.tmp", "/a", false).is_none(), "plain file renames are not commit points");
+        assert!(
+            renamed("a.tmp", "/a", false).is_none(),
+            "plain file renames are not commit points"
+        );
         assert!(renamed("checkpoint-500", "/out/tmp-checkpoint-9", true).is_none());
         let closed = |p: &str| c.classify(&Event::Committed(p));
         assert!(closed("/ds/latest").is_some());
@@ -291,7 +313,11 @@ mod tests {
         .unwrap();
         assert!(c.classify(&Event::Committed("/latest")).is_none());
         assert!(c
-            .classify(&Event::Renamed { from: b"tmp-checkpoint-1", to: "/checkpoint-1", dir: true })
+            .classify(&Event::Renamed {
+                from: b"tmp-checkpoint-1",
+                to: "/checkpoint-1",
+                dir: true
+            })
             .is_none());
         let bad = Classifier::new(AutoSnapshotOptions {
             on_close: vec!["a[".into()],

@@ -41,7 +41,8 @@ impl ChunkBloom {
 
     /// False only when `id` was never inserted.
     pub fn may_contain(&self, id: &ChunkId) -> bool {
-        self.positions(id).all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
+        self.positions(id)
+            .all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
     }
 }
 
@@ -58,7 +59,9 @@ mod tests {
             b.insert(id);
         }
         assert!(ids.iter().all(|id| b.may_contain(id)));
-        let false_hits = (10_000..110_000u32).filter(|i| b.may_contain(&chunk_id(&i.to_le_bytes()))).count();
+        let false_hits = (10_000..110_000u32)
+            .filter(|i| b.may_contain(&chunk_id(&i.to_le_bytes())))
+            .count();
         assert!(false_hits < 200, "{false_hits} false positives in 100000");
     }
 }

@@ -27,7 +27,10 @@ impl Tree {
 
     /// Reads an inode of `scope`; NotFound when it is not there.
     pub fn inode_in(&self, scope: Scope, ino: Ino) -> Result<InodeRecord> {
-        self.data.store.inode_in(scope, ino)?.ok_or(TreeError::NotFound)
+        self.data
+            .store
+            .inode_in(scope, ino)?
+            .ok_or(TreeError::NotFound)
     }
 
     /// `stat` of a live inode, including the size of unsaved writes.
@@ -110,7 +113,13 @@ impl Tree {
     /// the last item seen) until `f` returns false. Offsets are stable
     /// while entries are added and removed. A snapshot's root lists `..` as
     /// itself; the caller replaces it where the snapshot hangs.
-    pub fn readdir_in(&self, scope: Scope, ino: Ino, offset: u64, mut f: impl FnMut(DirItem<'_>) -> bool) -> Result<()> {
+    pub fn readdir_in(
+        &self,
+        scope: Scope,
+        ino: Ino,
+        offset: u64,
+        mut f: impl FnMut(DirItem<'_>) -> bool,
+    ) -> Result<()> {
         let rec = self.inode_in(scope, ino)?;
         if rec.kind != FileKind::Dir {
             return Err(TreeError::NotDir);
@@ -128,14 +137,16 @@ impl Tree {
                 return Ok(());
             }
         }
-        self.data.store.dir_entries_in(scope, ino, offset.max(2), |entry, name| {
-            Ok(f(DirItem {
-                offset: entry.cookie,
-                ino: entry.ino,
-                kind: entry.kind,
-                name,
-            }))
-        })?;
+        self.data
+            .store
+            .dir_entries_in(scope, ino, offset.max(2), |entry, name| {
+                Ok(f(DirItem {
+                    offset: entry.cookie,
+                    ino: entry.ino,
+                    kind: entry.kind,
+                    name,
+                }))
+            })?;
         Ok(())
     }
 
@@ -147,7 +158,10 @@ impl Tree {
     /// Reads an extended attribute.
     pub fn getxattr_in(&self, scope: Scope, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         self.inode_in(scope, ino)?;
-        self.data.store.xattr_in(scope, ino, name)?.ok_or(TreeError::NoAttr)
+        self.data
+            .store
+            .xattr_in(scope, ino, name)?
+            .ok_or(TreeError::NoAttr)
     }
 
     /// The names of a live inode's extended attributes.

@@ -74,7 +74,10 @@ impl OpenFile {
 
     /// What the file's unsaved writes reference (for GC); waits for any
     /// commit in flight.
-    pub(crate) fn referenced(&self, d: &super::Data) -> Result<(Vec<ManifestId>, Vec<crate::ids::ChunkId>)> {
+    pub(crate) fn referenced(
+        &self,
+        d: &super::Data,
+    ) -> Result<(Vec<ManifestId>, Vec<crate::ids::ChunkId>)> {
         let mut st = self.state.lock();
         match st.write.as_mut() {
             Some(ws) => ws.referenced(d),
@@ -127,7 +130,10 @@ impl SpaceGuard {
         let avail = (space.available * space.block_size).saturating_sub(unflushed);
         // Small disks keep 5% back, but never less than a restart needs for
         // its first WAL file.
-        let reserve = self.reserve.min(total / 20).max(WAL_PREALLOC_BYTES + (4 << 20));
+        let reserve = self
+            .reserve
+            .min(total / 20)
+            .max(WAL_PREALLOC_BYTES + (4 << 20));
         if avail < reserve + len as u64 {
             self.budget.store(0, Ordering::Relaxed);
             return Err(StoreError::NoSpace.into());
@@ -440,7 +446,13 @@ impl Tree {
         result
     }
 
-    fn commit_state(&self, file: &OpenFile, st: &mut FileState, ws: WriteState, sync: bool) -> Result<()> {
+    fn commit_state(
+        &self,
+        file: &OpenFile,
+        st: &mut FileState,
+        ws: WriteState,
+        sync: bool,
+    ) -> Result<()> {
         let store = &self.data.store;
         let mtime = ws.mtime;
         let mut txn = store.txn();
@@ -479,7 +491,10 @@ impl Tree {
         self.observe(super::autosnap::Event::Committed(&path));
         self.note_change();
         match recorded {
-            Some((_, seq)) => log::debug!("{}: committed version {seq} ({size} bytes)", self.path_of(file.ino)),
+            Some((_, seq)) => log::debug!(
+                "{}: committed version {seq} ({size} bytes)",
+                self.path_of(file.ino)
+            ),
             None => log::warn!(
                 "{}: committed ({size} bytes), but its directory is gone: no history entry",
                 self.path_of(file.ino)

@@ -61,12 +61,14 @@ impl Tree {
     /// The manifests a snapshot's files use.
     pub fn snapshot_manifests(&self, id: SnapId) -> Result<HashSet<ManifestId>> {
         let mut out = HashSet::new();
-        self.data.store.for_each_inode_in(Scope::Snapshot(id), |_, rec| {
-            if rec.kind == FileKind::File && rec.content != ManifestId::EMPTY {
-                out.insert(rec.content);
-            }
-            Ok(())
-        })?;
+        self.data
+            .store
+            .for_each_inode_in(Scope::Snapshot(id), |_, rec| {
+                if rec.kind == FileKind::File && rec.content != ManifestId::EMPTY {
+                    out.insert(rec.content);
+                }
+                Ok(())
+            })?;
         Ok(out)
     }
 
@@ -82,7 +84,11 @@ impl Tree {
 
     /// Deletes `snapshots` (unless pinned meanwhile) and `versions`, then
     /// every unreferenced manifest and chunk. One collection at a time.
-    pub fn collect_garbage(&self, snapshots: &[SnapId], versions: &[(PathId, u64)]) -> Result<GcStats> {
+    pub fn collect_garbage(
+        &self,
+        snapshots: &[SnapId],
+        versions: &[(PathId, u64)],
+    ) -> Result<GcStats> {
         self.writable()?;
         let _one = self.gc_lock.lock();
         let started = Instant::now();
@@ -96,7 +102,10 @@ impl Tree {
                     Some(rec) if !rec.pinned => {
                         txn.delete_snapshot(*id);
                         stats.snapshots_deleted += 1;
-                        log::info!("gc: snapshot {} expired", String::from_utf8_lossy(&rec.name));
+                        log::info!(
+                            "gc: snapshot {} expired",
+                            String::from_utf8_lossy(&rec.name)
+                        );
                     }
                     _ => {}
                 }
@@ -116,7 +125,8 @@ impl Tree {
         result?;
         let total = stats.bytes_freed + stats.bytes_kept;
         if stats.chunks_deleted > 0 || stats.snapshots_deleted > 0 {
-            stats.relocated = total > 0 && stats.bytes_freed as f64 / total as f64 >= RELOCATE_RATIO;
+            stats.relocated =
+                total > 0 && stats.bytes_freed as f64 / total as f64 >= RELOCATE_RATIO;
             store.compact_chunks(stats.relocated)?;
         }
         stats.millis = started.elapsed().as_millis() as u64;
@@ -144,7 +154,9 @@ impl Tree {
             if id == PathId::ROOT {
                 continue;
             }
-            let Some(rec) = store.path_record(id)? else { continue };
+            let Some(rec) = store.path_record(id)? else {
+                continue;
+            };
             let mut busy = false;
             store.versions_of(id, 0, |_, _| {
                 busy = true;

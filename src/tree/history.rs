@@ -9,7 +9,10 @@ use crate::store::records::{PathRecord, VersionRecord};
 impl Tree {
     /// The child `name` of a history path.
     pub fn history_child(&self, parent: PathId, name: &[u8]) -> Result<PathId> {
-        self.data.store.path_child(parent, name)?.ok_or(TreeError::NotFound)
+        self.data
+            .store
+            .path_child(parent, name)?
+            .ok_or(TreeError::NotFound)
     }
 
     /// A history path's record (the root's is implied).
@@ -30,26 +33,50 @@ impl Tree {
 
     /// Calls `f(child, name)` for a history path's children in name order
     /// after `after`, until `f` returns false.
-    pub fn history_children(&self, parent: PathId, after: Option<&[u8]>, mut f: impl FnMut(PathId, &[u8]) -> bool) -> Result<()> {
-        self.data.store.path_children(parent, after, |id, name| Ok(f(id, name)))?;
+    pub fn history_children(
+        &self,
+        parent: PathId,
+        after: Option<&[u8]>,
+        mut f: impl FnMut(PathId, &[u8]) -> bool,
+    ) -> Result<()> {
+        self.data
+            .store
+            .path_children(parent, after, |id, name| Ok(f(id, name)))?;
         Ok(())
     }
 
     /// Calls `f(seq, version)` for a path's versions after `after`, oldest
     /// first, until `f` returns false.
-    pub fn versions_of(&self, path: PathId, after: u64, mut f: impl FnMut(u64, VersionRecord) -> bool) -> Result<()> {
-        self.data.store.versions_of(path, after, |seq, v| Ok(f(seq, v)))?;
+    pub fn versions_of(
+        &self,
+        path: PathId,
+        after: u64,
+        mut f: impl FnMut(u64, VersionRecord) -> bool,
+    ) -> Result<()> {
+        self.data
+            .store
+            .versions_of(path, after, |seq, v| Ok(f(seq, v)))?;
         Ok(())
     }
 
     /// One version.
     pub fn version(&self, path: PathId, seq: u64) -> Result<VersionRecord> {
-        self.data.store.version(path, seq)?.ok_or(TreeError::NotFound)
+        self.data
+            .store
+            .version(path, seq)?
+            .ok_or(TreeError::NotFound)
     }
 
     /// Reads up to `len` bytes at `offset` of committed content of `size`
     /// bytes (a snapshot's or a version's file).
-    pub fn read_content(&self, manifest: ManifestId, size: u64, offset: u64, len: u32, hint: &mut ReadHint) -> Result<Vec<u8>> {
+    pub fn read_content(
+        &self,
+        manifest: ManifestId,
+        size: u64,
+        offset: u64,
+        len: u32,
+        hint: &mut ReadHint,
+    ) -> Result<Vec<u8>> {
         if offset >= size {
             return Ok(Vec::new());
         }

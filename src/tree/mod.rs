@@ -39,20 +39,22 @@ use thiserror::Error;
 
 use crate::chunk::ChunkParams;
 use crate::store::Store;
-use files::{FileHandle, OpenFile};
-pub use files::{OpenMode, SetAttr};
 pub use autosnap::{is_staging, AutoSnapshotOptions};
 pub use browse::DirItem;
-pub use snapshot::{compact_utc, rfc3339, SnapshotRequest, RESERVED_SNAPSHOT_NAMES};
+use files::{FileHandle, OpenFile};
+pub use files::{OpenMode, SetAttr};
+pub use gc::GcStats;
 pub use namespace::RenameMode;
 use pipeline::{GcGuard, Pipeline};
-pub use gc::GcStats;
 use reader::ContentReader;
+pub use snapshot::{compact_utc, rfc3339, SnapshotRequest, RESERVED_SNAPSHOT_NAMES};
 
-pub use crate::store::records::{FileKind, InodeRecord, PathRecord, SnapshotRecord, Time, VersionRecord};
+pub use crate::store::records::{
+    FileKind, InodeRecord, PathRecord, SnapshotRecord, Time, VersionRecord,
+};
 pub use crate::store::Scope;
-pub use reader::ReadHint;
 pub use crate::store::{DiskSpace, StoreError};
+pub use reader::ReadHint;
 
 /// The longest name a directory entry may have.
 pub const NAME_MAX: usize = 255;
@@ -188,8 +190,13 @@ impl Tree {
     /// Serves the tree of `store`.
     pub fn new(store: Arc<Store>, opts: TreeOptions) -> Result<Tree> {
         let gc_guard = Arc::new(GcGuard::default());
-        let pipeline = Pipeline::start(store.clone(), gc_guard.clone(), opts.workers, opts.workers * 4)
-            .map_err(|e| StoreError::io(store.root(), e))?;
+        let pipeline = Pipeline::start(
+            store.clone(),
+            gc_guard.clone(),
+            opts.workers,
+            opts.workers * 4,
+        )
+        .map_err(|e| StoreError::io(store.root(), e))?;
         let reader = ContentReader::new(store.clone(), opts.cache_bytes);
         let tree = Tree {
             data: Data {
@@ -250,7 +257,8 @@ impl Tree {
 
     /// Marks cached answers (stats) stale.
     pub(crate) fn note_change(&self) {
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Makes everything committed so far durable.

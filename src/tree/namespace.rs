@@ -347,7 +347,12 @@ impl Tree {
         let mut hist = HistoryBatch::new(self);
         for (ino, dir, name) in moves {
             if let Some(mut dest) = self.dir_components(dir)? {
-                dest.push(Component { name, perm: 0, uid: 0, gid: 0 });
+                dest.push(Component {
+                    name,
+                    perm: 0,
+                    uid: 0,
+                    gid: 0,
+                });
                 self.record_moved(&mut hist, &mut txn, ino, dest, now)?;
             }
         }
@@ -355,7 +360,11 @@ impl Tree {
         touched.write(&mut txn)?;
         store.commit(txn, false)?;
         drop(_ns);
-        let to = format!("{}/{}", self.path_of(newparent).trim_end_matches('/'), String::from_utf8_lossy(newname));
+        let to = format!(
+            "{}/{}",
+            self.path_of(newparent).trim_end_matches('/'),
+            String::from_utf8_lossy(newname)
+        );
         self.observe(super::autosnap::Event::Renamed {
             from: name,
             to: &to,

@@ -92,7 +92,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts `threads` workers over `store` with `queue` jobs of slack.
-    pub fn start(store: Arc<Store>, guard: Arc<GcGuard>, threads: usize, queue: usize) -> std::io::Result<Self> {
+    pub fn start(
+        store: Arc<Store>,
+        guard: Arc<GcGuard>,
+        threads: usize,
+        queue: usize,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = bounded::<Job>(queue.max(1));
         let counters = Arc::new(PipelineCounters::default());
         let mut workers = Vec::new();
@@ -106,7 +111,8 @@ impl Pipeline {
                     .name(format!("ckptfs-chunk-{i}"))
                     .spawn(move || {
                         for job in rx.iter() {
-                            let result = store_chunk(&store, &guard, &counters, &job.data, job.volatile);
+                            let result =
+                                store_chunk(&store, &guard, &counters, &job.data, job.volatile);
                             // The submitter may have given up (its file was
                             // truncated away); the result is then unneeded.
                             let _ = job.reply.send(result);

@@ -50,7 +50,12 @@ impl Tree {
             stored += c.stored_len as u64;
             Ok(())
         })?;
-        let open_for_writing = self.open.lock().values().filter(|f| f.has_unsaved_writes()).count();
+        let open_for_writing = self
+            .open
+            .lock()
+            .values()
+            .filter(|f| f.has_unsaved_writes())
+            .count();
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
         let c = &self.data.pipeline.counters;
         Ok(serde_json::json!({

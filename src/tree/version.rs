@@ -92,7 +92,14 @@ impl<'t> HistoryBatch<'t> {
     }
 
     /// Records `file`'s committed content as the next version at `path`.
-    pub(crate) fn add_version(&mut self, txn: &mut Txn<'_>, path: &[Component], ino: Ino, file: &InodeRecord, when: Time) -> Result<(PathId, u64)> {
+    pub(crate) fn add_version(
+        &mut self,
+        txn: &mut Txn<'_>,
+        path: &[Component],
+        ino: Ino,
+        file: &InodeRecord,
+        when: Time,
+    ) -> Result<(PathId, u64)> {
         let id = self.path(path)?;
         let rec = self.record(id)?;
         rec.last_seq += 1;
@@ -131,7 +138,11 @@ fn listable(perm: u16) -> u16 {
 impl Tree {
     /// The live path of `ino` as components from the root, read from the
     /// parent chain; `None` when a parent is gone (a deleted directory).
-    pub(crate) fn live_components(&self, ino: Ino, rec: &InodeRecord) -> Result<Option<Vec<Component>>> {
+    pub(crate) fn live_components(
+        &self,
+        ino: Ino,
+        rec: &InodeRecord,
+    ) -> Result<Option<Vec<Component>>> {
         let mut out = vec![Component {
             name: rec.name.clone(),
             perm: listable(rec.perm),
@@ -172,7 +183,9 @@ impl Tree {
         })?;
         let mut out = std::collections::HashSet::new();
         for (ino, rec) in files {
-            let Some(components) = self.live_components(ino, &rec)? else { continue };
+            let Some(components) = self.live_components(ino, &rec)? else {
+                continue;
+            };
             let mut at = Some(PathId::ROOT);
             for c in &components {
                 at = match at {
@@ -200,7 +213,14 @@ impl Tree {
 
     /// Records a version for every committed regular file at or under
     /// `entry` (moved to `dest`): the rename half of path history.
-    pub(crate) fn record_moved(&self, hist: &mut HistoryBatch<'_>, txn: &mut Txn<'_>, ino: Ino, dest: Vec<Component>, now: Time) -> Result<()> {
+    pub(crate) fn record_moved(
+        &self,
+        hist: &mut HistoryBatch<'_>,
+        txn: &mut Txn<'_>,
+        ino: Ino,
+        dest: Vec<Component>,
+        now: Time,
+    ) -> Result<()> {
         let Some(rec) = self.data.store.inode(ino)? else {
             return Ok(());
         };
@@ -216,10 +236,12 @@ impl Tree {
             }
             FileKind::Dir => {
                 let mut children = Vec::new();
-                self.data.store.dir_entries_in(Scope::Live, ino, 0, |entry, name| {
-                    children.push((entry.ino, name.to_vec()));
-                    Ok(true)
-                })?;
+                self.data
+                    .store
+                    .dir_entries_in(Scope::Live, ino, 0, |entry, name| {
+                        children.push((entry.ino, name.to_vec()));
+                        Ok(true)
+                    })?;
                 for (child, name) in children {
                     let mut path = dest.clone();
                     path.push(Component {
