@@ -8,7 +8,9 @@ mod common;
 mod mount {
     mod basics;
     mod crash;
+    mod history;
     mod posix;
+    mod retention;
     mod storage;
     mod tools;
 }

@@ -347,15 +347,15 @@ impl ControlDir {
                 {
                     out.push(kv(&format!("metric.{name}"), v.to_string()));
                 }
-            }
-            VNode::Link(kept, s) => {
+                // What retention decided (also reachable through the links
+                // in retention/kept and expiring: Linux refuses user.*
+                // xattrs on the links themselves).
                 let view = self.plan_view();
-                let rules = if kept {
-                    view.kept.get(&s).map(|r| r.join(",")).unwrap_or_default()
-                } else {
-                    "expiring".into()
+                let rules = match view.kept.get(&s) {
+                    Some(r) => r.join(","),
+                    None => "expiring".into(),
                 };
-                out.push((b"user.ckpt.rules".to_vec(), rules.into_bytes()));
+                out.push(kv("rules", rules));
             }
             _ => {}
         }

@@ -5,7 +5,9 @@ use fuser::{Errno, FileAttr, Generation, INodeNo, ReplyAttr, ReplyData, ReplyEmp
 
 use super::ckpt::CResult;
 use super::vino::{is_virtual, Ctl, VNode};
-use super::{CkptFs, TTL};
+use std::time::Duration;
+
+use super::CkptFs;
 
 /// File handles of the control tree start here (the tree's start at 1).
 pub(super) const CTL_FH: u64 = 1 << 62;
@@ -20,16 +22,21 @@ pub(super) fn is_ctl(ino: INodeNo) -> bool {
     is_virtual(ino.0)
 }
 
+/// The control tree changes behind the kernel's back (GC expires
+/// snapshots, prunes history paths, new snapshots appear): its entries and
+/// attributes are not cached.
+const CTL_TTL: Duration = Duration::ZERO;
+
 pub(super) fn reply_entry(reply: ReplyEntry, r: CResult<FileAttr>) {
     match r {
-        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        Ok(attr) => reply.entry(&CTL_TTL, &attr, Generation(0)),
         Err(e) => reply.error(e),
     }
 }
 
 pub(super) fn reply_attr(reply: ReplyAttr, r: CResult<FileAttr>) {
     match r {
-        Ok(attr) => reply.attr(&TTL, &attr),
+        Ok(attr) => reply.attr(&CTL_TTL, &attr),
         Err(e) => reply.error(e),
     }
 }

@@ -4,7 +4,8 @@
 use rocksdb::WriteBatch;
 
 use super::schema::{
-    chunk_key, chunk_shard, split_pair_key, CF_CHUNK_INDEX, CF_MANIFESTS, CHUNK_SHARDS,
+    chunk_key, chunk_shard, split_pair_key, CF_CHUNK_INDEX, CF_MANIFESTS, CF_META, CHUNK_SHARDS,
+    META_COMPACTION_PENDING,
 };
 use super::{Result, Store, StoreError, Txn};
 use crate::ids::{ChunkId, ManifestId};
@@ -87,6 +88,24 @@ impl Store {
             txn.delete_manifest(*id);
         }
         self.commit(txn, false)
+    }
+
+    /// True when a GC deleted chunks but did not finish compacting (it
+    /// was killed): the next GC compacts even if it deletes nothing.
+    pub fn compaction_pending(&self) -> Result<bool> {
+        Ok(self.db.get_cf(self.cf(CF_META), META_COMPACTION_PENDING)?.is_some())
+    }
+
+    /// Sets or clears the compaction-pending mark (durably).
+    pub fn set_compaction_pending(&self, pending: bool) -> Result<()> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        if pending {
+            self.db.put_cf_opt(self.cf(CF_META), META_COMPACTION_PENDING, [1u8], &wo)?;
+        } else {
+            self.db.delete_cf_opt(self.cf(CF_META), META_COMPACTION_PENDING, &wo)?;
+        }
+        Ok(())
     }
 
     /// Estimated number of chunks (RocksDB's key estimate).

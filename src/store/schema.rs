@@ -136,6 +136,8 @@ pub fn path_child_key(parent: PathId, name: &[u8]) -> Vec<u8> {
 pub const META_ID_CEILING: &[u8] = b"id_ceiling";
 /// `meta` key of the database format version.
 pub const META_FORMAT: &[u8] = b"format";
+/// `meta` key set while a GC's deletions are not compacted away yet.
+pub const META_COMPACTION_PENDING: &[u8] = b"gc_compaction_pending";
 /// `meta` key of the retention policy text.
 pub const META_POLICY: &[u8] = b"retention_policy";
 /// `meta` keys of the dedicated counters' ceilings.

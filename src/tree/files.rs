@@ -5,7 +5,7 @@
 //! mmap arrive after `close()`), and by `truncate(2)` on a file that no one
 //! has open for writing.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -96,6 +96,18 @@ pub struct FileHandle {
     file: Arc<OpenFile>,
     mode: OpenMode,
     hint: Arc<Mutex<ReadHint>>,
+    /// This handle changed the file since its last flush: its next
+    /// `close()` commits, whatever other handles are open (a forked child
+    /// may hold an old descriptor of the file for a long time).
+    wrote: Arc<AtomicBool>,
+}
+
+/// What a request needs of a handle.
+struct HandleView {
+    file: Arc<OpenFile>,
+    mode: OpenMode,
+    hint: Arc<Mutex<ReadHint>>,
+    wrote: Arc<AtomicBool>,
 }
 
 /// Refuses writes when the store's disk is nearly full, so that RocksDB
@@ -261,6 +273,7 @@ impl Tree {
             file,
             mode,
             hint: Arc::new(Mutex::new(None)),
+            wrote: Arc::new(AtomicBool::new(false)),
         };
         self.handles.write().insert(fh, handle);
         fh
@@ -282,7 +295,9 @@ impl Tree {
             // A new file is a change by itself: closing it commits an empty
             // first version even if nothing is written.
             let mut st = file.state.lock();
-            let fresh = WriteState::stream(&self.data, ino, None)?;
+            let mut fresh = WriteState::stream(&self.data, ino, None)?;
+            // Until a write, the file keeps the time `create` reported.
+            fresh.mtime = rec.mtime;
             *file.live.lock() = Some((0, fresh.mtime));
             st.write = Some(fresh);
         }
@@ -296,15 +311,20 @@ impl Tree {
         Ok((ino, rec, fh))
     }
 
-    fn handle(&self, fh: u64) -> Result<(Arc<OpenFile>, OpenMode, Arc<Mutex<ReadHint>>)> {
+    fn handle(&self, fh: u64) -> Result<HandleView> {
         let handles = self.handles.read();
         let h = handles.get(&fh).ok_or(TreeError::BadHandle)?;
-        Ok((h.file.clone(), h.mode, h.hint.clone()))
+        Ok(HandleView {
+            file: h.file.clone(),
+            mode: h.mode,
+            hint: h.hint.clone(),
+            wrote: h.wrote.clone(),
+        })
     }
 
     /// Reads up to `size` bytes at `offset`.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let (file, _, hint) = self.handle(fh)?;
+        let HandleView { file, hint, .. } = self.handle(fh)?;
         let mut st = file.state.lock();
         if let Some(ws) = st.write.as_mut() {
             let mut buf = vec![0u8; size as usize];
@@ -329,7 +349,7 @@ impl Tree {
     /// Writes `data` at `offset` (at the end for O_APPEND handles).
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
         self.writable()?;
-        let (file, mode, _) = self.handle(fh)?;
+        let HandleView { file, mode, wrote, .. } = self.handle(fh)?;
         if !mode.write {
             return Err(TreeError::BadHandle);
         }
@@ -339,6 +359,7 @@ impl Tree {
         let offset = if mode.append { ws.size } else { offset };
         ws.write(&self.data, offset, data)?;
         *file.live.lock() = Some((ws.size, ws.mtime));
+        wrote.store(true, Ordering::Release);
         drop(st);
         self.touch_activity();
         Ok(data.len())
@@ -383,10 +404,14 @@ impl Tree {
 
     /// `close()` of a handle: commits when it is the file's last writer.
     pub fn flush(&self, fh: u64) -> Result<()> {
-        let (file, mode, _) = self.handle(fh)?;
-        if !mode.write || file.counts.lock().writers > 1 {
+        let h = self.handle(fh)?;
+        // A close commits what its handle wrote. A handle that changed
+        // nothing (a reader opened O_RDWR, a dup already flushed) commits
+        // nothing, even if another writer left unsaved data.
+        if !h.mode.write || !h.wrote.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
+        let file = h.file;
         let mut st = file.state.lock();
         if st.write.as_ref().is_some_and(|ws| ws.pristine) {
             // A file created and not written yet: shells create a file and
@@ -399,7 +424,7 @@ impl Tree {
 
     /// fsync/fdatasync: commits unsaved writes and makes the store durable.
     pub fn fsync(&self, fh: u64) -> Result<()> {
-        let (file, _, _) = self.handle(fh)?;
+        let HandleView { file, .. } = self.handle(fh)?;
         let mut st = file.state.lock();
         self.commit_locked(&file, &mut st, true)
     }
@@ -563,10 +588,12 @@ impl Tree {
             _ => return Err(TreeError::Invalid("truncate of a special file")),
         }
         if let Some(fh) = fh {
-            if let Ok((file, mode, _)) = self.handle(fh) {
+            if let Ok(HandleView { file, mode, wrote, .. }) = self.handle(fh) {
                 if mode.write {
                     let mut st = file.state.lock();
-                    return self.truncate_locked(&file, &mut st, size);
+                    self.truncate_locked(&file, &mut st, size)?;
+                    wrote.store(true, Ordering::Release);
+                    return Ok(());
                 }
             }
         }

@@ -118,16 +118,19 @@ impl Tree {
             let touched: HashSet<PathId> = versions.iter().map(|(p, _)| *p).collect();
             self.prune_empty_paths(touched)?;
         }
+        // A GC killed after its sweep left garbage on disk: finish its job.
+        let unfinished = store.compaction_pending()?;
         let watermark = store.id_watermark()?;
         self.gc_guard.begin();
         let result = self.mark_and_sweep(watermark, &mut stats);
         self.gc_guard.end();
         result?;
         let total = stats.bytes_freed + stats.bytes_kept;
-        if stats.chunks_deleted > 0 || stats.snapshots_deleted > 0 {
-            stats.relocated =
-                total > 0 && stats.bytes_freed as f64 / total as f64 >= RELOCATE_RATIO;
+        if unfinished || stats.chunks_deleted > 0 || stats.snapshots_deleted > 0 {
+            stats.relocated = unfinished
+                || (total > 0 && stats.bytes_freed as f64 / total as f64 >= RELOCATE_RATIO);
             store.compact_chunks(stats.relocated)?;
+            store.set_compaction_pending(false)?;
         }
         stats.millis = started.elapsed().as_millis() as u64;
         self.note_change();
@@ -236,6 +239,11 @@ impl Tree {
             }
             Ok(())
         })?;
+        if !candidates.is_empty() {
+            // Durably, before the first deletion: if this GC dies now, the
+            // next one compacts what it deleted.
+            store.set_compaction_pending(true)?;
+        }
         for batch in candidates.chunks(SWEEP_BATCH) {
             let _gate = self.gc_guard.exclusive();
             let mut ids = Vec::with_capacity(batch.len());

@@ -1,0 +1,114 @@
+//! When versions are committed: at each close, also while a forked child
+//! (a DataLoader worker, a subprocess) still holds a copy of an earlier
+//! descriptor of the file; and a file created and closed without a write
+//! keeps the mtime `stat` showed.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::{mtime_of, vdir, versions, wait_for};
+use crate::common::{python, Mount};
+
+/// A training process that forks (a DataLoader worker, a subprocess)
+/// while a checkpoint file is open; the child keeps its copy of the
+/// descriptor. The parent's later saves are closed normally.
+const FORKING_TRAINER: &str = r#"
+import os, sys, time
+path = sys.argv[1]
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"epoch 1")
+pid = os.fork()
+if pid == 0:
+    time.sleep(60)
+    os._exit(0)
+os.close(fd)
+print(pid, flush=True)
+sys.stdin.readline()
+for epoch in (2, 3):
+    with open(path, "wb") as f:
+        f.write(b"epoch %d" % epoch)
+    print("closed", epoch, flush=True)
+    sys.stdin.readline()
+"#;
+
+#[test]
+fn each_close_commits_a_version_while_a_forked_child_holds_an_old_descriptor() {
+    let m = Mount::new("hist-ver-forked-fd");
+    let f = m.path("ckpt.pt");
+    let mut trainer = Command::new(python())
+        .arg("-c")
+        .arg(FORKING_TRAINER)
+        .arg(&f)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = trainer.stdin.take().unwrap();
+    let mut out = BufReader::new(trainer.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    // Kills the forked worker (and so releases its descriptor) on any exit.
+    struct Reap(i32, std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(self.0.to_string())
+                .status();
+            let _ = self.1.kill();
+            let _ = self.1.wait();
+        }
+    }
+    let _reap = Reap(line.trim().parse().expect("worker pid"), trainer);
+    let dir = vdir(&m, "ckpt.pt");
+    let check = |epoch: usize| {
+        let vs = versions(&dir);
+        let got: Vec<String> = vs
+            .iter()
+            .map(|v| String::from_utf8_lossy(&fs::read(dir.join(v)).unwrap()).into_owned())
+            .collect();
+        let want: Vec<String> = (1..=epoch).map(|e| format!("epoch {e}")).collect();
+        assert_eq!(got, want, "versions after close #{epoch} returned");
+    };
+    check(1);
+    for epoch in 2..=3 {
+        writeln!(stdin, "go").unwrap();
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), format!("closed {epoch}"));
+        check(epoch);
+    }
+    writeln!(stdin, "go").unwrap();
+}
+
+#[test]
+fn a_file_closed_without_writes_keeps_the_mtime_stat_showed() {
+    let m = Mount::new("hist-ver-empty-mtime");
+    let f = m.path("empty");
+    drop(File::create(&f).unwrap());
+    let shown = mtime_of(&f);
+    // Its version is committed when the handle is released, just after
+    // the close returned.
+    let dir = vdir(&m, "empty");
+    let v = wait_for(
+        "the version of an empty file",
+        Duration::from_secs(10),
+        || fs::metadata(&dir).ok().and_then(|_| versions(&dir).pop()),
+    );
+    assert_eq!(fs::metadata(dir.join(&v)).unwrap().len(), 0);
+    assert_eq!(
+        mtime_of(&dir.join(&v)),
+        shown,
+        "the version's mtime vs what stat showed after close"
+    );
+    // After the kernel's attribute cache (1 s) expired: nothing modified
+    // the file, so its mtime is still the one stat showed.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        mtime_of(&f),
+        shown,
+        "the mtime of a file nobody touched changed"
+    );
+}
