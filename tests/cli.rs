@@ -24,7 +24,10 @@ fn base_dir() -> PathBuf {
 
 /// A scratch directory under the test base, removed on drop.
 fn scratch(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(base_dir()).unwrap()
+    tempfile::Builder::new()
+        .prefix(&format!("{name}-"))
+        .tempdir_in(base_dir())
+        .unwrap()
 }
 
 fn is_mounted(path: &Path) -> bool {
@@ -57,7 +60,11 @@ fn run(args: &[&OsStr], mountpoint: Option<&Path>) -> Output {
     if let Some(mnt) = mountpoint {
         detach(mnt);
     }
-    assert!(!timed_out, "`ckptfs {args:?}` kept running (it should have refused):\n{}", text(&out.stderr));
+    assert!(
+        !timed_out,
+        "`ckptfs {args:?}` kept running (it should have refused):\n{}",
+        text(&out.stderr)
+    );
     out
 }
 
@@ -68,9 +75,16 @@ fn text(bytes: &[u8]) -> String {
 /// Asserts a non-zero exit and that stderr holds every one of `needles`.
 fn assert_refused(out: &Output, needles: &[&str]) -> String {
     let stderr = text(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got {}; stderr:\n{stderr}", out.status);
+    assert!(
+        !out.status.success(),
+        "expected failure, got {}; stderr:\n{stderr}",
+        out.status
+    );
     for n in needles {
-        assert!(stderr.contains(n), "stderr does not mention {n:?}:\n{stderr}");
+        assert!(
+            stderr.contains(n),
+            "stderr does not mention {n:?}:\n{stderr}"
+        );
     }
     stderr
 }
@@ -100,9 +114,16 @@ fn a_store_served_by_another_daemon_is_refused_as_in_use_and_the_first_mount_kee
     fs::write(m.path("before.txt"), b"written before").unwrap();
     let other = m.root.join("other-mnt");
     fs::create_dir(&other).unwrap();
-    let out = run(&["mount".as_ref(), m.store.as_os_str(), other.as_os_str()], Some(&other));
+    let out = run(
+        &["mount".as_ref(), m.store.as_os_str(), other.as_os_str()],
+        Some(&other),
+    );
     let stderr = assert_refused(&out, &["in use"]);
-    assert!(stderr.contains(&m.pid().to_string()), "the message does not name the holder's pid {}:\n{stderr}", m.pid());
+    assert!(
+        stderr.contains(&m.pid().to_string()),
+        "the message does not name the holder's pid {}:\n{stderr}",
+        m.pid()
+    );
     assert!(!is_mounted(&other), "the second daemon left a mount behind");
     assert_eq!(fs::read_dir(&other).unwrap().count(), 0);
 
@@ -127,11 +148,17 @@ fn stopped_store(name: &str) -> (Mount, Vec<u8>) {
 fn a_missing_mountpoint_is_refused_with_does_not_exist() {
     let (mut m, data) = stopped_store("cli-missing-mountpoint");
     let missing = m.root.join("no-such-dir");
-    let out = run(&["mount".as_ref(), m.store.as_os_str(), missing.as_os_str()], None);
+    let out = run(
+        &["mount".as_ref(), m.store.as_os_str(), missing.as_os_str()],
+        None,
+    );
     assert_refused(&out, &["does not exist", "no-such-dir"]);
     assert!(!missing.exists(), "the mount point was created");
     m.start();
-    assert!(fs::read(m.path("keep.bin")).unwrap() == data, "the store lost data");
+    assert!(
+        fs::read(m.path("keep.bin")).unwrap() == data,
+        "the store lost data"
+    );
 }
 
 #[test]
@@ -139,11 +166,17 @@ fn a_mountpoint_that_is_a_regular_file_is_refused_with_not_a_directory() {
     let (mut m, data) = stopped_store("cli-file-mountpoint");
     let file = m.root.join("a-file");
     fs::write(&file, b"not a directory").unwrap();
-    let out = run(&["mount".as_ref(), m.store.as_os_str(), file.as_os_str()], Some(&file));
+    let out = run(
+        &["mount".as_ref(), m.store.as_os_str(), file.as_os_str()],
+        Some(&file),
+    );
     assert_refused(&out, &["not a directory", "a-file"]);
     assert_eq!(fs::read(&file).unwrap(), b"not a directory");
     m.start();
-    assert!(fs::read(m.path("keep.bin")).unwrap() == data, "the store lost data");
+    assert!(
+        fs::read(m.path("keep.bin")).unwrap() == data,
+        "the store lost data"
+    );
 }
 
 #[test]
@@ -156,9 +189,16 @@ fn a_directory_that_is_not_a_store_is_refused_and_left_untouched() {
     let mnt = dir.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     let before = snapshot(&store);
-    let out = run(&["mount".as_ref(), store.as_os_str(), mnt.as_os_str()], Some(&mnt));
+    let out = run(
+        &["mount".as_ref(), store.as_os_str(), mnt.as_os_str()],
+        Some(&mnt),
+    );
     assert_refused(&out, &["not a ckptfs store"]);
-    assert_eq!(snapshot(&store), before, "the foreign directory was changed");
+    assert_eq!(
+        snapshot(&store),
+        before,
+        "the foreign directory was changed"
+    );
     assert!(!is_mounted(&mnt));
 }
 
@@ -172,7 +212,10 @@ fn a_store_of_a_newer_format_is_refused_and_left_untouched() {
     let mnt = dir.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     let before = snapshot(&store);
-    let out = run(&["mount".as_ref(), store.as_os_str(), mnt.as_os_str()], Some(&mnt));
+    let out = run(
+        &["mount".as_ref(), store.as_os_str(), mnt.as_os_str()],
+        Some(&mnt),
+    );
     assert_refused(&out, &["format 99"]);
     assert_eq!(snapshot(&store), before, "the newer store was changed");
     assert!(!is_mounted(&mnt));
@@ -184,14 +227,31 @@ fn an_unknown_flag_prints_usage_and_fails() {
     let store = dir.path().join("store");
     let mnt = dir.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
-    let out = run(&["mount".as_ref(), "--bogus".as_ref(), store.as_os_str(), mnt.as_os_str()], Some(&mnt));
+    let out = run(
+        &[
+            "mount".as_ref(),
+            "--bogus".as_ref(),
+            store.as_os_str(),
+            mnt.as_os_str(),
+        ],
+        Some(&mnt),
+    );
     assert_refused(&out, &["Usage", "--bogus"]);
     let out = run(&["--bogus".as_ref()], None);
     assert_refused(&out, &["Usage"]);
     let out = run(&["frobnicate".as_ref()], None);
     assert_refused(&out, &["Usage"]);
     // A bad value is named, too.
-    let out = run(&["mount".as_ref(), "--chunk-size".as_ref(), "lots".as_ref(), store.as_os_str(), mnt.as_os_str()], Some(&mnt));
+    let out = run(
+        &[
+            "mount".as_ref(),
+            "--chunk-size".as_ref(),
+            "lots".as_ref(),
+            store.as_os_str(),
+            mnt.as_os_str(),
+        ],
+        Some(&mnt),
+    );
     assert_refused(&out, &["lots"]);
     assert!(!store.exists(), "a refused command created the store");
 }
@@ -200,14 +260,37 @@ fn an_unknown_flag_prints_usage_and_fails() {
 fn help_succeeds_and_lists_the_mount_options() {
     let out = run(&["--help".as_ref()], None);
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "ckptfs --help: {}\n{}", out.status, text(&out.stderr));
-    assert!(stdout.contains("Usage") && stdout.contains("mount"), "ckptfs --help:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "ckptfs --help: {}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Usage") && stdout.contains("mount"),
+        "ckptfs --help:\n{stdout}"
+    );
 
     let out = run(&["mount".as_ref(), "--help".as_ref()], None);
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "ckptfs mount --help: {}\n{}", out.status, text(&out.stderr));
-    for flag in ["--allow-other", "--read-only", "--chunk-size", "--log-level", "STORE", "MOUNTPOINT"] {
-        assert!(stdout.contains(flag), "ckptfs mount --help does not mention {flag}:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "ckptfs mount --help: {}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    for flag in [
+        "--allow-other",
+        "--read-only",
+        "--chunk-size",
+        "--log-level",
+        "STORE",
+        "MOUNTPOINT",
+    ] {
+        assert!(
+            stdout.contains(flag),
+            "ckptfs mount --help does not mention {flag}:\n{stdout}"
+        );
     }
 }
 
@@ -218,7 +301,12 @@ fn ends_cleanly(name: &str, end: impl FnOnce(&mut Mount) -> std::process::ExitSt
     let data = noise(3_000_000, 0xc1_0004);
     fs::write(m.path("data.bin"), &data).unwrap();
     let status = end(&mut m);
-    assert_eq!(status.code(), Some(0), "daemon ended with {status}:\n{}", m.log());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "daemon ended with {status}:\n{}",
+        m.log()
+    );
     assert!(!is_mounted(&m.mnt), "a mount is left in /proc/mounts");
     m.start();
     assert!(fs::read(m.path("data.bin")).unwrap() == data);

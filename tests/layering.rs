@@ -50,12 +50,22 @@ fn layers_import_only_downward() {
             for (n, line) in text.lines().enumerate() {
                 let code = line.split("//").next().unwrap_or("");
                 for module in *forbidden {
-                    if code.contains(&format!("crate::{module}::")) || code.contains(&format!("crate::{module};")) {
-                        violations.push(format!("{}:{}: {layer} names {module}", file.display(), n + 1));
+                    if code.contains(&format!("crate::{module}::"))
+                        || code.contains(&format!("crate::{module};"))
+                    {
+                        violations.push(format!(
+                            "{}:{}: {layer} names {module}",
+                            file.display(),
+                            n + 1
+                        ));
                     }
                 }
                 if !may_use_rocksdb && code.contains("rocksdb") {
-                    violations.push(format!("{}:{}: {layer} names rocksdb", file.display(), n + 1));
+                    violations.push(format!(
+                        "{}:{}: {layer} names rocksdb",
+                        file.display(),
+                        n + 1
+                    ));
                 }
             }
         }
@@ -64,10 +74,17 @@ fn layers_import_only_downward() {
         let text = fs::read_to_string(src.join(rel)).expect("read pure file");
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
-            if code.contains("crate::tree") || code.contains("SystemTime::now") || code.contains("std::fs") {
+            if code.contains("crate::tree")
+                || code.contains("SystemTime::now")
+                || code.contains("std::fs")
+            {
                 violations.push(format!("{rel}:{}: pure retention code reaches out", n + 1));
             }
         }
     }
-    assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "layering violations:\n{}",
+        violations.join("\n")
+    );
 }

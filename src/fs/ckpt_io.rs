@@ -327,38 +327,35 @@ impl ControlDir {
         Ok(())
     }
 
+    /// The `user.ckpt.*` metadata of a snapshot directory (none for other
+    /// nodes).
     fn snapshot_xattrs(&self, node: VNode) -> CResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::new();
-        match node {
-            VNode::Snap(s, Ino::ROOT) => {
-                let rec = self.tree.snapshot(s).map_err(te)?;
-                let kv =
-                    |k: &str, v: String| (format!("user.ckpt.{k}").into_bytes(), v.into_bytes());
-                out.push(kv("created", rfc3339(rec.created)));
-                out.push(kv("files", rec.files.to_string()));
-                out.push(kv("logical_bytes", rec.logical_bytes.to_string()));
-                out.push(kv("pinned", (rec.pinned as u8).to_string()));
-                out.push(kv(
-                    "trigger",
-                    String::from_utf8_lossy(&rec.trigger).into_owned(),
-                ));
-                if let (Some(name), Some(v)) =
-                    (self.retention.metric_name(), self.retention.metric_of(s))
-                {
-                    out.push(kv(&format!("metric.{name}"), v.to_string()));
-                }
-                // What retention decided (also reachable through the links
-                // in retention/kept and expiring: Linux refuses user.*
-                // xattrs on the links themselves).
-                let view = self.plan_view();
-                let rules = match view.kept.get(&s) {
-                    Some(r) => r.join(","),
-                    None => "expiring".into(),
-                };
-                out.push(kv("rules", rules));
-            }
-            _ => {}
+        let VNode::Snap(s, Ino::ROOT) = node else {
+            return Ok(Vec::new());
+        };
+        let rec = self.tree.snapshot(s).map_err(te)?;
+        let kv = |k: &str, v: String| (format!("user.ckpt.{k}").into_bytes(), v.into_bytes());
+        let mut out = vec![
+            kv("created", rfc3339(rec.created)),
+            kv("files", rec.files.to_string()),
+            kv("logical_bytes", rec.logical_bytes.to_string()),
+            kv("pinned", (rec.pinned as u8).to_string()),
+            kv(
+                "trigger",
+                String::from_utf8_lossy(&rec.trigger).into_owned(),
+            ),
+        ];
+        if let (Some(name), Some(v)) = (self.retention.metric_name(), self.retention.metric_of(s)) {
+            out.push(kv(&format!("metric.{name}"), v.to_string()));
         }
+        // What retention decided (also reachable through the links in
+        // retention/kept and expiring: Linux refuses user.* xattrs on the
+        // links themselves).
+        let rules = match self.plan_view().kept.get(&s) {
+            Some(r) => r.join(","),
+            None => "expiring".into(),
+        };
+        out.push(kv("rules", rules));
         Ok(out)
     }
 

@@ -93,7 +93,10 @@ impl Store {
     /// True when a GC deleted chunks but did not finish compacting (it
     /// was killed): the next GC compacts even if it deletes nothing.
     pub fn compaction_pending(&self) -> Result<bool> {
-        Ok(self.db.get_cf(self.cf(CF_META), META_COMPACTION_PENDING)?.is_some())
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), META_COMPACTION_PENDING)?
+            .is_some())
     }
 
     /// Sets or clears the compaction-pending mark (durably).
@@ -101,9 +104,11 @@ impl Store {
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(true);
         if pending {
-            self.db.put_cf_opt(self.cf(CF_META), META_COMPACTION_PENDING, [1u8], &wo)?;
+            self.db
+                .put_cf_opt(self.cf(CF_META), META_COMPACTION_PENDING, [1u8], &wo)?;
         } else {
-            self.db.delete_cf_opt(self.cf(CF_META), META_COMPACTION_PENDING, &wo)?;
+            self.db
+                .delete_cf_opt(self.cf(CF_META), META_COMPACTION_PENDING, &wo)?;
         }
         Ok(())
     }

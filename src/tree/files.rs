@@ -349,7 +349,9 @@ impl Tree {
     /// Writes `data` at `offset` (at the end for O_APPEND handles).
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
         self.writable()?;
-        let HandleView { file, mode, wrote, .. } = self.handle(fh)?;
+        let HandleView {
+            file, mode, wrote, ..
+        } = self.handle(fh)?;
         if !mode.write {
             return Err(TreeError::BadHandle);
         }
@@ -588,7 +590,10 @@ impl Tree {
             _ => return Err(TreeError::Invalid("truncate of a special file")),
         }
         if let Some(fh) = fh {
-            if let Ok(HandleView { file, mode, wrote, .. }) = self.handle(fh) {
+            if let Ok(HandleView {
+                file, mode, wrote, ..
+            }) = self.handle(fh)
+            {
                 if mode.write {
                     let mut st = file.state.lock();
                     self.truncate_locked(&file, &mut st, size)?;

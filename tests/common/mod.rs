@@ -72,7 +72,10 @@ impl Mount {
             .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
         fs::create_dir_all(&base).expect("create test base dir");
         let root = base.join(format!("{name}-{}", std::process::id()));
-        assert!(!store.starts_with(&root), "the store must live outside the fixture's directory");
+        assert!(
+            !store.starts_with(&root),
+            "the store must live outside the fixture's directory"
+        );
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("mnt")).expect("create mount point");
         let mut m = Mount {
@@ -111,7 +114,8 @@ impl Mount {
     /// Starts the daemon and waits until the mount answers.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "daemon already running");
-        let log = fs::File::create(self.root.join(format!("daemon-{}.log", self.starts))).expect("log file");
+        let log = fs::File::create(self.root.join(format!("daemon-{}.log", self.starts)))
+            .expect("log file");
         self.starts += 1;
         let child = Command::new(BIN)
             .arg("mount")
@@ -139,10 +143,17 @@ impl Mount {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    panic!("ckptfs exited with {status} before mounting:\n{}", self.log());
+                    panic!(
+                        "ckptfs exited with {status} before mounting:\n{}",
+                        self.log()
+                    );
                 }
             }
-            assert!(Instant::now() < deadline, "mount did not come up:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "mount did not come up:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -153,7 +164,10 @@ impl Mount {
     pub fn stop(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let out = Command::new("umount").arg(&self.mnt).output().expect("run umount");
+            let out = Command::new("umount")
+                .arg(&self.mnt)
+                .output()
+                .expect("run umount");
             if out.status.success() {
                 break;
             }
@@ -173,7 +187,11 @@ impl Mount {
     pub fn signal(&mut self, sig: i32) -> ExitStatus {
         let pid = self.pid() as i32;
         // SAFETY-free: the kill(1) command, not libc.
-        let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("kill");
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
         assert!(st.success());
         self.wait_exit()
     }
@@ -206,13 +224,18 @@ impl Mount {
     /// Unmounts and mounts again (same options).
     pub fn remount(&mut self) {
         let status = self.stop();
-        assert!(status.success(), "daemon exited with {status}:\n{}", self.log());
+        assert!(
+            status.success(),
+            "daemon exited with {status}:\n{}",
+            self.log()
+        );
         self.start();
     }
 
     /// Peak RSS of the daemon in KiB (VmHWM).
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -224,10 +247,18 @@ impl Mount {
 /// Unmounts whatever is mounted at `mnt`, lazily if needed.
 pub fn detach(mnt: &Path) {
     let mounted = fs::read_to_string("/proc/mounts")
-        .map(|m| m.lines().any(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap_or(""))))
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap_or("")))
+        })
         .unwrap_or(false);
     if mounted {
-        let ok = Command::new("umount").arg(mnt).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+        let ok = Command::new("umount")
+            .arg(mnt)
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         if !ok {
             let _ = Command::new("umount").arg("-l").arg(mnt).status();
         }
@@ -252,7 +283,10 @@ impl Drop for Mount {
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.root);
         } else {
-            eprintln!("test directory kept for inspection: {}", self.root.display());
+            eprintln!(
+                "test directory kept for inspection: {}",
+                self.root.display()
+            );
         }
     }
 }
@@ -288,7 +322,11 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 
 /// Bytes the store directory takes on disk (`du -sb`).
 pub fn du_bytes(path: &Path) -> u64 {
-    let out = Command::new("du").arg("-sb").arg(path).output().expect("du");
+    let out = Command::new("du")
+        .arg("-sb")
+        .arg(path)
+        .output()
+        .expect("du");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()

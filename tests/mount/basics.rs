@@ -16,6 +16,9 @@ fn a_file_written_through_the_mount_reads_back_after_remount() {
     m.remount();
     assert_eq!(hash_file(&m.path("a.bin")), before);
     assert_eq!(fs::read(m.path("dir/small.txt")).unwrap(), b"hello");
-    let names: Vec<String> = fs::read_dir(m.path("")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> = fs::read_dir(m.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }

@@ -30,7 +30,8 @@ fn close(f: File) -> Result<(), Errno> {
 /// Creates or truncates `path`, writes `data` and closes, all checked.
 fn write_closed(path: &Path, data: &[u8]) {
     let mut f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    f.write_all(data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    f.write_all(data)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     close(f).unwrap_or_else(|e| panic!("close {}: {e}", path.display()));
 }
 
@@ -94,12 +95,18 @@ fn files_closed_before_sigkill_have_exactly_their_content_after_restart() {
     let mut patched = noise(2 * MIB, 0xc0_0007);
     write_closed(&m.path("patched.bin"), &patched);
     let patch = noise(100_000, 0xc0_0008);
-    let f = OpenOptions::new().write(true).open(m.path("patched.bin")).unwrap();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(m.path("patched.bin"))
+        .unwrap();
     f.write_all_at(&patch, MIB as u64 + 7).unwrap();
     close(f).unwrap();
     patched[MIB + 7..MIB + 7 + patch.len()].copy_from_slice(&patch);
     let tail = noise(50_000, 0xc0_0009);
-    let mut f = OpenOptions::new().append(true).open(m.path("patched.bin")).unwrap();
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(m.path("patched.bin"))
+        .unwrap();
     f.write_all(&tail).unwrap();
     close(f).unwrap();
     patched.extend_from_slice(&tail);
@@ -112,7 +119,11 @@ fn files_closed_before_sigkill_have_exactly_their_content_after_restart() {
     want.insert("renamed.bin", moved);
 
     for (name, data) in &want {
-        assert_eq!(fs::read(m.path(name)).unwrap(), *data, "{name} before the kill");
+        assert_eq!(
+            fs::read(m.path(name)).unwrap(),
+            *data,
+            "{name} before the kill"
+        );
     }
     m.kill();
     m.start();
@@ -123,12 +134,24 @@ fn files_closed_before_sigkill_have_exactly_their_content_after_restart() {
     }
     assert_eq!(
         names_in(&m.path("")),
-        ["big.bin", "empty.txt", "medium.bin", "over.bin", "patched.bin", "renamed.bin", "sub", "tiny.txt"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<BTreeSet<_>>()
+        [
+            "big.bin",
+            "empty.txt",
+            "medium.bin",
+            "over.bin",
+            "patched.bin",
+            "renamed.bin",
+            "sub",
+            "tiny.txt"
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<BTreeSet<_>>()
     );
-    assert_eq!(names_in(&m.path("sub/dir")), BTreeSet::from(["nested.bin".to_string()]));
+    assert_eq!(
+        names_in(&m.path("sub/dir")),
+        BTreeSet::from(["nested.bin".to_string()])
+    );
 }
 
 /// What the background committer did: `Attempt` before it opens a file,
@@ -206,10 +229,16 @@ fn sigkill_in_the_middle_of_writes_and_commits_never_loses_a_closed_file_or_show
             let backwards = r % 2 == 1;
             let block = noise(256 * 1024, 3000 + r as u64);
             std::thread::spawn(move || {
-                let Ok(f) = OpenOptions::new().write(true).truncate(true).open(&path) else { return };
+                let Ok(f) = OpenOptions::new().write(true).truncate(true).open(&path) else {
+                    return;
+                };
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let off = if backwards { (200 - (i % 200)) * block.len() as u64 } else { i * block.len() as u64 };
+                    let off = if backwards {
+                        (200 - (i % 200)) * block.len() as u64
+                    } else {
+                        i * block.len() as u64
+                    };
                     if f.write_all_at(&block, off).is_err() {
                         break;
                     }
@@ -231,7 +260,9 @@ fn sigkill_in_the_middle_of_writes_and_commits_never_loses_a_closed_file_or_show
             let stop = stop.clone();
             let block = noise(128 * 1024, 4000 + r as u64);
             std::thread::spawn(move || {
-                let Ok(mut f) = File::create(&path) else { return };
+                let Ok(mut f) = File::create(&path) else {
+                    return;
+                };
                 while !stop.load(Ordering::Relaxed) {
                     if f.write_all(&block).is_err() {
                         break;
@@ -257,9 +288,15 @@ fn sigkill_in_the_middle_of_writes_and_commits_never_loses_a_closed_file_or_show
                 while !stop.load(Ordering::Relaxed) {
                     let name = i % COMMITTER_NAMES;
                     let data = noise(1 + rng.below(600_000) as usize, seed0 + i as u64);
-                    log.lock().unwrap().push(Event::Attempt { name, len: data.len() as u64, hash: xxh(&data) });
+                    log.lock().unwrap().push(Event::Attempt {
+                        name,
+                        len: data.len() as u64,
+                        hash: xxh(&data),
+                    });
                     let path = dir.join(format!("c-{name}.bin"));
-                    let Ok(mut f) = File::create(&path) else { break };
+                    let Ok(mut f) = File::create(&path) else {
+                        break;
+                    };
                     if f.write_all(&data).is_err() {
                         break;
                     }
@@ -278,7 +315,12 @@ fn sigkill_in_the_middle_of_writes_and_commits_never_loses_a_closed_file_or_show
         let commits = rng.below(4) as usize;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let done = log.lock().unwrap().iter().filter(|e| matches!(e, Event::Done { .. })).count();
+            let done = log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, Event::Done { .. }))
+                .count();
             if a_progress.load(Ordering::Relaxed) >= target && done >= commits {
                 break;
             }
@@ -311,7 +353,9 @@ fn sigkill_in_the_middle_of_writes_and_commits_never_loses_a_closed_file_or_show
             let mut last_attempt: Option<(usize, (u64, u128))> = None;
             for (i, e) in events.iter().enumerate() {
                 match *e {
-                    Event::Attempt { name: n, len, hash } if n == name => last_attempt = Some((i, (len, hash))),
+                    Event::Attempt { name: n, len, hash } if n == name => {
+                        last_attempt = Some((i, (len, hash)))
+                    }
                     Event::Done { name: n } if n == name && i < before_kill => {
                         let (at, st) = last_attempt.expect("Done without Attempt");
                         floor = Some(st);
@@ -333,7 +377,9 @@ fn sigkill_in_the_middle_of_writes_and_commits_never_loses_a_closed_file_or_show
                 }
             }
             let got = state_of(&dir.join(&file));
-            if let Some(Event::Attempt { name: n, len, hash }) = events[..before_kill].last().copied() {
+            if let Some(Event::Attempt { name: n, len, hash }) =
+                events[..before_kill].last().copied()
+            {
                 if n == name {
                     mid_commit += 1;
                     if got == Some((len, hash)) {
@@ -381,7 +427,9 @@ fn sigkill_in_the_middle_of_writes_and_commits_never_loses_a_closed_file_or_show
                 // each either A's block or a hole A had not reached yet.
                 let bytes = fs::read(dir.join(name)).unwrap();
                 let whole_blocks = bytes.len() % a_block.len() == 0;
-                let each_ok = bytes.chunks(a_block.len()).all(|b| b == &a_block[..] || b.iter().all(|&x| x == 0));
+                let each_ok = bytes
+                    .chunks(a_block.len())
+                    .all(|b| b == &a_block[..] || b.iter().all(|&x| x == 0));
                 assert!(
                     whole_blocks && each_ok,
                     "round {r}: extra.bin is {got:?}: neither its last committed version {want:?} nor a state of its rewrite"
@@ -389,11 +437,19 @@ fn sigkill_in_the_middle_of_writes_and_commits_never_loses_a_closed_file_or_show
                 *want = (bytes.len() as u64, xxh(&bytes));
                 continue;
             }
-            assert_eq!(got, Some(*want), "round {r}: {name} after SIGKILL (expected {want:?})\n{}", m.log());
+            assert_eq!(
+                got,
+                Some(*want),
+                "round {r}: {name} after SIGKILL (expected {want:?})\n{}",
+                m.log()
+            );
         }
         let names = names_in(&dir);
         let want_names: BTreeSet<String> = expected.keys().cloned().collect();
-        assert_eq!(names, want_names, "round {r}: directory listing after SIGKILL");
+        assert_eq!(
+            names, want_names,
+            "round {r}: directory listing after SIGKILL"
+        );
     }
     eprintln!(
         "kill loop: {rounds} rounds; killed with a commit in flight in {mid_commit} (new version survived {showed_new}, older {showed_old}); \
@@ -414,7 +470,11 @@ fn fsync_makes_data_durable_while_the_file_stays_open() {
     // fdatasync over an older committed version, rewritten in place.
     write_closed(&m.path("datasync.bin"), &noise(2 * MIB, 0xf5_0003));
     let second = noise(MIB + 5, 0xf5_0004);
-    let mut g = OpenOptions::new().write(true).truncate(true).open(m.path("datasync.bin")).unwrap();
+    let mut g = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.path("datasync.bin"))
+        .unwrap();
     g.write_all(&second).unwrap();
     g.sync_data().unwrap();
 
@@ -424,10 +484,16 @@ fn fsync_makes_data_durable_while_the_file_stays_open() {
     m.start();
     let got = fs::read(m.path("synced.bin")).unwrap();
     assert_eq!(got.len(), first.len(), "synced.bin: size after SIGKILL");
-    assert!(got == first, "synced.bin: not the fsynced content after SIGKILL");
+    assert!(
+        got == first,
+        "synced.bin: not the fsynced content after SIGKILL"
+    );
     let got = fs::read(m.path("datasync.bin")).unwrap();
     assert_eq!(got.len(), second.len(), "datasync.bin: size after SIGKILL");
-    assert!(got == second, "datasync.bin: not the fdatasynced content after SIGKILL");
+    assert!(
+        got == second,
+        "datasync.bin: not the fdatasynced content after SIGKILL"
+    );
 }
 
 #[test]
@@ -439,12 +505,23 @@ fn sigterm_commits_files_still_open_for_writing_unmounts_and_exits_0() {
     // An existing file reopened with O_TRUNC and rewritten, still open.
     write_closed(&m.path("old.bin"), &noise(MIB, 0x7e_0002));
     let newer = noise(700_000, 0x7e_0003);
-    let mut g = OpenOptions::new().write(true).truncate(true).open(m.path("old.bin")).unwrap();
+    let mut g = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.path("old.bin"))
+        .unwrap();
     g.write_all(&newer).unwrap();
 
     let status = m.signal(15);
-    assert!(status.success(), "daemon exited with {status} on SIGTERM:\n{}", m.log());
-    assert!(!is_mounted(&m.mnt), "mount still listed in /proc/mounts after SIGTERM");
+    assert!(
+        status.success(),
+        "daemon exited with {status} on SIGTERM:\n{}",
+        m.log()
+    );
+    assert!(
+        !is_mounted(&m.mnt),
+        "mount still listed in /proc/mounts after SIGTERM"
+    );
     // The connection is gone: close may fail, either is fine.
     let _ = close(f);
     let _ = close(g);
@@ -472,21 +549,38 @@ impl SmallDisk {
             .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
         let dir = base.join(format!("{name}-{}", std::process::id()));
         let mnt = dir.join("disk");
-        let disk = SmallDisk { dir: dir.clone(), mnt: mnt.clone() };
+        let disk = SmallDisk {
+            dir: dir.clone(),
+            mnt: mnt.clone(),
+        };
         disk.cleanup();
         fs::create_dir_all(&mnt).unwrap();
         let img = dir.join("img");
         run(Command::new("truncate").arg("-s").arg(size).arg(&img));
         run(Command::new("mkfs.ext4").arg("-q").arg(&img));
-        run(Command::new("mount").arg("-o").arg("loop").arg(&img).arg(&mnt));
+        run(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&img)
+            .arg(&mnt));
         disk
     }
 
     fn cleanup(&self) {
         if is_mounted(&self.mnt) {
-            let ok = Command::new("umount").arg("-d").arg(&self.mnt).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+            let ok = Command::new("umount")
+                .arg("-d")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
             if !ok {
-                let _ = Command::new("umount").arg("-l").arg("-d").arg(&self.mnt).status();
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg("-d")
+                    .arg(&self.mnt)
+                    .status();
             }
         }
         if !is_mounted(&self.mnt) {
@@ -503,7 +597,11 @@ impl Drop for SmallDisk {
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn avail_bytes(path: &Path) -> u64 {
@@ -532,7 +630,8 @@ fn a_full_disk_gives_enospc_keeps_serving_and_loses_nothing_committed() {
     let mut accepted = xxhash_rust::xxh3::Xxh3::new();
     'blocks: for i in 0..400u64 {
         for (o, b) in block.chunks_exact_mut(8).zip(base.chunks_exact(8)) {
-            let w = u64::from_le_bytes(b.try_into().unwrap()) ^ (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let w = u64::from_le_bytes(b.try_into().unwrap())
+                ^ (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             o.copy_from_slice(&w.to_le_bytes());
         }
         let mut off = 0;
@@ -560,32 +659,60 @@ fn a_full_disk_gives_enospc_keeps_serving_and_loses_nothing_committed() {
         avail_bytes(&disk.mnt) as f64 / MIB as f64
     );
     match &write_err {
-        Some(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "write failed with {e}, not ENOSPC\n{}", m.log()),
-        None => assert_eq!(close_result, Err(Errno::ENOSPC), "400 MiB fit on a 300 MB disk?\n{}", m.log()),
+        Some(e) => assert_eq!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC),
+            "write failed with {e}, not ENOSPC\n{}",
+            m.log()
+        ),
+        None => assert_eq!(
+            close_result,
+            Err(Errno::ENOSPC),
+            "400 MiB fit on a 300 MB disk?\n{}",
+            m.log()
+        ),
     }
 
     // Still serving: `a` reads back, statfs works, new names can be looked up.
-    assert!(fs::read(m.path("a")).unwrap() == a, "a differs while the disk is full");
+    assert!(
+        fs::read(m.path("a")).unwrap() == a,
+        "a differs while the disk is full"
+    );
     assert!(nix::sys::statvfs::statvfs(&m.mnt).is_ok());
-    assert_eq!(names_in(&m.mnt), BTreeSet::from(["a".to_string(), "big".to_string()]));
+    assert_eq!(
+        names_in(&m.mnt),
+        BTreeSet::from(["a".to_string(), "big".to_string()])
+    );
     // `big` is what its close committed (every accepted byte), or, when
     // that close failed, its previous version: the empty file create made.
     let big_want = match close_result {
         Ok(()) => Some((written, accepted.digest128())),
         Err(_) => Some((0, xxh(b""))),
     };
-    assert_eq!(state_of(&m.path("big")), big_want, "big after close returned {close_result:?}");
+    assert_eq!(
+        state_of(&m.path("big")),
+        big_want,
+        "big after close returned {close_result:?}"
+    );
 
     m.remount();
-    assert!(fs::read(m.path("a")).unwrap() == a, "a differs after remount on a full disk\n{}", m.log());
+    assert!(
+        fs::read(m.path("a")).unwrap() == a,
+        "a differs after remount on a full disk\n{}",
+        m.log()
+    );
     assert_eq!(state_of(&m.path("big")), big_want, "big after remount");
 
-    fs::remove_file(m.path("big")).unwrap_or_else(|e| panic!("unlink big on a full disk: {e}\n{}", m.log()));
+    fs::remove_file(m.path("big"))
+        .unwrap_or_else(|e| panic!("unlink big on a full disk: {e}\n{}", m.log()));
     // Space may not be reclaimed until a GC: write something that fits in
     // what statfs on the mount says is free.
     let free = avail_bytes(&m.mnt);
     let small_len = (free / 4).min(MIB as u64) as usize;
-    eprintln!("enospc: after unlink, statfs on the mount says {:.1} MiB free; writing {small_len} bytes", free as f64 / MIB as f64);
+    eprintln!(
+        "enospc: after unlink, statfs on the mount says {:.1} MiB free; writing {small_len} bytes",
+        free as f64 / MIB as f64
+    );
     assert!(
         small_len > 0,
         "statfs on the mount reports {free} bytes free after ENOSPC, remount and unlink of the big file: \
@@ -593,12 +720,24 @@ fn a_full_disk_gives_enospc_keeps_serving_and_loses_nothing_committed() {
         m.log()
     );
     let small = noise(small_len, 0xe0_0003);
-    let mut f = File::create(m.path("small")).unwrap_or_else(|e| panic!("create small after ENOSPC: {e}\n{}", m.log()));
-    f.write_all(&small).unwrap_or_else(|e| panic!("write of {small_len} bytes after ENOSPC with {free} bytes free: {e}\n{}", m.log()));
+    let mut f = File::create(m.path("small"))
+        .unwrap_or_else(|e| panic!("create small after ENOSPC: {e}\n{}", m.log()));
+    f.write_all(&small).unwrap_or_else(|e| {
+        panic!(
+            "write of {small_len} bytes after ENOSPC with {free} bytes free: {e}\n{}",
+            m.log()
+        )
+    });
     close(f).unwrap_or_else(|e| panic!("close of small after ENOSPC: {e}\n{}", m.log()));
     m.remount();
-    assert!(fs::read(m.path("small")).unwrap() == small, "small differs after remount");
-    assert!(fs::read(m.path("a")).unwrap() == a, "a differs after the last remount");
+    assert!(
+        fs::read(m.path("small")).unwrap() == small,
+        "small differs after remount"
+    );
+    assert!(
+        fs::read(m.path("a")).unwrap() == a,
+        "a differs after the last remount"
+    );
     drop(m);
     drop(disk);
 }

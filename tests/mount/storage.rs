@@ -34,7 +34,8 @@ const MIB: u64 = 1 << 20;
 fn write_closed(path: &Path, data: &[u8]) {
     let mut f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
     for block in data.chunks(MIB as usize) {
-        f.write_all(block).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        f.write_all(block)
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
     nix::unistd::close(f).unwrap_or_else(|e| panic!("close {}: {e}", path.display()));
 }
@@ -78,7 +79,11 @@ fn a_second_copy_of_512_mib_of_noise_grows_the_store_by_under_1_percent() {
         growth,
         mib(len / 100)
     );
-    assert!(growth < len / 100, "second copy grew the store by {:.2} MiB", mib(growth));
+    assert!(
+        growth < len / 100,
+        "second copy grew the store by {:.2} MiB",
+        mib(growth)
+    );
     let want = xxh(&data);
     assert_eq!(hash_file(&m.path("first.bin")), want);
     assert_eq!(hash_file(&m.path("second.bin")), want);
@@ -92,7 +97,11 @@ fn rewriting_512_mib_with_1_mib_inserted_in_the_middle_grows_the_store_by_under_
     let v1 = noise(len, 0x5eed_0002);
     write_closed(&m.path("model.ckpt"), &v1);
     let before = settled_du(&mut m);
-    assert!(before >= (len as u64) * 95 / 100, "the first version took only {:.1} MiB", mib(before));
+    assert!(
+        before >= (len as u64) * 95 / 100,
+        "the first version took only {:.1} MiB",
+        mib(before)
+    );
 
     // The second version: 1 MiB of new bytes inserted at 256 MiB (not at a
     // 1 MiB boundary of the writes, so nothing lines up by accident).
@@ -108,8 +117,15 @@ fn rewriting_512_mib_with_1_mib_inserted_in_the_middle_grows_the_store_by_under_
     let after = settled_du(&mut m);
     let growth = after.saturating_sub(before);
     eprintln!("dedup insert: rewrite with 1 MiB inserted grew the store by {:.3} MiB ({growth} bytes; limit 4 MiB)", mib(growth));
-    assert!(growth < 4 * MIB, "rewrite grew the store by {:.2} MiB", mib(growth));
-    assert_eq!(fs::metadata(m.path("model.ckpt")).unwrap().len(), v2.len() as u64);
+    assert!(
+        growth < 4 * MIB,
+        "rewrite grew the store by {:.2} MiB",
+        mib(growth)
+    );
+    assert_eq!(
+        fs::metadata(m.path("model.ckpt")).unwrap().len(),
+        v2.len() as u64
+    );
     assert_eq!(hash_file(&m.path("model.ckpt")), xxh(&v2));
 }
 
@@ -126,8 +142,15 @@ fn a_gib_of_zeros_takes_under_1_mib_in_the_store() {
     nix::unistd::close(f).unwrap();
     let after = settled_du(&mut m);
     let growth = after.saturating_sub(before);
-    eprintln!("zeros: 1 GiB of zeros grew the store by {:.3} MiB ({growth} bytes; limit 1 MiB)", mib(growth));
-    assert!(growth < MIB, "1 GiB of zeros grew the store by {:.2} MiB", mib(growth));
+    eprintln!(
+        "zeros: 1 GiB of zeros grew the store by {:.3} MiB ({growth} bytes; limit 1 MiB)",
+        mib(growth)
+    );
+    assert!(
+        growth < MIB,
+        "1 GiB of zeros grew the store by {:.2} MiB",
+        mib(growth)
+    );
 
     // And they read back as a GiB of zeros.
     assert_eq!(fs::metadata(m.path("zeros.bin")).unwrap().len(), 1 << 30);
@@ -139,7 +162,10 @@ fn a_gib_of_zeros_takes_under_1_mib_in_the_store() {
         if n == 0 {
             break;
         }
-        assert!(buf[..n].iter().all(|&b| b == 0), "non-zero byte near offset {total}");
+        assert!(
+            buf[..n].iter().all(|&b| b == 0),
+            "non-zero byte near offset {total}"
+        );
         total += n as u64;
     }
     assert_eq!(total, 1 << 30);
@@ -167,21 +193,50 @@ fn a_read_only_mount_serves_reads_and_refuses_every_change_with_erofs() {
     let ro = Mount::with_store("storage-readonly", &src.store, &["--read-only"]);
     assert_eq!(fs::read(ro.path("weights.bin")).unwrap(), data);
     assert_eq!(fs::read(ro.path("dir/note.txt")).unwrap(), b"hello");
-    let mut names: Vec<String> = fs::read_dir(ro.path("")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> = fs::read_dir(ro.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, ["dir", "weights.bin"]);
 
-    assert_erofs("open for writing", OpenOptions::new().write(true).open(ro.path("weights.bin")));
-    assert_erofs("open with O_TRUNC", OpenOptions::new().write(true).truncate(true).open(ro.path("weights.bin")));
-    assert_erofs("append", OpenOptions::new().append(true).open(ro.path("dir/note.txt")));
+    assert_erofs(
+        "open for writing",
+        OpenOptions::new().write(true).open(ro.path("weights.bin")),
+    );
+    assert_erofs(
+        "open with O_TRUNC",
+        OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(ro.path("weights.bin")),
+    );
+    assert_erofs(
+        "append",
+        OpenOptions::new()
+            .append(true)
+            .open(ro.path("dir/note.txt")),
+    );
     assert_erofs("create", File::create(ro.path("new.bin")));
     assert_erofs("write", fs::write(ro.path("dir/new.txt"), b"x"));
     assert_erofs("unlink", fs::remove_file(ro.path("weights.bin")));
     assert_erofs("mkdir", fs::create_dir(ro.path("newdir")));
     assert_erofs("rmdir", fs::remove_dir(ro.path("dir")));
-    assert_erofs("rename", fs::rename(ro.path("weights.bin"), ro.path("w2.bin")));
-    assert_erofs("symlink", std::os::unix::fs::symlink("weights.bin", ro.path("link")));
-    assert_erofs("truncate", OpenOptions::new().write(true).open(ro.path("weights.bin")).and_then(|f| f.set_len(0)));
+    assert_erofs(
+        "rename",
+        fs::rename(ro.path("weights.bin"), ro.path("w2.bin")),
+    );
+    assert_erofs(
+        "symlink",
+        std::os::unix::fs::symlink("weights.bin", ro.path("link")),
+    );
+    assert_erofs(
+        "truncate",
+        OpenOptions::new()
+            .write(true)
+            .open(ro.path("weights.bin"))
+            .and_then(|f| f.set_len(0)),
+    );
     let mut perms = fs::metadata(ro.path("weights.bin")).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
     assert_erofs("chmod", fs::set_permissions(ro.path("weights.bin"), perms));
@@ -224,7 +279,8 @@ fn writing_and_reading_10_gib_keeps_the_daemon_under_512_mib_of_rss() {
     for i in 0..BLOCKS {
         block(&base, i, &mut buf);
         hasher.update(&buf);
-        f.write_all(&buf).unwrap_or_else(|e| panic!("write of block {i}: {e}"));
+        f.write_all(&buf)
+            .unwrap_or_else(|e| panic!("write of block {i}: {e}"));
     }
     nix::unistd::close(f).expect("close of the 10 GiB file");
     let write_secs = t.elapsed().as_secs_f64();
@@ -255,6 +311,14 @@ fn writing_and_reading_10_gib_keeps_the_daemon_under_512_mib_of_rss() {
         peak as f64 / 1024.0,
     );
     assert_eq!(total, bytes);
-    assert_eq!(h.digest128(), written, "the 10 GiB file read back differs from what was written");
-    assert!(peak < 512 * 1024, "daemon peak RSS {} KiB is over 512 MiB", peak);
+    assert_eq!(
+        h.digest128(),
+        written,
+        "the 10 GiB file read back differs from what was written"
+    );
+    assert!(
+        peak < 512 * 1024,
+        "daemon peak RSS {} KiB is over 512 MiB",
+        peak
+    );
 }

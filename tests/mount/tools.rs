@@ -21,7 +21,11 @@ fn make_tree(dir: &Path) {
     fs::create_dir_all(dir.join("empty-dir")).unwrap();
     fs::write(dir.join("model.bin"), noise(12 * MIB + 3, 0x70_0001)).unwrap();
     fs::write(dir.join("a/optimizer.bin"), noise(3 * MIB, 0x70_0002)).unwrap();
-    fs::write(dir.join("a/b/config.json"), br#"{"lr": 0.001, "steps": 1000}"#).unwrap();
+    fs::write(
+        dir.join("a/b/config.json"),
+        br#"{"lr": 0.001, "steps": 1000}"#,
+    )
+    .unwrap();
     fs::write(dir.join("a/b/c/d/e/deep.bin"), noise(70_000, 0x70_0003)).unwrap();
     fs::write(dir.join("empty.txt"), b"").unwrap();
     fs::write(dir.join("ünï cødé name.txt"), "ünïcødé\n").unwrap();
@@ -39,21 +43,41 @@ fn cp_copies_files_and_trees_in_and_out_byte_for_byte() {
     make_tree(&src);
     let out = m.root.join("out");
     fs::create_dir(&out).unwrap();
-    sh(&format!("cp {} {}", q(&src.join("model.bin")), q(&m.path("model.bin"))));
+    sh(&format!(
+        "cp {} {}",
+        q(&src.join("model.bin")),
+        q(&m.path("model.bin"))
+    ));
     sh(&format!("cp -rp {} {}", q(&src), q(&m.path("tree"))));
     // Overwrite an existing file with cp (O_TRUNC and rewrite).
-    sh(&format!("cp {} {}", q(&src.join("a/optimizer.bin")), q(&m.path("model.bin"))));
+    sh(&format!(
+        "cp {} {}",
+        q(&src.join("a/optimizer.bin")),
+        q(&m.path("model.bin"))
+    ));
     m.remount();
-    sh(&format!("cmp {} {}", q(&src.join("a/optimizer.bin")), q(&m.path("model.bin"))));
+    sh(&format!(
+        "cmp {} {}",
+        q(&src.join("a/optimizer.bin")),
+        q(&m.path("model.bin"))
+    ));
     sh(&format!("diff -r {} {}", q(&src), q(&m.path("tree"))));
-    sh(&format!("cp -rp {} {}", q(&m.path("tree")), q(&out.join("tree"))));
+    sh(&format!(
+        "cp -rp {} {}",
+        q(&m.path("tree")),
+        q(&out.join("tree"))
+    ));
     sh(&format!("diff -r {} {}", q(&src), q(&out.join("tree"))));
     // cp -p kept modes and mtimes through the mount.
     for rel in ["model.bin", "run.sh", "a/secret.key", "a/b/c/d/e/deep.bin"] {
         let a = fs::metadata(src.join(rel)).unwrap();
         let b = fs::metadata(m.path("tree").join(rel)).unwrap();
         assert_eq!(b.mode() & 0o7777, a.mode() & 0o7777, "{rel}: mode");
-        assert_eq!((b.mtime(), b.mtime_nsec()), (a.mtime(), a.mtime_nsec()), "{rel}: mtime after cp -p");
+        assert_eq!(
+            (b.mtime(), b.mtime_nsec()),
+            (a.mtime(), a.mtime_nsec()),
+            "{rel}: mtime after cp -p"
+        );
     }
 }
 
@@ -64,23 +88,41 @@ fn dd_writes_and_reads_with_several_block_sizes() {
     fs::write(&src, noise(9 * MIB + 1234, 0x70_0010)).unwrap();
     for bs in ["1M", "4k", "65537"] {
         let dst = m.path(&format!("dd-{bs}.bin"));
-        sh(&format!("dd if={} of={} bs={bs} status=none", q(&src), q(&dst)));
+        sh(&format!(
+            "dd if={} of={} bs={bs} status=none",
+            q(&src),
+            q(&dst)
+        ));
     }
     // A sparse file: dd seeks past the end before writing.
-    sh(&format!("dd if={} of={} bs=1M seek=64 count=1 status=none", q(&src), q(&m.path("sparse.bin"))));
+    sh(&format!(
+        "dd if={} of={} bs=1M seek=64 count=1 status=none",
+        q(&src),
+        q(&m.path("sparse.bin"))
+    ));
     m.remount();
     for bs in ["1M", "4k", "65537"] {
         let dst = m.path(&format!("dd-{bs}.bin"));
         sh(&format!("cmp {} {}", q(&src), q(&dst)));
         // Read back through dd with an odd block size, too.
         let back = m.root.join(format!("back-{bs}.bin"));
-        sh(&format!("dd if={} of={} bs=77777 status=none", q(&dst), q(&back)));
+        sh(&format!(
+            "dd if={} of={} bs=77777 status=none",
+            q(&dst),
+            q(&back)
+        ));
         sh(&format!("cmp {} {}", q(&src), q(&back)));
     }
     let sparse = m.path("sparse.bin");
     assert_eq!(fs::metadata(&sparse).unwrap().len(), 65 * MIB as u64);
     sh(&format!("cmp -n {} {} /dev/zero", 64 * MIB, q(&sparse)));
-    sh(&format!("cmp -n {} {} {} {} 0", MIB, q(&sparse), q(&src), 64 * MIB));
+    sh(&format!(
+        "cmp -n {} {} {} {} 0",
+        MIB,
+        q(&sparse),
+        q(&src),
+        64 * MIB
+    ));
 }
 
 #[test]
@@ -92,12 +134,25 @@ fn dd_conv_notrunc_patches_a_block_in_place() {
     let patch_file = m.root.join("patch.bin");
     fs::write(&patch_file, &patch).unwrap();
     // Overwrite block 300 (of 4 KiB) in place, size unchanged.
-    sh(&format!("dd if={} of={} bs=4k seek=300 conv=notrunc status=none", q(&patch_file), q(&m.path("ckpt.bin"))));
+    sh(&format!(
+        "dd if={} of={} bs=4k seek=300 conv=notrunc status=none",
+        q(&patch_file),
+        q(&m.path("ckpt.bin"))
+    ));
     data[300 * 4096..301 * 4096].copy_from_slice(&patch);
-    assert_eq!(fs::metadata(m.path("ckpt.bin")).unwrap().len(), data.len() as u64);
-    assert!(fs::read(m.path("ckpt.bin")).unwrap() == data, "content after dd conv=notrunc");
+    assert_eq!(
+        fs::metadata(m.path("ckpt.bin")).unwrap().len(),
+        data.len() as u64
+    );
+    assert!(
+        fs::read(m.path("ckpt.bin")).unwrap() == data,
+        "content after dd conv=notrunc"
+    );
     m.remount();
-    assert!(fs::read(m.path("ckpt.bin")).unwrap() == data, "content after dd conv=notrunc and remount");
+    assert!(
+        fs::read(m.path("ckpt.bin")).unwrap() == data,
+        "content after dd conv=notrunc and remount"
+    );
 }
 
 #[test]
@@ -105,20 +160,44 @@ fn tar_of_a_tree_in_the_mount_extracts_elsewhere_identically() {
     let mut m = Mount::new("tools-tar");
     make_tree(&m.path("tree"));
     // The archive is written into the mount, too.
-    sh(&format!("tar -C {} -cf {} tree", q(&m.mnt), q(&m.path("tree.tar"))));
+    sh(&format!(
+        "tar -C {} -cf {} tree",
+        q(&m.mnt),
+        q(&m.path("tree.tar"))
+    ));
     m.remount();
     let out = m.root.join("extract");
     fs::create_dir(&out).unwrap();
-    sh(&format!("tar -C {} -xpf {}", q(&out), q(&m.path("tree.tar"))));
-    sh(&format!("diff -r --no-dereference {} {}", q(&m.path("tree")), q(&out.join("tree"))));
+    sh(&format!(
+        "tar -C {} -xpf {}",
+        q(&out),
+        q(&m.path("tree.tar"))
+    ));
+    sh(&format!(
+        "diff -r --no-dereference {} {}",
+        q(&m.path("tree")),
+        q(&out.join("tree"))
+    ));
     // And the other way: extract that archive into the mount (tar sets
     // modes and mtimes on files it has just written).
     fs::create_dir(m.path("again")).unwrap();
-    sh(&format!("tar -C {} -xpf {}", q(&m.path("again")), q(&m.path("tree.tar"))));
+    sh(&format!(
+        "tar -C {} -xpf {}",
+        q(&m.path("again")),
+        q(&m.path("tree.tar"))
+    ));
     m.remount();
-    sh(&format!("diff -r --no-dereference {} {}", q(&out.join("tree")), q(&m.path("again/tree"))));
+    sh(&format!(
+        "diff -r --no-dereference {} {}",
+        q(&out.join("tree")),
+        q(&m.path("again/tree"))
+    ));
     // tar's own comparison: contents, sizes, modes, mtimes, link targets.
-    sh(&format!("tar -C {} -df {}", q(&m.path("again")), q(&m.path("tree.tar"))));
+    sh(&format!(
+        "tar -C {} -df {}",
+        q(&m.path("again")),
+        q(&m.path("tree.tar"))
+    ));
 }
 
 #[test]
@@ -129,18 +208,37 @@ fn rsync_a_tree_in_and_back_out_is_identical_and_then_a_no_op() {
     sh(&format!("rsync -a {}/ {}/", q(&src), q(&m.path("tree"))));
     m.remount();
     // Nothing left to transfer: sizes, mtimes, modes and links all match.
-    let changes = sh(&format!("rsync -a --dry-run --itemize-changes {}/ {}/", q(&src), q(&m.path("tree"))));
-    assert!(changes.trim().is_empty(), "rsync still sees differences after remount:\n{changes}");
+    let changes = sh(&format!(
+        "rsync -a --dry-run --itemize-changes {}/ {}/",
+        q(&src),
+        q(&m.path("tree"))
+    ));
+    assert!(
+        changes.trim().is_empty(),
+        "rsync still sees differences after remount:\n{changes}"
+    );
     let back = m.root.join("back");
     sh(&format!("rsync -a {}/ {}/", q(&m.path("tree")), q(&back)));
-    sh(&format!("diff -r --no-dereference {} {}", q(&src), q(&back)));
+    sh(&format!(
+        "diff -r --no-dereference {} {}",
+        q(&src),
+        q(&back)
+    ));
     // An update: rsync rewrites a changed file through a temp file + rename.
     // (A new size, so that rsync's quick check, size + mtime in whole
     // seconds, sees the change even within the same second.)
-    fs::write(src.join("a/optimizer.bin"), noise(3 * MIB + 4321, 0x70_0030)).unwrap();
+    fs::write(
+        src.join("a/optimizer.bin"),
+        noise(3 * MIB + 4321, 0x70_0030),
+    )
+    .unwrap();
     sh(&format!("rsync -a {}/ {}/", q(&src), q(&m.path("tree"))));
     m.remount();
-    sh(&format!("diff -r --no-dereference {} {}", q(&src), q(&m.path("tree"))));
+    sh(&format!(
+        "diff -r --no-dereference {} {}",
+        q(&src),
+        q(&m.path("tree"))
+    ));
 }
 
 const NUMPY_SAVE: &str = r#"
@@ -204,7 +302,11 @@ fn run_python(script: &str, dir: &Path) -> String {
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", python()));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python failed ({}):\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "python failed ({}):\n{stderr}",
+        out.status
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -216,7 +318,13 @@ fn numpy_arrays_saved_through_the_mount_load_and_mmap_identically_after_remount(
     assert_eq!(saved.lines().count(), 7, "save output:\n{saved}");
     m.remount();
     let loaded = run_python(NUMPY_LOAD, &m.path("ckpt"));
-    assert_eq!(loaded, saved, "sha256 of the .npy files changed across the remount");
+    assert_eq!(
+        loaded, saved,
+        "sha256 of the .npy files changed across the remount"
+    );
     // The big array really is big: a 24 MB file, not something truncated.
-    assert_eq!(fs::metadata(m.path("ckpt/weights_f32.npy")).unwrap().len(), 2048 * 3000 * 4 + 128);
+    assert_eq!(
+        fs::metadata(m.path("ckpt/weights_f32.npy")).unwrap().len(),
+        2048 * 3000 * 4 + 128
+    );
 }

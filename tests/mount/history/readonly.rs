@@ -41,15 +41,12 @@ fn open_with(p: &Path, o: &mut OpenOptions) -> io::Result<()> {
     o.open(p).map(drop)
 }
 
-/// Everything a refused write could have changed.
-fn fingerprint(
-    m: &Mount,
-) -> (
-    BTreeMap<String, Entry>,
-    BTreeMap<String, Entry>,
-    BTreeMap<String, Entry>,
-    String,
-) {
+/// A tree walked into path -> entry.
+type Listing = BTreeMap<String, Entry>;
+
+/// Everything a refused write could have changed: the live tree, the
+/// versions, the snapshots and the policy text.
+fn fingerprint(m: &Mount) -> (Listing, Listing, Listing, String) {
     (
         walk(&m.mnt),
         walk(&m.path(".ckpt/versions")),
