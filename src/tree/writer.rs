@@ -71,28 +71,45 @@ impl WriteState {
         prefix: Option<(ManifestId, u64)>,
     ) -> Result<Self, TreeError> {
         let mut builder = ManifestBuilder::new(ManifestId(d.store.alloc_id()?));
+        let mut chunker = Chunker::new(d.params);
         let mut size = 0;
         if let Some((base, len)) = prefix {
+            let mut entries = Vec::new();
             d.reader.for_each_entry(base, |_, e| {
-                builder.push_ready(e);
+                entries.push(e);
                 Ok(true)
             })?;
+            // The last chunk ended where the previous writer stopped, not
+            // necessarily at a content-defined cut: chunk it again with what
+            // follows, so an append (or a write resumed after a flush from
+            // a forked child's close) cuts where an uninterrupted write
+            // would have, and deduplicates the same way.
+            let reopen = match entries.last() {
+                Some(Entry::Chunk { id, .. }) => Some(d.reader.chunk(*id)?),
+                _ => None,
+            };
+            if reopen.is_some() {
+                entries.pop();
+            }
+            for e in entries {
+                builder.push_ready(e);
+            }
+            if let Some(tail) = reopen {
+                chunker.push(&tail, |c| builder.submit(&d.pipeline, c));
+            }
             size = len;
-            if builder.len() != len {
+            if builder.len() + chunker.buffered() as u64 != len {
                 return Err(StoreError::Corrupt(format!(
                     "manifest {} covers {} bytes, inode says {len}",
                     base.0,
-                    builder.len()
+                    builder.len() + chunker.buffered() as u64
                 ))
                 .into());
             }
         }
         Ok(WriteState {
             ino,
-            mode: Mode::Stream {
-                chunker: Chunker::new(d.params),
-                builder,
-            },
+            mode: Mode::Stream { chunker, builder },
             size,
             mtime: Time::now(),
             poisoned: None,
