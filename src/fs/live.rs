@@ -174,10 +174,12 @@ impl CkptFs {
         if self.is_ctl_name(parent, name.as_bytes()) {
             return reply.error(Errno::EISDIR);
         }
-        match self.tree.unlink(ino(parent), name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("unlink", ino(parent), &e)),
-        }
+        self.done(
+            reply,
+            "unlink",
+            ino(parent),
+            self.tree.unlink(ino(parent), name.as_bytes()),
+        )
     }
 
     pub(super) fn op_rmdir(
@@ -196,10 +198,12 @@ impl CkptFs {
         if self.is_ctl_name(parent, name.as_bytes()) {
             return reply.error(Errno::EBUSY);
         }
-        match self.tree.rmdir(ino(parent), name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("rmdir", ino(parent), &e)),
-        }
+        self.done(
+            reply,
+            "rmdir",
+            ino(parent),
+            self.tree.rmdir(ino(parent), name.as_bytes()),
+        )
     }
 
     pub(super) fn op_symlink(
@@ -262,16 +266,18 @@ impl CkptFs {
         } else {
             return reply.error(Errno::EINVAL);
         };
-        match self.tree.rename(
+        self.done(
+            reply,
+            "rename",
             ino(parent),
-            name.as_bytes(),
-            ino(newparent),
-            newname.as_bytes(),
-            mode,
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("rename", ino(parent), &e)),
-        }
+            self.tree.rename(
+                ino(parent),
+                name.as_bytes(),
+                ino(newparent),
+                newname.as_bytes(),
+                mode,
+            ),
+        )
     }
 
     pub(super) fn op_link(
@@ -368,10 +374,7 @@ impl CkptFs {
         if is_ctl_fh(fh.0) {
             return reply_empty(reply, self.ctl.flush(fh.0));
         }
-        match self.tree.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("close", ino(i), &e)),
-        }
+        self.done(reply, "close", ino(i), self.tree.flush(fh.0))
     }
 
     pub(super) fn op_release(
@@ -387,10 +390,7 @@ impl CkptFs {
         if is_ctl_fh(fh.0) {
             return reply_empty(reply, self.ctl.release(fh.0));
         }
-        match self.tree.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("release", ino(i), &e)),
-        }
+        self.done(reply, "release", ino(i), self.tree.release(fh.0))
     }
 
     pub(super) fn op_fsync(
@@ -404,10 +404,7 @@ impl CkptFs {
         if is_ctl_fh(fh.0) {
             return reply_empty(reply, self.ctl.flush(fh.0));
         }
-        match self.tree.fsync(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("fsync", ino(i), &e)),
-        }
+        self.done(reply, "fsync", ino(i), self.tree.fsync(fh.0))
     }
 
     pub(super) fn op_opendir(
@@ -479,10 +476,7 @@ impl CkptFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.tree.sync() {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("fsyncdir", ino(i), &e)),
-        }
+        self.done(reply, "fsyncdir", ino(i), self.tree.sync())
     }
 
     pub(super) fn op_statfs(&self, _req: &Request, i: INodeNo, reply: ReplyStatfs) {

@@ -109,6 +109,14 @@ impl CkptFs {
         }
     }
 
+    /// Answers an empty reply from a tree result.
+    fn done(&self, reply: ReplyEmpty, op: &str, ino: Ino, r: crate::tree::Result<()>) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail(op, ino, &e)),
+        }
+    }
+
     /// Maps an error to errno, logging the ones the caller cannot explain.
     fn fail(&self, op: &str, ino: Ino, e: &TreeError) -> Errno {
         let code = errno::errno(e);

@@ -23,10 +23,12 @@ impl CkptFs {
                 self.on_ctl(i, |n| self.ctl.setxattr(n, name.as_bytes(), value)),
             );
         }
-        match self.tree.setxattr(ino(i), name.as_bytes(), value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("setxattr", ino(i), &e)),
-        }
+        self.done(
+            reply,
+            "setxattr",
+            ino(i),
+            self.tree.setxattr(ino(i), name.as_bytes(), value, flags),
+        )
     }
 
     pub(super) fn op_getxattr(
@@ -90,9 +92,11 @@ impl CkptFs {
                 self.on_ctl(i, |n| self.ctl.removexattr(n, name.as_bytes())),
             );
         }
-        match self.tree.removexattr(ino(i), name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("removexattr", ino(i), &e)),
-        }
+        self.done(
+            reply,
+            "removexattr",
+            ino(i),
+            self.tree.removexattr(ino(i), name.as_bytes()),
+        )
     }
 }

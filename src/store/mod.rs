@@ -234,23 +234,28 @@ impl Store {
 
     /// The manifest segment holding `offset`: its start and entries.
     pub fn segment_at(&self, id: ManifestId, offset: u64) -> Result<Option<(u64, Vec<Entry>)>> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_MANIFESTS));
-        it.seek_for_prev(manifest_key(id, offset));
-        if let (Some(key), Some(value)) = (it.key(), it.value()) {
-            if let Some((mid, start)) = split_pair_key(key) {
-                if mid == id.0 {
-                    return Ok(Some((start, manifest::decode_segment(value)?)));
-                }
-            }
-        }
-        it.status()?;
-        Ok(None)
+        self.segment_near(id, offset, true)
     }
 
     /// The segment that starts at or after `offset`.
     pub fn segment_from(&self, id: ManifestId, offset: u64) -> Result<Option<(u64, Vec<Entry>)>> {
+        self.segment_near(id, offset, false)
+    }
+
+    /// The segment of `id` at or before (`backward`) or at or after
+    /// `offset`.
+    fn segment_near(
+        &self,
+        id: ManifestId,
+        offset: u64,
+        backward: bool,
+    ) -> Result<Option<(u64, Vec<Entry>)>> {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_MANIFESTS));
-        it.seek(manifest_key(id, offset));
+        if backward {
+            it.seek_for_prev(manifest_key(id, offset));
+        } else {
+            it.seek(manifest_key(id, offset));
+        }
         if let (Some(key), Some(value)) = (it.key(), it.value()) {
             if let Some((mid, start)) = split_pair_key(key) {
                 if mid == id.0 {

@@ -353,6 +353,18 @@ pub struct PathRecord {
 }
 
 impl PathRecord {
+    /// The history's root (never stored): everyone may list it.
+    pub fn root() -> Self {
+        PathRecord {
+            parent: PathId::ROOT,
+            name: Vec::new(),
+            last_seq: 0,
+            perm: 0o755,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
     /// The on-disk form.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::new();

@@ -19,14 +19,7 @@ impl Tree {
     pub fn history_path(&self, id: PathId) -> Result<PathRecord> {
         match self.data.store.path_record(id)? {
             Some(rec) => Ok(rec),
-            None if id == PathId::ROOT => Ok(PathRecord {
-                parent: PathId::ROOT,
-                name: Vec::new(),
-                last_seq: 0,
-                perm: 0o755,
-                uid: 0,
-                gid: 0,
-            }),
+            None if id == PathId::ROOT => Ok(PathRecord::root()),
             None => Err(TreeError::NotFound),
         }
     }

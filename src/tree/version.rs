@@ -40,14 +40,12 @@ impl<'t> HistoryBatch<'t> {
 
     fn record(&mut self, id: PathId) -> Result<&mut PathRecord> {
         if !self.records.contains_key(&id) {
-            let rec = self.tree.data.store.path_record(id)?.unwrap_or(PathRecord {
-                parent: PathId::ROOT,
-                name: Vec::new(),
-                last_seq: 0,
-                perm: 0o755,
-                uid: 0,
-                gid: 0,
-            });
+            let rec = self
+                .tree
+                .data
+                .store
+                .path_record(id)?
+                .unwrap_or_else(PathRecord::root);
             self.records.insert(id, rec);
         }
         self.records.get_mut(&id).ok_or(TreeError::NotFound)
