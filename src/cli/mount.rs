@@ -101,4 +101,3 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(mult)
         .ok_or_else(|| format!("'{text}' is too large"))
 }
-

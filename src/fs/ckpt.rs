@@ -12,6 +12,8 @@
 //! .ckpt/retention/gc                            write: run GC; read: last run (JSON)
 //! .ckpt/retention/kept/<name>, expiring/<name>  -> the snapshots, xattr user.ckpt.rules
 //! .ckpt/stats                                   logical and stored bytes (JSON)
+//! .ckpt/events                                  JSON lines of commits, snapshots, GC (tail -f)
+//! .ckpt/verify                                  reading it scrubs the store (JSON report)
 //! ```
 
 use std::collections::HashMap;
@@ -195,6 +197,11 @@ impl ControlDir {
                 0o444,
                 self.generated(c).len() as u64,
             ),
+            VNode::Ctl(Ctl::Events) => {
+                self.fixed(ino, FileType::RegularFile, 0o444, self.tree.events_len())
+            }
+            // Its content is a scrub run at open: no size until then.
+            VNode::Ctl(Ctl::Verify) => self.fixed(ino, FileType::RegularFile, 0o444, 0),
             VNode::Ctl(c @ (Ctl::SnapLatest | Ctl::SnapBest)) => {
                 self.link_attr(ino, &self.readlink(VNode::Ctl(c))?)
             }
@@ -302,6 +309,8 @@ impl ControlDir {
                     (b"snapshots", Ctl::Snapshots),
                     (b"retention", Ctl::Retention),
                     (b"stats", Ctl::Stats),
+                    (b"events", Ctl::Events),
+                    (b"verify", Ctl::Verify),
                 ]),
             },
             VNode::Ctl(Ctl::Retention) => fixed(&[
@@ -406,6 +415,8 @@ impl ControlDir {
                     (b"snapshots", VNode::Ctl(Ctl::Snapshots), dir),
                     (b"retention", VNode::Ctl(Ctl::Retention), dir),
                     (b"stats", VNode::Ctl(Ctl::Stats), FileType::RegularFile),
+                    (b"events", VNode::Ctl(Ctl::Events), FileType::RegularFile),
+                    (b"verify", VNode::Ctl(Ctl::Verify), FileType::RegularFile),
                 ],
                 &mut items,
             )?,

@@ -38,6 +38,8 @@ pub enum VHandle {
     },
     /// `retention/gc`: a write runs GC.
     Gc(Vec<u8>),
+    /// `.ckpt/events`: reads go to the live log, so `tail -f` follows it.
+    Events,
 }
 
 const PINNED: &[u8] = b"user.ckpt.pinned";
@@ -112,6 +114,13 @@ impl ControlDir {
             _ if write => return Err(Errno::EROFS),
             VNode::Ctl(Ctl::Policy) => VHandle::Text(self.retention.policy_text().into_bytes()),
             VNode::Ctl(c @ (Ctl::Status | Ctl::Stats)) => VHandle::Text(self.generated(c)),
+            VNode::Ctl(Ctl::Events) => VHandle::Events,
+            VNode::Ctl(Ctl::Verify) => {
+                let report = self.tree.verify(&|_, _, _| {}).map_err(te)?;
+                let mut text = serde_json::to_vec_pretty(&report.to_json()).unwrap_or_default();
+                text.push(b'\n');
+                VHandle::Text(text)
+            }
             VNode::Snap(s, i) => {
                 let rec = self.tree.inode_in(Scope::Snapshot(s), i).map_err(te)?;
                 if rec.kind != FileKind::File {
@@ -153,6 +162,7 @@ impl ControlDir {
         };
         match h {
             VHandle::Text(b) | VHandle::Gc(b) | VHandle::Policy { buf: b, .. } => Ok(slice(b)),
+            VHandle::Events => Ok(self.tree.read_events(offset, size)),
             VHandle::Content {
                 manifest,
                 size: len,
@@ -339,6 +349,10 @@ impl ControlDir {
             kv("created", rfc3339(rec.created)),
             kv("files", rec.files.to_string()),
             kv("logical_bytes", rec.logical_bytes.to_string()),
+            kv(
+                "stored_bytes",
+                self.tree.snapshot_stored_bytes(s).map_err(te)?.to_string(),
+            ),
             kv("pinned", (rec.pinned as u8).to_string()),
             kv(
                 "trigger",

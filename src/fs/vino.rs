@@ -43,10 +43,14 @@ pub enum Ctl {
     Expiring,
     /// `.ckpt/stats`
     Stats,
+    /// `.ckpt/events`
+    Events,
+    /// `.ckpt/verify`
+    Verify,
 }
 
 impl Ctl {
-    const ALL: [Ctl; 11] = [
+    const ALL: [Ctl; 13] = [
         Ctl::Root,
         Ctl::Snapshots,
         Ctl::SnapLatest,
@@ -58,6 +62,8 @@ impl Ctl {
         Ctl::Kept,
         Ctl::Expiring,
         Ctl::Stats,
+        Ctl::Events,
+        Ctl::Verify,
     ];
 }
 

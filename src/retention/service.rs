@@ -345,6 +345,18 @@ impl Retention {
             .map(|(p, s, _)| (*p, *s))
             .collect();
         let snapshots: Vec<SnapId> = plan.expiring.iter().map(|id| SnapId(*id)).collect();
+        let names: HashMap<u64, &str> = infos.iter().map(|i| (i.id, i.name.as_str())).collect();
+        self.tree.emit_event(
+            "retention",
+            serde_json::json!({
+                "kept": plan.kept.iter().map(|(id, r)| serde_json::json!({
+                    "snapshot": names.get(id).copied().unwrap_or_default(),
+                    "rules": r.iter().map(|x| x.label()).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "expiring": expired,
+                "versions_expiring": versions_to_delete.len(),
+            }),
+        );
         let stats = self.tree.collect_garbage(&snapshots, &versions_to_delete)?;
         let report = GcReport {
             at: Time::now(),

@@ -31,6 +31,18 @@ impl Store {
         Ok(self.db.get_pinned_cf(cf, key)?.is_some())
     }
 
+    /// The stored length of a chunk, from the index.
+    pub fn chunk_stored_len(&self, id: ChunkId) -> Result<Option<u32>> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id))?
+            .and_then(|v| {
+                v.get(4..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_le_bytes)
+            }))
+    }
+
     /// Stores a chunk given its raw bytes; returns the stored size. The
     /// caller has checked [`Store::has_chunk`]; storing twice is harmless.
     /// With `volatile`, the write skips the WAL (see the module docs).

@@ -517,6 +517,11 @@ impl Tree {
         let path = self.path_of(file.ino);
         self.observe(super::autosnap::Event::Committed(&path));
         self.note_change();
+        self.note_commit(size);
+        self.emit_event(
+            "commit",
+            serde_json::json!({ "path": path, "version": recorded.map(|(_, s)| s), "size": size, "sync": sync }),
+        );
         match recorded {
             Some((_, seq)) => log::debug!(
                 "{}: committed version {seq} ({size} bytes)",

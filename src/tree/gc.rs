@@ -134,6 +134,20 @@ impl Tree {
         }
         stats.millis = started.elapsed().as_millis() as u64;
         self.note_change();
+        self.note_gc(&stats);
+        self.emit_event(
+            "gc",
+            serde_json::json!({
+                "millis": stats.millis,
+                "snapshots_deleted": stats.snapshots_deleted,
+                "versions_deleted": stats.versions_deleted,
+                "manifests_deleted": stats.manifests_deleted,
+                "chunks_deleted": stats.chunks_deleted,
+                "bytes_freed": stats.bytes_freed,
+                "chunks_kept": stats.chunks_kept,
+                "bytes_kept": stats.bytes_kept,
+            }),
+        );
         log::info!(
             "gc: {} snapshots, {} versions, {} manifests and {} chunks ({} bytes) deleted in {} ms; {} chunks ({} bytes) kept",
             stats.snapshots_deleted,

@@ -18,6 +18,7 @@ mod autosnap;
 mod bloom;
 mod browse;
 mod builder;
+mod events;
 mod extents;
 mod files;
 mod gc;
@@ -27,6 +28,7 @@ mod pipeline;
 mod reader;
 mod snapshot;
 mod stats;
+mod verify;
 mod version;
 mod writer;
 
@@ -48,6 +50,7 @@ pub use namespace::RenameMode;
 use pipeline::{GcGuard, Pipeline};
 use reader::ContentReader;
 pub use snapshot::{compact_utc, rfc3339, SnapshotRequest, RESERVED_SNAPSHOT_NAMES};
+pub use verify::{Damaged, VerifyReport};
 
 pub use crate::store::records::{
     FileKind, InodeRecord, PathRecord, SnapshotRecord, Time, VersionRecord,
@@ -184,11 +187,17 @@ pub struct Tree {
     /// Raised by every commit, snapshot change and GC: cached answers
     /// computed at an older value are stale.
     generation: AtomicU64,
+    events: events::EventLog,
+    /// Commits of the last minute: (when, bytes).
+    recent_commits: Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
+    /// The last GC: when, and what it did.
+    last_gc: Mutex<Option<(Time, GcStats)>>,
 }
 
 impl Tree {
     /// Serves the tree of `store`.
     pub fn new(store: Arc<Store>, opts: TreeOptions) -> Result<Tree> {
+        let store_root = store.root().to_path_buf();
         let gc_guard = Arc::new(GcGuard::default());
         let pipeline = Pipeline::start(
             store.clone(),
@@ -216,6 +225,9 @@ impl Tree {
             stats_cache: Mutex::new(None),
             auto: Mutex::new(None),
             generation: AtomicU64::new(0),
+            events: events::EventLog::new(store_root.as_path()),
+            recent_commits: Mutex::new(std::collections::VecDeque::new()),
+            last_gc: Mutex::new(None),
         };
         if !tree.opts.read_only {
             tree.remove_orphans()?;
@@ -253,6 +265,21 @@ impl Tree {
             c.dedup_chunks.load(Relaxed),
             c.zero_chunks.load(Relaxed),
         );
+    }
+
+    /// Appends an event to the store's event log (`.ckpt/events`).
+    pub fn emit_event(&self, kind: &str, fields: serde_json::Value) {
+        self.events.emit(kind, fields);
+    }
+
+    /// Length of the event log.
+    pub fn events_len(&self) -> u64 {
+        self.events.size()
+    }
+
+    /// Reads the event log.
+    pub fn read_events(&self, offset: u64, len: u32) -> Vec<u8> {
+        self.events.read(offset, len)
     }
 
     /// Marks cached answers (stats) stale.

@@ -133,6 +133,17 @@ impl Tree {
         txn.put_snapshot(id, &rec);
         store.commit(txn, true)?;
         self.note_change();
+        self.emit_event(
+            "snapshot",
+            serde_json::json!({
+                "name": String::from_utf8_lossy(&rec.name),
+                "trigger": req.trigger,
+                "auto": req.auto,
+                "files": rec.files,
+                "logical_bytes": rec.logical_bytes,
+                "created": rfc3339(rec.created),
+            }),
+        );
         log::info!(
             "snapshot {} taken ({}): {} files, {} bytes, waited {:?}",
             String::from_utf8_lossy(&rec.name),
@@ -156,6 +167,10 @@ impl Tree {
         txn.delete_snapshot(id);
         self.data.store.commit(txn, false)?;
         self.note_change();
+        self.emit_event(
+            "snapshot_deleted",
+            serde_json::json!({ "name": String::from_utf8_lossy(name) }),
+        );
         log::info!("snapshot {} deleted", String::from_utf8_lossy(name));
         Ok(())
     }
@@ -179,6 +194,11 @@ impl Tree {
         let mut txn = self.data.store.txn();
         txn.put_snapshot(id, &rec);
         self.data.store.commit(txn, false)?;
+        self.note_change();
+        self.emit_event(
+            "snapshot_renamed",
+            serde_json::json!({ "from": String::from_utf8_lossy(from), "to": String::from_utf8_lossy(to) }),
+        );
         Ok(())
     }
 
@@ -191,6 +211,15 @@ impl Tree {
         let mut txn = self.data.store.txn();
         txn.put_snapshot(id, &rec);
         self.data.store.commit(txn, false)?;
+        self.note_change();
+        self.emit_event(
+            if pinned {
+                "snapshot_pinned"
+            } else {
+                "snapshot_unpinned"
+            },
+            serde_json::json!({ "name": String::from_utf8_lossy(&rec.name) }),
+        );
         Ok(())
     }
 }

@@ -11,7 +11,28 @@ use crate::store::records::FileKind;
 /// How long a computed answer is reused.
 const CACHE_FOR: Duration = Duration::from_secs(2);
 
+/// The window of "recent" commit numbers.
+const RECENT: Duration = Duration::from_secs(60);
+
 impl Tree {
+    /// Notes a commit of `bytes` for the last-minute numbers.
+    pub(crate) fn note_commit(&self, bytes: u64) {
+        let mut recent = self.recent_commits.lock();
+        let now = Instant::now();
+        recent.push_back((now, bytes));
+        while recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RECENT)
+        {
+            recent.pop_front();
+        }
+    }
+
+    /// Notes what a GC did.
+    pub(crate) fn note_gc(&self, stats: &super::GcStats) {
+        *self.last_gc.lock() = Some((crate::store::records::Time::now(), stats.clone()));
+    }
+
     /// The store's numbers as JSON.
     pub fn stats(&self) -> Result<serde_json::Value> {
         let generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
@@ -58,7 +79,31 @@ impl Tree {
             .count();
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
         let c = &self.data.pipeline.counters;
+        let (commits, committed_bytes) = {
+            let recent = self.recent_commits.lock();
+            let now = Instant::now();
+            recent
+                .iter()
+                .filter(|(t, _)| now.duration_since(*t) <= RECENT)
+                .fold((0u64, 0u64), |(n, b), (_, bytes)| (n + 1, b + bytes))
+        };
+        let last_gc = self.last_gc.lock().clone().map(|(at, s)| {
+            serde_json::json!({
+                "at": super::rfc3339(at),
+                "millis": s.millis,
+                "snapshots_deleted": s.snapshots_deleted,
+                "versions_deleted": s.versions_deleted,
+                "chunks_deleted": s.chunks_deleted,
+                "bytes_freed": s.bytes_freed,
+            })
+        });
         Ok(serde_json::json!({
+            "last_minute": {
+                "commits": commits,
+                "committed_bytes": committed_bytes,
+                "mb_per_s": committed_bytes as f64 / 1e6 / RECENT.as_secs_f64(),
+            },
+            "last_gc": last_gc,
             "logical_bytes": version_bytes,
             "stored_bytes": stored,
             "unique_bytes": unique,
