@@ -9,6 +9,7 @@ mod mount {
     mod basics;
     mod crash;
     mod history;
+    mod observe;
     mod posix;
     mod retention;
     mod storage;
