@@ -29,11 +29,9 @@ def snapshot_xattrs(path):
     return out
 
 
-def follow(path, from_start, poll):
-    """Yields complete lines appended to `path`, forever."""
-    with open(path, "rb", buffering=0) as f:
-        if not from_start:
-            f.seek(0, os.SEEK_END)
+def follow(f, path, poll):
+    """Yields complete lines appended to the open log `f`, forever."""
+    with f:
         pending = b""
         while True:
             chunk = f.read(1 << 16)
@@ -81,13 +79,20 @@ def main():
     ap.add_argument("--poll", type=float, default=0.2, help="seconds between reads when idle")
     args = ap.parse_args()
 
+    ctl = os.path.join(args.mountpoint, args.control_dir)
+    events = os.path.join(ctl, "events")
+    # Take the log's position before the (slow) MLflow import, so that
+    # snapshots taken while it loads are not missed.
+    log = open(events, "rb", buffering=0)
+    if not args.from_start:
+        log.seek(0, os.SEEK_END)
+
     import mlflow  # imported late: --help works without it
 
     mlflow.set_tracking_uri(args.tracking_uri)
     mlflow.set_experiment(args.experiment)
-    ctl = os.path.join(args.mountpoint, args.control_dir)
     logged = 0
-    for line in follow(os.path.join(ctl, "events"), args.from_start, args.poll):
+    for line in follow(log, events, args.poll):
         try:
             event = json.loads(line)
         except json.JSONDecodeError:

@@ -1,16 +1,32 @@
-//! `ckptfs mount`: its options.
+//! `ckptfs mount`: its options. Every option can also come from the TOML
+//! file named by `--config`; a flag given here overrides the file, and the
+//! defaults apply only after both were read (`daemon::MountOptions`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
-/// Options of `ckptfs mount`.
-#[derive(Debug, Clone, Args)]
+pub use crate::daemon::values::parse_size;
+use crate::daemon::values::{parse_control_dir, parse_interval, parse_log_level, MAX_THREADS};
+
+/// Options of `ckptfs mount`. Optional here so that the config file can
+/// fill what the command line leaves out.
+#[derive(Debug, Clone, Default, Args)]
 pub struct MountArgs {
-    /// The store directory (created on first use).
-    pub store: PathBuf,
-    /// An existing empty directory to mount on.
-    pub mountpoint: PathBuf,
+    /// Read the mount options from this TOML file (see
+    /// systemd/ckptfs.example.toml); flags given on the command line
+    /// override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The store directory (created on first use). May come from the
+    /// config file's `store`; then a lone positional is the MOUNTPOINT.
+    #[arg(value_name = "STORE")]
+    pub store: Option<PathBuf>,
+    /// An existing empty directory to mount on (or the config file's
+    /// `mountpoint`).
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: Option<PathBuf>,
     /// Let users other than the one who mounted access the filesystem
     /// (permissions are still checked against file modes).
     #[arg(long)]
@@ -19,34 +35,38 @@ pub struct MountArgs {
     #[arg(long)]
     pub read_only: bool,
     /// Average content-defined chunk size, e.g. 16K, 64KiB, 1M (min is a
-    /// quarter, max four times this).
-    #[arg(long, default_value = "16K", value_parser = parse_size)]
-    pub chunk_size: u64,
-    /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
-    #[arg(long, default_value = "info")]
-    pub log_level: log::LevelFilter,
-    /// FUSE request threads.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub fuse_threads: u16,
-    /// Threads that hash, compress and store chunks (default: CPU count).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// quarter, max four times this) [default: 16K].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub chunk_size: Option<u64>,
+    /// Log level: error, warn, info, debug or trace (RUST_LOG overrides)
+    /// [default: info].
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
+    pub log_level: Option<log::LevelFilter>,
+    /// FUSE request threads [default: 4].
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_THREADS)))]
+    pub fuse_threads: Option<u16>,
+    /// Threads that hash, compress and store chunks [default: CPU count].
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_THREADS)))]
     pub workers: Option<u16>,
-    /// Decoded-chunk cache for reads, e.g. 64M.
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
-    pub cache_size: u64,
-    /// Name of the control directory at the mount root.
-    #[arg(long, default_value = ".ckpt", value_parser = parse_control_dir)]
-    pub control_dir: String,
+    /// Decoded-chunk cache for reads, e.g. 64M [default: 64M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+    /// Name of the control directory at the mount root [default: .ckpt].
+    #[arg(long, value_name = "NAME", value_parser = parse_control_dir)]
+    pub control_dir: Option<String>,
     /// List the control directory in the root's directory listing (it is
     /// hidden by default, but always reachable by path).
     #[arg(long)]
     pub show_control_dir: bool,
     /// How long a snapshot waits for files being written to be closed,
-    /// in seconds.
-    #[arg(long, default_value_t = 60)]
-    pub snapshot_wait: u64,
+    /// in seconds [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub snapshot_wait: Option<u64>,
     /// Take a snapshot when a file matching GLOB is closed after writing
-    /// (repeatable; a glob without '/' matches names at any depth).
+    /// (repeatable; a glob without '/' matches names at any depth; given
+    /// here, replaces the config file's list).
     #[arg(long, value_name = "GLOB")]
     pub snapshot_on_close: Vec<String>,
     /// Take a snapshot once nothing was written for SECONDS (and
@@ -64,40 +84,7 @@ pub struct MountArgs {
     pub no_snapshot_on_marker: bool,
     /// How often retention and garbage collection run, e.g. 10m, 1h; 0
     /// turns the timer off (GC then runs on `echo run > .ckpt/retention/gc`).
-    /// The policy's gc-interval, when set, wins.
-    #[arg(long, default_value = "10m", value_parser = parse_interval)]
-    pub gc_interval: std::time::Duration,
-}
-
-fn parse_control_dir(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.len() > 255 || text.contains('/') || text == "." || text == ".." {
-        return Err(format!("'{text}' is not a usable directory name"));
-    }
-    Ok(text.to_string())
-}
-
-fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
-    if text.trim() == "0" {
-        return Ok(std::time::Duration::ZERO);
-    }
-    crate::retention::parse_duration(text).map_err(|e| e.to_string())
-}
-
-/// Parses "16384", "16K", "16KiB", "1M", "2G".
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (try 16K or 1M)"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{text}' is too large"))
+    /// The policy's gc-interval, when set, wins [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub gc_interval: Option<Duration>,
 }

@@ -16,15 +16,7 @@ pub fn init(level: log::LevelFilter) {
         builder.parse_filters(&spec);
     }
     if journal {
-        builder.format(|buf, record| {
-            let prio = match record.level() {
-                log::Level::Error => 3,
-                log::Level::Warn => 4,
-                log::Level::Info => 6,
-                log::Level::Debug | log::Level::Trace => 7,
-            };
-            writeln!(buf, "<{prio}>{}", record.args())
-        });
+        builder.format(|buf, record| journal_line(buf, record.level(), record.args()));
     } else {
         builder.format(|buf, record| {
             writeln!(
@@ -38,4 +30,43 @@ pub fn init(level: log::LevelFilter) {
     }
     // A second init (tests) keeps the first logger.
     let _ = builder.try_init();
+}
+
+/// One line for the journal: `<N>` (the syslog priority, which journald
+/// strips and files as the level) and the message, no timestamp.
+fn journal_line(
+    out: &mut impl Write,
+    level: log::Level,
+    args: &std::fmt::Arguments,
+) -> std::io::Result<()> {
+    let prio = match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    };
+    writeln!(out, "<{prio}>{args}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_lines_carry_the_syslog_priority_and_no_timestamp() {
+        let mut out = Vec::new();
+        for (level, msg) in [
+            (log::Level::Error, "disk gone"),
+            (log::Level::Warn, "slow"),
+            (log::Level::Info, "serving"),
+            (log::Level::Debug, "detail"),
+            (log::Level::Trace, "more"),
+        ] {
+            journal_line(&mut out, level, &format_args!("{msg}")).unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "<3>disk gone\n<4>slow\n<6>serving\n<7>detail\n<7>more\n"
+        );
+    }
 }

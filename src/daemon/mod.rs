@@ -1,9 +1,16 @@
-//! Running a mount: open the store, mount, serve, and stop cleanly on
-//! unmount or SIGTERM/SIGINT (commit open files, unmount, exit 0).
+//! Running a mount: resolve its options (flags over `--config`), open
+//! the store, mount, serve, tell systemd (READY/STATUS/WATCHDOG/STOPPING)
+//! and stop cleanly on unmount or SIGTERM/SIGINT (commit open files,
+//! unmount, exit 0).
 
+pub mod config;
 mod logging;
+mod notify;
+mod options;
+pub mod values;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +27,9 @@ use crate::retention::Retention;
 use crate::store::Store;
 use crate::tree::{AutoSnapshotOptions, Tree, TreeOptions};
 
+pub use config::{ConfigError, ConfigFile};
 pub use logging::init as init_logging;
+pub use options::MountOptions;
 
 /// Why the serving loop ended.
 enum Stop {
@@ -28,8 +37,14 @@ enum Stop {
     Signal(i32),
 }
 
-/// `ckptfs mount`: serves until unmounted or signalled.
+/// `ckptfs mount`: merges the flags over `--config`, then serves until
+/// unmounted or signalled.
 pub fn mount(args: &MountArgs) -> Result<()> {
+    serve(&MountOptions::resolve(args)?)
+}
+
+/// Serves one mount until it is unmounted or the process is signalled.
+pub fn serve(args: &MountOptions) -> Result<()> {
     init_logging(args.log_level);
     check_mountpoint(&args.mountpoint)?;
     let store = Arc::new(Store::open(&args.store)?);
@@ -45,6 +60,9 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     opts.snapshot_wait = Duration::from_secs(args.snapshot_wait);
     let tree = Arc::new(Tree::new(store.clone(), opts)?);
     let retention = Arc::new(Retention::new(tree.clone())?);
+    if let Some(text) = &args.retention_policy {
+        apply_policy(&retention, text, args.read_only);
+    }
     if !args.read_only {
         tree.start_auto_snapshots(AutoSnapshotOptions {
             on_rename: !args.no_snapshot_on_rename,
@@ -95,6 +113,8 @@ pub fn mount(args: &MountArgs) -> Result<()> {
         if args.read_only { ", read-only" } else { "" }
     );
 
+    let notifier = Arc::new(notify::Notifier::from_env());
+    let stopping = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = bounded::<Stop>(4);
     let session_tx = stop_tx.clone();
     let serving = std::thread::Builder::new()
@@ -103,7 +123,13 @@ pub fn mount(args: &MountArgs) -> Result<()> {
             let r = session.run();
             let _ = session_tx.send(Stop::Unmounted(r));
         })?;
-    raise_readahead(&args.mountpoint);
+    notify::start(
+        args.mountpoint.clone(),
+        Arc::downgrade(&tree),
+        notifier.clone(),
+        stopping.clone(),
+        raise_readahead,
+    );
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let signal_handle = signals.handle();
     std::thread::Builder::new()
@@ -118,10 +144,12 @@ pub fn mount(args: &MountArgs) -> Result<()> {
 
     let outcome = match stop_rx.recv() {
         Ok(Stop::Unmounted(r)) => {
+            begin_stop(&notifier, &stopping);
             log::info!("{} was unmounted", args.mountpoint.display());
             r.context("FUSE session failed")
         }
         Ok(Stop::Signal(sig)) => {
+            begin_stop(&notifier, &stopping);
             log::info!(
                 "signal {sig}: committing open files and unmounting {}",
                 args.mountpoint.display()
@@ -143,7 +171,10 @@ pub fn mount(args: &MountArgs) -> Result<()> {
                 }
             }
         }
-        Err(_) => bail!("serving thread vanished"),
+        Err(_) => {
+            begin_stop(&notifier, &stopping);
+            bail!("serving thread vanished")
+        }
     };
     signal_handle.close();
     if serving.is_finished() {
@@ -153,6 +184,29 @@ pub fn mount(args: &MountArgs) -> Result<()> {
     tree.log_summary();
     log::info!("stopped");
     outcome
+}
+
+/// Tells systemd (STOPPING=1) and the notify threads that a stop began.
+fn begin_stop(notifier: &notify::Notifier, stopping: &AtomicBool) {
+    stopping.store(true, Ordering::Relaxed);
+    notifier.send("STOPPING=1\nSTATUS=stopping: committing open files and unmounting");
+}
+
+/// Stores the config file's retention policy unless the store already
+/// has exactly that text. A read-only mount changes nothing, so there it
+/// is only reported.
+fn apply_policy(retention: &Retention, text: &str, read_only: bool) {
+    if retention.policy_text() == text {
+        return;
+    }
+    if read_only {
+        log::warn!("read-only mount: the config file's retention policy is not stored");
+        return;
+    }
+    match retention.set_policy_text(text) {
+        Ok(()) => log::info!("retention policy set from the config file"),
+        Err(e) => log::error!("the config file's retention policy was refused: {e}"),
+    }
 }
 
 /// Unmounts; when files are still open (EBUSY), detaches lazily so the

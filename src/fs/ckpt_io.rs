@@ -339,49 +339,66 @@ impl ControlDir {
 
     /// The `user.ckpt.*` metadata of a snapshot directory (none for other
     /// nodes).
-    fn snapshot_xattrs(&self, node: VNode) -> CResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// The names of a snapshot directory's `user.ckpt.*` metadata (none
+    /// for other nodes).
+    fn snapshot_xattr_names(&self, node: VNode) -> CResult<Vec<String>> {
         let VNode::Snap(s, Ino::ROOT) = node else {
             return Ok(Vec::new());
         };
-        let rec = self.tree.snapshot(s).map_err(te)?;
-        let kv = |k: &str, v: String| (format!("user.ckpt.{k}").into_bytes(), v.into_bytes());
-        let mut out = vec![
-            kv("created", rfc3339(rec.created)),
-            kv("files", rec.files.to_string()),
-            kv("logical_bytes", rec.logical_bytes.to_string()),
-            kv(
-                "stored_bytes",
-                self.tree.snapshot_stored_bytes(s).map_err(te)?.to_string(),
-            ),
-            kv("pinned", (rec.pinned as u8).to_string()),
-            kv(
-                "trigger",
-                String::from_utf8_lossy(&rec.trigger).into_owned(),
-            ),
-        ];
-        if let (Some(name), Some(v)) = (self.retention.metric_name(), self.retention.metric_of(s)) {
-            out.push(kv(&format!("metric.{name}"), v.to_string()));
+        self.tree.snapshot(s).map_err(te)?;
+        let mut names: Vec<String> = [
+            "created",
+            "files",
+            "logical_bytes",
+            "stored_bytes",
+            "pinned",
+            "trigger",
+            "rules",
+        ]
+        .iter()
+        .map(|k| format!("user.ckpt.{k}"))
+        .collect();
+        if let (Some(name), Some(_)) = (self.retention.metric_name(), self.retention.metric_of(s)) {
+            names.push(format!("user.ckpt.metric.{name}"));
         }
-        // What retention decided (also reachable through the links in
-        // retention/kept and expiring: Linux refuses user.* xattrs on the
-        // links themselves).
-        let rules = match self.plan_view().kept.get(&s) {
-            Some(r) => r.join(","),
-            None => "expiring".into(),
-        };
-        out.push(kv("rules", rules));
-        Ok(out)
+        Ok(names)
+    }
+
+    /// One `user.ckpt.*` value of a snapshot directory, computed only when
+    /// asked for (stored bytes scan the snapshot's manifests).
+    fn snapshot_xattr(&self, s: crate::ids::SnapId, key: &str) -> CResult<Option<String>> {
+        let rec = self.tree.snapshot(s).map_err(te)?;
+        Ok(Some(match key {
+            "created" => rfc3339(rec.created),
+            "files" => rec.files.to_string(),
+            "logical_bytes" => rec.logical_bytes.to_string(),
+            "stored_bytes" => self.tree.snapshot_stored_bytes(s).map_err(te)?.to_string(),
+            "pinned" => (rec.pinned as u8).to_string(),
+            "trigger" => String::from_utf8_lossy(&rec.trigger).into_owned(),
+            // What retention decided (also reachable through the links in
+            // retention/kept and expiring: Linux refuses user.* xattrs on
+            // the links themselves).
+            "rules" => match self.plan_view().kept.get(&s) {
+                Some(r) => r.join(","),
+                None => "expiring".into(),
+            },
+            _ => match (key.strip_prefix("metric."), self.retention.metric_name()) {
+                (Some(asked), Some(name)) if asked == name => match self.retention.metric_of(s) {
+                    Some(v) => v.to_string(),
+                    None => return Ok(None),
+                },
+                _ => return Ok(None),
+            },
+        }))
     }
 
     /// Reads an xattr: a snapshot's `user.ckpt.*` metadata, or what the
     /// snapshotted file had.
     pub fn getxattr(&self, node: VNode, name: &[u8]) -> CResult<Vec<u8>> {
-        if let Some((_, v)) = self
-            .snapshot_xattrs(node)?
-            .into_iter()
-            .find(|(k, _)| k == name)
-        {
-            return Ok(v);
+        if let (VNode::Snap(s, Ino::ROOT), Some(key)) = (node, name.strip_prefix(b"user.ckpt.")) {
+            if let Some(v) = self.snapshot_xattr(s, &String::from_utf8_lossy(key))? {
+                return Ok(v.into_bytes());
+            }
         }
         match node {
             VNode::Snap(s, i) => self
@@ -395,9 +412,9 @@ impl ControlDir {
     /// Lists xattrs.
     pub fn listxattr(&self, node: VNode) -> CResult<Vec<Vec<u8>>> {
         let mut names: Vec<Vec<u8>> = self
-            .snapshot_xattrs(node)?
+            .snapshot_xattr_names(node)?
             .into_iter()
-            .map(|(k, _)| k)
+            .map(String::into_bytes)
             .collect();
         if let VNode::Snap(s, i) = node {
             names.extend(self.tree.listxattr_in(Scope::Snapshot(s), i).map_err(te)?);

@@ -139,6 +139,29 @@ impl Store {
         Ok(any)
     }
 
+    /// A live name of `ino` other than `parent/name` (a scan of every
+    /// entry: only needed when the primary name of a hard-linked file goes).
+    pub fn other_name_of(
+        &self,
+        ino: Ino,
+        parent: Ino,
+        name: &[u8],
+    ) -> Result<Option<(Ino, Vec<u8>)>> {
+        let mut found = None;
+        self.scan_in(Scope::Live, Tag::Dentry, &[], &[], |key, value| {
+            let entry = DirEntry::decode(value)?;
+            if entry.ino == ino && key.len() >= 8 {
+                let p = Ino(u64::from_be_bytes(key[..8].try_into().unwrap_or_default()));
+                if !(p == parent && &key[8..] == name) {
+                    found = Some((p, key[8..].to_vec()));
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(found)
+    }
+
     /// Calls `f(ino, record)` for every inode in `scope`.
     pub fn for_each_inode_in(
         &self,

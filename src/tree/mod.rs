@@ -27,6 +27,7 @@ mod namespace;
 mod pipeline;
 mod reader;
 mod snapshot;
+mod space;
 mod stats;
 mod verify;
 mod version;
@@ -179,7 +180,7 @@ pub struct Tree {
     open: Mutex<HashMap<crate::ids::Ino, Arc<OpenFile>>>,
     handles: RwLock<HashMap<u64, FileHandle>>,
     next_handle: AtomicU64,
-    space: files::SpaceGuard,
+    space: space::SpaceGuard,
     gc_guard: Arc<GcGuard>,
     gc_lock: Mutex<()>,
     stats_cache: Mutex<Option<(u64, std::time::Instant, serde_json::Value)>>,
@@ -214,7 +215,7 @@ impl Tree {
                 reader,
                 params: opts.chunk,
             },
-            space: files::SpaceGuard::new(opts.reserve_bytes),
+            space: space::SpaceGuard::new(opts.reserve_bytes),
             opts,
             ns: Mutex::new(()),
             open: Mutex::new(HashMap::new()),

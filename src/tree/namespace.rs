@@ -155,10 +155,10 @@ impl Tree {
             if rec.kind == FileKind::Dir {
                 return Err(TreeError::NotPermitted);
             }
+            // The file keeps its primary name (where its versions are
+            // recorded): a new link is an extra name, not a move.
             rec.nlink += 1;
             rec.ctime = now;
-            rec.parent = newparent;
-            rec.name = newname.to_vec();
             let entry = DirEntry {
                 ino,
                 kind: rec.kind,
@@ -187,7 +187,7 @@ impl Tree {
         let dir = touched.get(parent)?;
         dir.mtime = now;
         dir.ctime = now;
-        self.drop_link(&mut touched, entry.ino, now)?;
+        self.drop_link(&mut touched, entry.ino, parent, name, now)?;
         let mut txn = store.txn();
         txn.delete_dentry(parent, name, &entry);
         touched.write(&mut txn)?;
@@ -197,12 +197,29 @@ impl Tree {
 
     /// One name fewer for a non-directory; deletes the inode record once no
     /// name and no open handle is left.
-    fn drop_link(&self, touched: &mut Touched<'_>, ino: Ino, now: Time) -> Result<()> {
+    fn drop_link(
+        &self,
+        touched: &mut Touched<'_>,
+        ino: Ino,
+        parent: Ino,
+        name: &[u8],
+        now: Time,
+    ) -> Result<()> {
         let rec = touched.get(ino)?;
         rec.nlink = rec.nlink.saturating_sub(1);
         rec.ctime = now;
-        if rec.nlink == 0 && !self.is_open(ino) {
-            touched.delete(ino);
+        if rec.nlink == 0 {
+            if !self.is_open(ino) {
+                touched.delete(ino);
+            }
+        } else if rec.parent == parent && rec.name == name {
+            // The primary name goes but other links stay: the file is now
+            // known (and versioned) under one of them.
+            if let Some((p, n)) = self.data.store.other_name_of(ino, parent, name)? {
+                let rec = touched.get(ino)?;
+                rec.parent = p;
+                rec.name = n;
+            }
         }
         Ok(())
     }
@@ -330,7 +347,9 @@ impl Tree {
                             let np = touched.get(newparent)?;
                             np.nlink = np.nlink.saturating_sub(1);
                         }
-                        (false, false) => self.drop_link(&mut touched, dst.ino, now)?,
+                        (false, false) => {
+                            self.drop_link(&mut touched, dst.ino, newparent, newname, now)?
+                        }
                     }
                     txn.delete_dentry(newparent, newname, &dst);
                 }

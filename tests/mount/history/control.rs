@@ -52,7 +52,14 @@ fn the_control_dir_is_hidden_from_listings_but_reachable_by_path() {
     assert_ne!(md.ino(), 1);
     assert_eq!(
         names(&m.path(".ckpt")),
-        set(&["retention", "snapshots", "stats", "versions"])
+        set(&[
+            "events",
+            "retention",
+            "snapshots",
+            "stats",
+            "verify",
+            "versions"
+        ])
     );
     assert_eq!(
         fs::metadata(m.path(".ckpt/..")).unwrap().ino(),
@@ -118,7 +125,14 @@ fn show_control_dir_lists_it_exactly_once() {
     assert!(all.contains(".ckpt"));
     assert_eq!(
         names(&m.path(".ckpt")),
-        set(&["retention", "snapshots", "stats", "versions"])
+        set(&[
+            "events",
+            "retention",
+            "snapshots",
+            "stats",
+            "verify",
+            "versions"
+        ])
     );
     // find descends into it when it is shown.
     let found = sh(&format!(
@@ -250,7 +264,14 @@ fn the_control_dir_name_cannot_be_taken_by_a_live_entry() {
     assert_eq!(fs::read(m.path("a")).unwrap(), b"a");
     assert_eq!(
         names(&ctl),
-        set(&["retention", "snapshots", "stats", "versions"])
+        set(&[
+            "events",
+            "retention",
+            "snapshots",
+            "stats",
+            "verify",
+            "versions"
+        ])
     );
     assert_eq!(names(&m.path(".ckpt/versions")), set(&["a"]));
 }

@@ -1,0 +1,165 @@
+//! The operator commands (`snapshot`, `snapshots`, `versions`, `restore`,
+//! `pin`, `unpin`, `gc`, `stats`, `verify`, `unmount`) run as the real
+//! binary, each on a live mount and on the unmounted store (the fixture's
+//! daemon stopped). This file holds the helpers; one theme per file:
+//!
+//! - `listing`: snapshot, snapshots, pin/unpin, versions, stats, help, and
+//!   refusing a store that a daemon serves.
+//! - `restore`: whole snapshots, paths inside them, single versions;
+//!   bytes, modes, mtimes, symlinks, hard links; DEST and `--force`.
+//! - `gc`: `--dry-run` changes nothing; `gc` expires per policy and the
+//!   store shrinks.
+//! - `verify`: clean on a healthy store; a flipped byte in a blob file is
+//!   found and named, with exit code 1.
+//! - `unmount`: the daemon exits 0 and the mount is gone; busy and
+//!   `--lazy`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod cli_ops {
+    mod gc;
+    mod listing;
+    mod restore;
+    mod unmount;
+    mod verify;
+}
+
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::BIN;
+
+/// Arguments of mixed types (`&str`, `PathBuf`, ...) as `OsString`s.
+#[macro_export]
+macro_rules! args {
+    ($($x:expr),* $(,)?) => {
+        vec![$(AsRef::<std::ffi::OsStr>::as_ref(&$x).to_os_string()),*]
+    };
+}
+
+/// Runs `ckptfs ARGS` (killed after 120 s).
+pub fn cli(args: Vec<OsString>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ckptfs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut b).unwrap();
+        b
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut b).unwrap();
+        b
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`ckptfs {}` ran for 120 s", show(&args));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// The arguments as one line, for messages.
+pub fn show(args: &[OsString]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Text of bytes.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs a command that must succeed (exit 0); returns its stdout.
+#[track_caller]
+pub fn ok(args: Vec<OsString>) -> String {
+    let out = cli(args.clone());
+    assert!(
+        out.status.success(),
+        "`ckptfs {}` failed with {}:\nstdout:\n{}\nstderr:\n{}",
+        show(&args),
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs a command that must fail with exit code 1 and a `ckptfs:` message
+/// on stderr holding every one of `needles`; returns stderr.
+#[track_caller]
+pub fn refused(args: Vec<OsString>, needles: &[&str]) -> String {
+    let out = cli(args.clone());
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "`ckptfs {}` should have failed:\nstdout:\n{}\nstderr:\n{stderr}",
+        show(&args),
+        text(&out.stdout)
+    );
+    assert!(
+        stderr.contains("ckptfs: "),
+        "no `ckptfs:` message:\n{stderr}"
+    );
+    for n in needles {
+        assert!(
+            stderr.contains(n),
+            "`ckptfs {}`: stderr does not mention {n:?}:\n{stderr}",
+            show(&args)
+        );
+    }
+    stderr
+}
+
+/// Runs a command that must succeed and print JSON.
+#[track_caller]
+pub fn json(args: Vec<OsString>) -> serde_json::Value {
+    let out = ok(args.clone());
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("`ckptfs {}` printed no JSON ({e}):\n{out}", show(&args)))
+}
+
+/// True when `path` is a mount point in `/proc/mounts`.
+pub fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts.lines().any(|l| l.split(' ').nth(1) == path.to_str())
+}
+
+/// The names of the snapshots `ckptfs snapshots --json` lists.
+pub fn snapshot_names(target: &Path) -> Vec<String> {
+    let list = json(args!["snapshots", target, "--json"]);
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `OsStr` of a `str`, for comparisons.
+pub fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
