@@ -181,6 +181,11 @@ pub fn serve(args: &MountOptions) -> Result<()> {
         let _ = serving.join();
     }
     tree.sync()?;
+    // A settled store restarts without replaying the WAL and shows its
+    // real size; bounded, so a stop never hangs on compaction.
+    if let Err(e) = tree.settle(Duration::from_secs(60)) {
+        log::warn!("store not settled at stop: {e}");
+    }
     tree.log_summary();
     log::info!("stopped");
     outcome

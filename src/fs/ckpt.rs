@@ -354,8 +354,11 @@ impl ControlDir {
                     .0,
             )),
             VNode::Path(p) => {
-                if name == b"latest" {
-                    return self.readlink(VNode::Latest(p)).map(|_| VNode::Latest(p));
+                // `latest` is the link to the newest version when the path
+                // has versions; otherwise a child may be named so
+                // (DeepSpeed's `latest` file).
+                if name == b"latest" && self.readlink(VNode::Latest(p)).is_ok() {
+                    return Ok(VNode::Latest(p));
                 }
                 if let Some(seq) = parse_version_name(name) {
                     if let Ok(v) = self.tree.version(p, seq) {

@@ -19,7 +19,10 @@ impl CkptFs {
             return reply_entry(reply, r);
         }
         match self.tree.lookup(ino(parent), name.as_bytes()) {
-            Ok((i, rec)) => reply.entry(&TTL, &file_attr(i, &rec), Generation(0)),
+            Ok((i, rec)) => {
+                self.tree.note_lookup(i);
+                reply.entry(&TTL, &file_attr(i, &rec), Generation(0))
+            }
             // A miss is the normal answer to "does it exist?": no log line.
             Err(TreeError::NotFound) => reply.error(Errno::ENOENT),
             Err(e) => reply.error(self.fail("lookup", ino(parent), &e)),
@@ -528,13 +531,16 @@ impl CkptFs {
             req.gid(),
             open_mode(flags),
         ) {
-            Ok((i, rec, fh)) => reply.created(
-                &TTL,
-                &file_attr(i, &rec),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((i, rec, fh)) => {
+                self.tree.note_lookup(i);
+                reply.created(
+                    &TTL,
+                    &file_attr(i, &rec),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                )
+            }
             Err(e) => reply.error(self.fail("create", ino(parent), &e)),
         }
     }

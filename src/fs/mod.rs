@@ -136,7 +136,10 @@ impl CkptFs {
         reply: ReplyEntry,
     ) {
         match r {
-            Ok((ino, rec)) => reply.entry(&TTL, &file_attr(ino, &rec), Generation(0)),
+            Ok((ino, rec)) => {
+                self.tree.note_lookup(ino);
+                reply.entry(&TTL, &file_attr(ino, &rec), Generation(0))
+            }
             Err(e) => reply.error(self.fail(op, ino(parent), &e)),
         }
     }
@@ -167,6 +170,13 @@ impl Filesystem for CkptFs {
     fn destroy(&mut self) {
         if let Err(e) = self.tree.commit_all() {
             log::error!("committing open files at unmount failed: {e}");
+        }
+    }
+
+    fn forget(&self, _req: &Request, i: INodeNo, nlookup: u64) {
+        // The control tree's inode numbers are computed: nothing to drop.
+        if !is_ctl(i) {
+            self.tree.forget(ino(i), nlookup);
         }
     }
 

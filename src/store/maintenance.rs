@@ -113,6 +113,19 @@ impl Store {
         Ok(())
     }
 
+    /// Leaves the database settled for a clean stop: memtables flushed (so
+    /// the next start replays no WAL) and pending compactions done (so no
+    /// compaction input lingers next to its output), waiting at most
+    /// `timeout`.
+    pub fn settle(&self, timeout: std::time::Duration) -> Result<()> {
+        let mut opts = rocksdb::WaitForCompactOptions::default();
+        opts.set_flush(true);
+        opts.set_abort_on_pause(true);
+        opts.set_timeout(timeout.as_micros() as u64);
+        self.db.wait_for_compact(&opts)?;
+        Ok(())
+    }
+
     /// Estimated number of chunks (RocksDB's key estimate).
     pub fn chunk_count_estimate(&self) -> Result<u64> {
         Ok(self

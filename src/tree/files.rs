@@ -114,6 +114,44 @@ impl Tree {
         self.open.lock().contains_key(&ino)
     }
 
+    /// True while an inode is open or the kernel still holds it from a
+    /// lookup: a file that loses its last name stays usable until then, as
+    /// on a local filesystem (a reader that looked `x` up just before an
+    /// atomic replace still opens the old file).
+    pub(crate) fn is_referenced(&self, ino: Ino) -> bool {
+        self.is_open(ino) || self.lookups.lock().get(&ino).is_some_and(|n| *n > 0)
+    }
+
+    /// The kernel learned of `ino` (a lookup, create, mkdir, link reply).
+    pub fn note_lookup(&self, ino: Ino) {
+        *self.lookups.lock().entry(ino).or_insert(0) += 1;
+    }
+
+    /// The kernel dropped `n` references to `ino`; a nameless inode goes
+    /// once nothing refers to it any more.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        let gone = {
+            let mut lookups = self.lookups.lock();
+            match lookups.get_mut(&ino) {
+                Some(count) => {
+                    *count = count.saturating_sub(n);
+                    if *count == 0 {
+                        lookups.remove(&ino);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => false,
+            }
+        };
+        if gone && !self.opts.read_only {
+            if let Err(e) = self.forget_if_unlinked(ino) {
+                log::warn!("forgetting inode {}: {e}", ino.0);
+            }
+        }
+    }
+
     /// Replaces size and mtime with those of unsaved writes, if any.
     pub(crate) fn overlay_live(&self, ino: Ino, rec: &mut InodeRecord) {
         let file = self.open.lock().get(&ino).cloned();
@@ -188,7 +226,7 @@ impl Tree {
         let store = &self.data.store;
         let _ns = self.ns.lock();
         match store.inode(ino)? {
-            Some(rec) if rec.nlink == 0 && !self.is_open(ino) => {
+            Some(rec) if rec.nlink == 0 && !self.is_referenced(ino) => {
                 let mut txn = store.txn();
                 txn.delete_inode(ino)?;
                 store.commit(txn, false)?;

@@ -178,6 +178,8 @@ pub struct Tree {
     /// Serializes namespace changes (see the module invariants).
     ns: Mutex<()>,
     open: Mutex<HashMap<crate::ids::Ino, Arc<OpenFile>>>,
+    /// Kernel lookup counts of live inodes (FUSE `forget` lowers them).
+    lookups: Mutex<HashMap<crate::ids::Ino, u64>>,
     handles: RwLock<HashMap<u64, FileHandle>>,
     next_handle: AtomicU64,
     space: space::SpaceGuard,
@@ -219,6 +221,7 @@ impl Tree {
             opts,
             ns: Mutex::new(()),
             open: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             gc_guard,
@@ -287,6 +290,11 @@ impl Tree {
     pub(crate) fn note_change(&self) {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Flushes and finishes background work before a clean stop.
+    pub fn settle(&self, timeout: std::time::Duration) -> Result<()> {
+        Ok(self.data.store.settle(timeout)?)
     }
 
     /// Makes everything committed so far durable.

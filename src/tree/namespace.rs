@@ -209,7 +209,7 @@ impl Tree {
         rec.nlink = rec.nlink.saturating_sub(1);
         rec.ctime = now;
         if rec.nlink == 0 {
-            if !self.is_open(ino) {
+            if !self.is_referenced(ino) {
                 touched.delete(ino);
             }
         } else if rec.parent == parent && rec.name == name {

@@ -1,0 +1,238 @@
+//! A full disk: the store on a 256 MB loop-mounted ext4. A checkpoint
+//! save (`py/fill.py`, a separate process, so no fork of this one flushes
+//! it early) that does not fit gets ENOSPC; the previous version of that
+//! file is intact, in history and (when the close failed) live; the
+//! daemon keeps serving reads, listings and history. After deleting older
+//! checkpoints, a policy that lets their history go (`keep-last = 1`,
+//! `file-versions-keep = 0`) and a GC, a save of the size that did not
+//! fit goes through, and everything reads back after a remount.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use super::support::{
+    ctl, expired_of, run_gc, script, set, set_policy, snapshot_names, version_files, xxh, MIB,
+};
+use crate::common::{hash_file, heavy, noise, python, Mount};
+
+/// A small ext4 filesystem on a loop device, unmounted (with its loop
+/// device) and removed on drop, also when the test panics.
+struct SmallDisk {
+    dir: PathBuf,
+    mnt: PathBuf,
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    mounts.lines().any(|l| l.split(' ').nth(1) == p.to_str())
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl SmallDisk {
+    fn new(name: &str, size: &str) -> SmallDisk {
+        let base = std::env::var_os("CKPTFS_TEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
+        let dir = base.join(format!("{name}-{}", std::process::id()));
+        let disk = SmallDisk {
+            mnt: dir.join("disk"),
+            dir,
+        };
+        disk.cleanup();
+        fs::create_dir_all(&disk.mnt).unwrap();
+        let img = disk.dir.join("img");
+        run(Command::new("truncate").arg("-s").arg(size).arg(&img));
+        run(Command::new("mkfs.ext4").arg("-q").arg(&img));
+        run(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&img)
+            .arg(&disk.mnt));
+        disk
+    }
+
+    fn cleanup(&self) {
+        if is_mounted(&self.mnt) {
+            let ok = Command::new("umount")
+                .arg("-d")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg("-d")
+                    .arg(&self.mnt)
+                    .status();
+            }
+        }
+        if !is_mounted(&self.mnt) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// (total, available) bytes of the filesystem holding `p`.
+fn space(p: &Path) -> (u64, u64) {
+    let s = nix::sys::statvfs::statvfs(p).unwrap();
+    let f = s.fragment_size() as u64;
+    (s.blocks() as u64 * f, s.blocks_available() as u64 * f)
+}
+
+/// Bytes ckptfs still accepts on the store's disk: what is available
+/// above its reserve (64 MiB or 5%, whichever is more).
+fn writable(p: &Path) -> u64 {
+    let (total, avail) = space(p);
+    avail.saturating_sub((64 * MIB as u64).max(total / 20))
+}
+
+/// Runs `fill.py PATH SIZE REF`: its JSON report.
+fn fill(m: &Mount, rel: &str, size: u64, keep: &Path) -> Value {
+    let out = Command::new(python())
+        .arg(script("fill.py"))
+        .arg(m.path(rel))
+        .arg(size.to_string())
+        .arg(keep)
+        .output()
+        .expect("run fill.py");
+    assert!(
+        out.status.success(),
+        "fill.py: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        m.log()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_save_that_does_not_fit_gets_enospc_keeps_the_old_version_and_fits_after_gc() {
+    let _heavy = heavy();
+    // Declared first, dropped last: the daemon is gone before the unmount.
+    let disk = SmallDisk::new("fw-full-disk", "256M");
+    let store = disk.mnt.join("store");
+    let mut m = Mount::with_store("fw-full", &store, &[]);
+    let keep = noise(2 * MIB, 0xf0_0001);
+    fs::write(m.path("keep.bin"), &keep).unwrap();
+    let olds: Vec<Vec<u8>> = (0..6).map(|i| noise(16 * MIB, 0xf0_0100 + i)).collect();
+    for (i, d) in olds.iter().enumerate() {
+        fs::write(m.path(&format!("old-{i}.bin")), d).unwrap();
+    }
+    let v1 = noise(4 * MIB, 0xf0_0002);
+    fs::write(m.path("model.bin"), &v1).unwrap();
+    fs::create_dir(ctl(&m, "snapshots/s1")).unwrap();
+    // Settled (the WAL flushed and gone), what is left above the reserve.
+    m.remount();
+    let room = writable(&disk.mnt);
+    let size = room + 16 * MIB as u64;
+    eprintln!(
+        "full disk: {} MiB writable above the reserve, saving {} MiB",
+        room >> 20,
+        size >> 20
+    );
+    let accepted = m.root.join("accepted");
+    let r = fill(&m, "model.bin", size, &accepted);
+    eprintln!("full disk: first save: {r}");
+    let enospc = Some(libc::ENOSPC as u64);
+    assert!(
+        r["write_errno"].as_u64() == enospc || r["close_errno"].as_u64() == enospc,
+        "a save of {size} bytes with {room} writable did not get ENOSPC: {r}\n{}",
+        m.log()
+    );
+    for e in ["write_errno", "close_errno"] {
+        assert!(
+            r[e].is_null() || r[e].as_u64() == enospc,
+            "{e} is not ENOSPC: {r}"
+        );
+    }
+    // The previous version is intact in history; live, it is what the
+    // failed save left: the old version when close() failed, else exactly
+    // the bytes the writes accepted.
+    let check_model = |m: &Mount| {
+        let versions = version_files(m, "model.bin");
+        assert!(
+            versions.iter().any(|v| hash_file(v) == xxh(&v1)),
+            "no version of model.bin is the previous content after ENOSPC: {versions:?}"
+        );
+        let live = hash_file(&m.path("model.bin"));
+        let want = if r["close_errno"].is_null() {
+            hash_file(&accepted)
+        } else {
+            xxh(&v1)
+        };
+        assert_eq!(live, want, "model.bin after the failed save ({r})");
+    };
+    check_model(&m);
+    // Still serving.
+    assert!(
+        fs::read(m.path("keep.bin")).unwrap() == keep,
+        "keep.bin on a full disk"
+    );
+    assert!(fs::read(ctl(&m, "snapshots/s1/old-3.bin")).unwrap() == olds[3]);
+    assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 8);
+    m.remount();
+    check_model(&m);
+    assert!(
+        fs::read(m.path("keep.bin")).unwrap() == keep,
+        "keep.bin after a remount on a full disk"
+    );
+
+    // Let the old checkpoints go: deleted, a newer snapshot, a policy
+    // that keeps only that one and no free versions, GC.
+    for i in 0..olds.len() {
+        fs::remove_file(m.path(&format!("old-{i}.bin")))
+            .unwrap_or_else(|e| panic!("unlink old-{i}.bin on a full disk: {e}\n{}", m.log()));
+    }
+    fs::create_dir(ctl(&m, "snapshots/s2"))
+        .unwrap_or_else(|e| panic!("mkdir snapshot s2 on a full disk: {e}\n{}", m.log()));
+    set_policy(&m, "keep-last = 1\nfile-versions-keep = 0\n");
+    let report = run_gc(&m);
+    assert_eq!(expired_of(&report), set(&["s1"]), "{report}");
+    assert_eq!(snapshot_names(&m), set(&["s2"]));
+    let after = writable(&disk.mnt);
+    eprintln!("full disk: GC {report}; {} MiB writable now", after >> 20);
+    assert!(
+        after > size,
+        "GC freed too little: {after} bytes writable, the save needs {size}"
+    );
+
+    let r2 = fill(&m, "model.bin", size, &accepted);
+    assert!(
+        r2["write_errno"].is_null()
+            && r2["close_errno"].is_null()
+            && r2["written"].as_u64() == Some(size),
+        "the save that did not fit before failed after GC: {r2}\n{}",
+        m.log()
+    );
+    let want = hash_file(&accepted);
+    assert_eq!(hash_file(&m.path("model.bin")), want);
+    m.remount();
+    assert_eq!(
+        hash_file(&m.path("model.bin")),
+        want,
+        "model.bin after a remount"
+    );
+    assert_eq!(hash_file(&ctl(&m, "versions/model.bin/latest")), want);
+    assert!(fs::read(m.path("keep.bin")).unwrap() == keep);
+    assert!(fs::read(ctl(&m, "snapshots/s2/keep.bin")).unwrap() == keep);
+    drop(m);
+    drop(disk);
+}
