@@ -72,17 +72,45 @@ impl Chunker {
     }
 
     /// Appends `data`; calls `emit` with every chunk that became complete.
+    /// Chunks that lie wholly inside `data` are cut from it in place; only
+    /// the bytes around a call's boundaries are copied into the buffer.
     pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8])) {
-        if self.start > 0 && self.start >= self.buf.len() / 2 {
-            self.buf.drain(..self.start);
+        let max = self.params.max;
+        let mut data = data;
+        if self.buffered() == 0 {
+            self.buf.clear();
             self.start = 0;
         }
-        self.buf.extend_from_slice(data);
-        while self.buffered() >= self.params.max {
-            let end = self.start + self.next_cut(self.start, self.params.max);
-            emit(&self.buf[self.start..end]);
-            self.start = end;
+        // Finish the chunk that started in an earlier call, from the buffer.
+        while self.buffered() > 0 && !data.is_empty() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+            let old = self.buf.len();
+            let take = max.saturating_sub(old).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            if self.buf.len() < max {
+                return; // all of `data` is buffered; wait for more
+            }
+            let cut = self.next_cut(0, max);
+            emit(&self.buf[..cut]);
+            if cut >= old {
+                // The next chunk starts inside `data`: cut it from there.
+                self.buf.clear();
+                data = &data[cut - old..];
+            } else {
+                // It starts inside the old bytes: the appended ones are
+                // appended again on the next turn.
+                self.buf.truncate(old);
+                self.start = cut;
+            }
         }
+        let mut at = 0;
+        while data.len() - at >= max {
+            let cut = cut_in(&self.params, self.mask_s, self.mask_l, &data[at..at + max]);
+            emit(&data[at..at + cut]);
+            at += cut;
+        }
+        self.buf.extend_from_slice(&data[at..]);
     }
 
     /// Cuts everything still buffered into chunks and resets the chunker.
@@ -97,20 +125,24 @@ impl Chunker {
     }
 
     fn next_cut(&self, from: usize, len: usize) -> usize {
-        let p = self.params;
-        let window = &self.buf[from..from + len.min(p.max)];
-        let (_, at) = cut(
-            window,
-            p.min,
-            p.avg,
-            p.max,
-            self.mask_s,
-            self.mask_l,
-            self.mask_s << 1,
-            self.mask_l << 1,
-        );
-        at.max(1)
+        let window = &self.buf[from..from + len.min(self.params.max)];
+        cut_in(&self.params, self.mask_s, self.mask_l, window)
     }
+}
+
+/// Where the first chunk of `window` ends (at most `window.len()`).
+fn cut_in(p: &ChunkParams, mask_s: u64, mask_l: u64, window: &[u8]) -> usize {
+    let (_, at) = cut(
+        window,
+        p.min,
+        p.avg,
+        p.max,
+        mask_s,
+        mask_l,
+        mask_s << 1,
+        mask_l << 1,
+    );
+    at.max(1)
 }
 
 #[cfg(test)]
@@ -147,6 +179,10 @@ mod tests {
         let c = chunk_all(&data, 777);
         assert_eq!(a, b);
         assert_eq!(a, c);
+        let p = ChunkParams::default();
+        for piece in [1, p.min - 1, p.max - 1, p.max, p.max + 1, 3 * p.max + 7] {
+            assert_eq!(a, chunk_all(&data, piece), "pieces of {piece} bytes");
+        }
         assert_eq!(a.concat(), data);
         let p = ChunkParams::default();
         assert!(a[..a.len() - 1]
