@@ -9,7 +9,7 @@
 //!   bytes, modes, mtimes, symlinks, hard links; DEST and `--force`.
 //! - `gc`: `--dry-run` changes nothing; `gc` expires per policy and the
 //!   store shrinks.
-//! - `verify`: clean on a healthy store; a flipped byte in a blob file is
+//! - `verify`: clean on a healthy store; a flipped byte in a pack file is
 //!   found and named, with exit code 1.
 //! - `unmount`: the daemon exits 0 and the mount is gone; busy and
 //!   `--lazy`.

@@ -9,6 +9,8 @@
 //! bounds the claimed length by [`MAX_CHUNK_LEN`] so that a corrupt header
 //! cannot make us allocate gigabytes.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 /// The largest chunk the codec accepts (fastcdc's maximum maximum).
@@ -16,7 +18,8 @@ pub const MAX_CHUNK_LEN: usize = 16 * 1024 * 1024;
 
 const TAG_RAW: u8 = 0;
 const TAG_LZ4: u8 = 1;
-const HEADER_LEN: usize = 5;
+/// Bytes of the header in front of every stored value.
+pub const HEADER_LEN: usize = 5;
 
 /// Why a stored chunk value could not be decoded.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -43,25 +46,34 @@ fn shrinks(raw: &[u8], compressed_len: usize) -> bool {
 
 /// Encodes `raw` for storage, compressing only when it pays.
 pub fn encode(raw: &[u8]) -> Vec<u8> {
-    let len = raw.len() as u32;
+    let (header, payload) = encode_parts(raw);
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The stored form of `raw` as its header and its payload (`raw` itself
+/// when it is stored raw), so a caller can write both without a copy.
+pub fn encode_parts(raw: &[u8]) -> ([u8; HEADER_LEN], Cow<'_, [u8]>) {
     let probe = &raw[..raw.len().min(PROBE_LEN)];
     let promising =
         raw.len() <= PROBE_LEN || shrinks(probe, lz4_flex::block::compress(probe).len());
-    let compressed = if promising {
-        lz4_flex::block::compress(raw)
-    } else {
-        Vec::new()
-    };
-    let (tag, payload) = if promising && shrinks(raw, compressed.len()) {
-        (TAG_LZ4, compressed.as_slice())
-    } else {
-        (TAG_RAW, raw)
-    };
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.push(tag);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(payload);
-    out
+    let compressed = promising
+        .then(|| lz4_flex::block::compress(raw))
+        .filter(|c| shrinks(raw, c.len()));
+    let mut header = [0u8; HEADER_LEN];
+    header[1..].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+    match compressed {
+        Some(c) => {
+            header[0] = TAG_LZ4;
+            (header, Cow::Owned(c))
+        }
+        None => {
+            header[0] = TAG_RAW;
+            (header, Cow::Borrowed(raw))
+        }
+    }
 }
 
 /// The raw length a stored value claims, without decoding it.
@@ -75,18 +87,24 @@ pub fn raw_len(stored: &[u8]) -> Result<usize, CodecError> {
 
 /// Decodes a stored value back to the raw bytes. The caller checks the hash.
 pub fn decode(stored: &[u8]) -> Result<Vec<u8>, CodecError> {
+    decode_cow(stored).map(Cow::into_owned)
+}
+
+/// Like [`decode`], but a raw value comes back as a slice of `stored`,
+/// without a copy.
+pub fn decode_cow(stored: &[u8]) -> Result<Cow<'_, [u8]>, CodecError> {
     let len = raw_len(stored)?;
     if len > MAX_CHUNK_LEN {
         return Err(CodecError::TooLarge(len));
     }
     let payload = &stored[HEADER_LEN..];
     match stored[0] {
-        TAG_RAW if payload.len() == len => Ok(payload.to_vec()),
+        TAG_RAW if payload.len() == len => Ok(Cow::Borrowed(payload)),
         TAG_RAW => Err(CodecError::Malformed("raw length mismatch")),
         TAG_LZ4 => {
             let out = lz4_flex::block::decompress(payload, len).map_err(|_| CodecError::BadLz4)?;
             if out.len() == len {
-                Ok(out)
+                Ok(Cow::Owned(out))
             } else {
                 Err(CodecError::BadLz4)
             }

@@ -8,7 +8,7 @@ pub mod codec;
 pub mod hash;
 
 pub use cdc::{ChunkParams, Chunker};
-pub use codec::{decode, encode, CodecError, MAX_CHUNK_LEN};
+pub use codec::{decode, decode_cow, encode, encode_parts, CodecError, MAX_CHUNK_LEN};
 pub use hash::chunk_id;
 
 /// True when every byte is zero: such chunks are stored as holes.

@@ -1,81 +1,220 @@
 //! Chunk storage: the dedup check, writes of new chunks and verified reads.
 //!
 //! `chunk_index` holds a few bytes per chunk so that the dedup check is a
-//! bloom-filtered point lookup that never touches chunk values; `chunks`
-//! holds the codec value in BlobDB. Both are written in one batch.
+//! bloom-filtered point lookup that never touches chunk values:
 //!
-//! Chunks of large files skip the WAL (BlobDB then writes them to disk once,
-//! at flush) and are *volatile* until the chunks column family is flushed.
-//! Every commit calls [`Store::persist_volatile_chunks`] first, so no commit
-//! can name a chunk that a crash would lose. The epoch is raised *before* a
-//! volatile put, so a writer that deduplicates against a chunk that is still
-//! being put also sees that a flush is due.
+//! ```text
+//! [raw len u32][stored len u32]                          value in `chunks`
+//! [raw len u32][stored len u32][pack u32][offset u64]    record in a pack
+//! ```
+//!
+//! Chunks of small files (the first `VOLATILE_AFTER` bytes of a file) go
+//! through the WAL into the `chunks` column family, so a small file's
+//! commit needs no extra sync. Chunks of large files go to pack files
+//! (`packs.rs`), written once; every commit calls
+//! [`Store::persist_chunks`] first, which syncs the packs written since
+//! the last commit and records their durable lengths, so no commit can
+//! name a chunk that a crash would lose.
 
-use std::sync::atomic::Ordering;
+use std::borrow::Cow;
+use std::ops::Deref;
+use std::sync::Arc;
 
-use rocksdb::{WriteBatch, WriteOptions};
+use rocksdb::WriteBatch;
 
-use super::schema::{chunk_key, chunk_shard, CF_CHUNK_INDEX, CHUNK_SHARDS};
+use super::packs::{PackLocation, RECORD_HEADER};
+use super::schema::{chunk_key, chunk_shard, pack_len_key, CF_CHUNK_INDEX, CF_META};
 use super::{Result, Store, StoreError};
 use crate::chunk;
 use crate::ids::ChunkId;
 
+/// A chunk's verified bytes: its own buffer, or a slice of a larger read
+/// shared with its neighbours (no copy per chunk).
+#[derive(Clone, Debug)]
+pub struct ChunkBytes {
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl ChunkBytes {
+    fn owned(bytes: Vec<u8>) -> Self {
+        let len = bytes.len();
+        ChunkBytes {
+            buf: Arc::new(bytes),
+            start: 0,
+            len,
+        }
+    }
+}
+
+impl Deref for ChunkBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// What the index says of a chunk.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IndexEntry {
+    pub raw_len: u32,
+    pub stored_len: u32,
+    /// Where its record is, when it is in a pack.
+    pub packed: Option<PackLocation>,
+}
+
+impl IndexEntry {
+    pub(crate) fn decode(v: &[u8]) -> Result<IndexEntry> {
+        let u32_at = |at: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(v.get(at..at + 4)?.try_into().ok()?))
+        };
+        let bad = || StoreError::Corrupt("chunk index value".into());
+        let raw_len = u32_at(0).ok_or_else(bad)?;
+        let stored_len = u32_at(4).ok_or_else(bad)?;
+        let packed = match v.len() {
+            8 => None,
+            20 => {
+                let offset = v
+                    .get(12..20)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .ok_or_else(bad)?;
+                Some(PackLocation {
+                    pack: u32_at(8).ok_or_else(bad)?,
+                    offset,
+                    len: stored_len
+                        .checked_add(RECORD_HEADER as u32)
+                        .ok_or_else(bad)?,
+                })
+            }
+            _ => return Err(bad()),
+        };
+        Ok(IndexEntry {
+            raw_len,
+            stored_len,
+            packed,
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(20);
+        v.extend_from_slice(&self.raw_len.to_le_bytes());
+        v.extend_from_slice(&self.stored_len.to_le_bytes());
+        if let Some(loc) = self.packed {
+            v.extend_from_slice(&loc.pack.to_le_bytes());
+            v.extend_from_slice(&loc.offset.to_le_bytes());
+        }
+        v
+    }
+}
+
 impl Store {
-    /// True when the chunk is already stored.
-    pub fn has_chunk(&self, id: ChunkId) -> Result<bool> {
+    /// The index entry of a chunk whose bytes can be relied on.
+    pub(crate) fn index_entry(&self, id: ChunkId) -> Result<Option<IndexEntry>> {
         let cf = self.cf(CF_CHUNK_INDEX);
         let key = chunk_key(id);
         if !self.db.key_may_exist_cf(cf, key) {
-            return Ok(false);
+            return Ok(None);
         }
-        Ok(self.db.get_pinned_cf(cf, key)?.is_some())
+        let Some(v) = self.db.get_pinned_cf(cf, key)? else {
+            return Ok(None);
+        };
+        let entry = IndexEntry::decode(&v)?;
+        Ok(entry
+            .packed
+            .is_none_or(|loc| self.packs.is_durable(loc))
+            .then_some(entry))
+    }
+
+    /// After a crash: deletes the index entries pointing past the durable
+    /// end of a pack (their chunks were never named by a commit), durably,
+    /// then cuts the packs back. Runs at open; a crash in between leaves
+    /// the same work for the next open.
+    pub(crate) fn recover_packs(&self) -> Result<()> {
+        if !self.packs.has_leftovers() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        let mut stale = 0u64;
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_CHUNK_INDEX));
+        it.seek_to_first();
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            let entry = IndexEntry::decode(value)?;
+            if entry.packed.is_some_and(|loc| !self.packs.is_durable(loc)) {
+                batch.delete_cf(self.cf(CF_CHUNK_INDEX), key);
+                stale += 1;
+            }
+            it.next();
+        }
+        it.status()?;
+        drop(it);
+        if stale > 0 {
+            let mut wo = rocksdb::WriteOptions::default();
+            wo.set_sync(true);
+            self.db.write_opt(batch, &wo)?;
+            log::info!(
+                "{}: dropped {stale} index entries of chunks written after the last commit",
+                self.root().display()
+            );
+        }
+        self.packs.cut_leftovers()
+    }
+
+    /// True when the chunk is already stored.
+    pub fn has_chunk(&self, id: ChunkId) -> Result<bool> {
+        Ok(self.index_entry(id)?.is_some())
     }
 
     /// The stored length of a chunk, from the index.
     pub fn chunk_stored_len(&self, id: ChunkId) -> Result<Option<u32>> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id))?
-            .and_then(|v| {
-                v.get(4..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_le_bytes)
-            }))
+        Ok(self.index_entry(id)?.map(|e| e.stored_len))
     }
 
     /// Stores a chunk given its raw bytes; returns the stored size. The
     /// caller has checked [`Store::has_chunk`]; storing twice is harmless.
-    /// With `volatile`, the write skips the WAL (see the module docs).
-    pub fn put_chunk(&self, id: ChunkId, raw: &[u8], volatile: bool) -> Result<usize> {
-        let stored = chunk::encode(raw);
-        let mut index = [0u8; 8];
-        index[..4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
-        index[4..].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+    /// `packed` chunks go to a pack file (see the module docs).
+    pub fn put_chunk(&self, id: ChunkId, raw: &[u8], packed: bool) -> Result<usize> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(chunk_shard(id)), chunk_key(id), &stored);
-        batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id), index);
-        let mut wo = WriteOptions::default();
-        if volatile {
-            self.volatile_epoch.fetch_add(1, Ordering::SeqCst);
-            wo.disable_wal(true);
-        }
-        self.db.write_opt(batch, &wo)?;
-        Ok(stored.len())
+        let entry = if packed {
+            let (codec_header, payload) = chunk::encode_parts(raw);
+            let stored_len = (codec_header.len() + payload.len()) as u32;
+            let mut header = [0u8; RECORD_HEADER];
+            header[..16].copy_from_slice(&id.to_bytes());
+            header[16..].copy_from_slice(&stored_len.to_le_bytes());
+            let loc = self.packs.append(&[&header, &codec_header, &payload])?;
+            IndexEntry {
+                raw_len: raw.len() as u32,
+                stored_len,
+                packed: Some(loc),
+            }
+        } else {
+            let stored = chunk::encode(raw);
+            batch.put_cf(self.cf(chunk_shard(id)), chunk_key(id), &stored);
+            IndexEntry {
+                raw_len: raw.len() as u32,
+                stored_len: stored.len() as u32,
+                packed: None,
+            }
+        };
+        batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id), entry.encode());
+        self.db.write(batch)?;
+        Ok(entry.stored_len as usize)
     }
 
-    /// Makes every chunk written so far durable: flushes the chunk column
-    /// families when a volatile chunk was put since the last such flush.
-    pub fn persist_volatile_chunks(&self) -> Result<()> {
-        let epoch = self.volatile_epoch.load(Ordering::SeqCst);
-        if epoch <= self.flushed_epoch.load(Ordering::SeqCst) {
+    /// Makes every packed chunk written so far durable: syncs the packs
+    /// written since the last call and records their lengths (in the WAL,
+    /// ahead of the commit that follows).
+    pub fn persist_chunks(&self) -> Result<()> {
+        let synced = self.packs.sync()?;
+        if synced.is_empty() {
             return Ok(());
         }
-        let mut cfs: Vec<&rocksdb::ColumnFamily> =
-            CHUNK_SHARDS.iter().map(|n| self.cf(n)).collect();
-        cfs.push(self.cf(CF_CHUNK_INDEX));
-        self.db
-            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
-        self.flushed_epoch.fetch_max(epoch, Ordering::SeqCst);
+        let mut batch = WriteBatch::default();
+        for (pack, len) in synced {
+            batch.put_cf(self.cf(CF_META), pack_len_key(pack), len.to_le_bytes());
+        }
+        self.db.write(batch)?;
         Ok(())
     }
 
@@ -83,7 +222,7 @@ impl Store {
     /// `statvfs` cannot see them yet.
     pub fn unflushed_chunk_bytes(&self) -> Result<u64> {
         let mut total = 0;
-        for name in CHUNK_SHARDS.iter().chain([&CF_CHUNK_INDEX]) {
+        for name in super::schema::CHUNK_SHARDS.iter().chain([&CF_CHUNK_INDEX]) {
             total += self
                 .db
                 .property_int_value_cf(self.cf(name), "rocksdb.cur-size-all-mem-tables")?
@@ -93,7 +232,21 @@ impl Store {
     }
 
     /// Reads a chunk, decodes it and checks that it hashes to its id.
-    pub fn read_chunk(&self, id: ChunkId) -> Result<Vec<u8>> {
+    pub fn read_chunk(&self, id: ChunkId) -> Result<ChunkBytes> {
+        let entry = self.index_entry(id)?.ok_or(StoreError::ChunkMissing(id))?;
+        match entry.packed {
+            Some(loc) => {
+                let record = self
+                    .packs
+                    .read(loc.pack, loc.offset, loc.len as usize)
+                    .map_err(|e| packed_read_error(id, e))?;
+                decode_record(id, &Arc::new(record), 0, loc.len as usize)
+            }
+            None => self.read_inline_chunk(id),
+        }
+    }
+
+    fn read_inline_chunk(&self, id: ChunkId) -> Result<ChunkBytes> {
         let stored = match self
             .db
             .get_pinned_cf(self.cf(chunk_shard(id)), chunk_key(id))
@@ -106,20 +259,135 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let raw = chunk::decode(&stored).map_err(|_| StoreError::ChunkCorrupt(id))?;
-        if chunk::chunk_id(&raw) != id {
-            return Err(StoreError::ChunkCorrupt(id));
-        }
-        Ok(raw)
+        check_hash(id, &raw)?;
+        Ok(ChunkBytes::owned(raw))
     }
 
-    /// Overwrites a chunk's stored value with arbitrary bytes. Only for
-    /// tests and `verify` drills that need a corrupt store.
+    /// Reads several chunks, in one `pread` per run of neighbouring pack
+    /// records: what a sequential reader's prefetch asks for.
+    pub fn read_chunks(&self, ids: &[ChunkId]) -> Vec<(ChunkId, Result<ChunkBytes>)> {
+        /// Longest run read with one `pread`.
+        const MAX_RUN: u64 = 2 << 20;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut packed: Vec<(PackLocation, ChunkId)> = Vec::new();
+        for &id in ids {
+            match self.index_entry(id) {
+                Ok(Some(IndexEntry {
+                    packed: Some(loc), ..
+                })) => packed.push((loc, id)),
+                Ok(Some(_)) => out.push((id, self.read_inline_chunk(id))),
+                Ok(None) => out.push((id, Err(StoreError::ChunkMissing(id)))),
+                Err(e) => out.push((id, Err(e))),
+            }
+        }
+        packed.sort_unstable_by_key(|(loc, _)| (loc.pack, loc.offset));
+        let mut rest = &packed[..];
+        while let Some((first, _)) = rest.first() {
+            let mut n = 1;
+            let mut end = first.offset + first.len as u64;
+            while let Some((loc, _)) = rest.get(n) {
+                if loc.pack != first.pack || loc.offset != end || end - first.offset > MAX_RUN {
+                    break;
+                }
+                end += loc.len as u64;
+                n += 1;
+            }
+            let (run, tail) = rest.split_at(n);
+            rest = tail;
+            match self
+                .packs
+                .read(first.pack, first.offset, (end - first.offset) as usize)
+            {
+                Ok(bytes) => {
+                    let bytes = Arc::new(bytes);
+                    for (loc, id) in run {
+                        let at = (loc.offset - first.offset) as usize;
+                        out.push((*id, decode_record(*id, &bytes, at, loc.len as usize)));
+                    }
+                }
+                Err(e) => {
+                    // Fall back to one read per record, so one bad record
+                    // does not fail its neighbours.
+                    log::debug!("run read failed ({e}); reading records one by one");
+                    for (_, id) in run {
+                        out.push((*id, self.read_chunk(*id)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Overwrites a chunk's stored bytes (its value, or the payload of its
+    /// pack record) with arbitrary bytes. Only for tests and `verify`
+    /// drills that need a corrupt store.
     #[doc(hidden)]
     pub fn overwrite_chunk_value_for_test(&self, id: ChunkId, value: &[u8]) -> Result<()> {
-        self.db
-            .put_cf(self.cf(chunk_shard(id)), chunk_key(id), value)?;
+        match self.index_entry(id)?.and_then(|e| e.packed) {
+            Some(loc) => {
+                use std::os::unix::fs::FileExt;
+                let path = self.packs_dir().join(format!("{:08x}.pack", loc.pack));
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io(&path, e))?;
+                let n = value.len().min(loc.len as usize - RECORD_HEADER);
+                f.write_all_at(&value[..n], loc.offset + RECORD_HEADER as u64)
+                    .map_err(|e| StoreError::io(&path, e))?;
+            }
+            None => {
+                self.db
+                    .put_cf(self.cf(chunk_shard(id)), chunk_key(id), value)?;
+            }
+        }
         Ok(())
     }
+}
+
+/// A failed pack read: bytes missing from the pack mean a damaged store.
+fn packed_read_error(id: ChunkId, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+            StoreError::ChunkCorrupt(id)
+        }
+        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            StoreError::ChunkMissing(id)
+        }
+        other => other,
+    }
+}
+
+/// Checks the pack record at `buf[at..at + len]` against the chunk it
+/// should hold, then decodes and verifies its value. A raw value is
+/// returned as a slice of `buf`.
+fn decode_record(id: ChunkId, buf: &Arc<Vec<u8>>, at: usize, len: usize) -> Result<ChunkBytes> {
+    let corrupt = || StoreError::ChunkCorrupt(id);
+    let record = buf.get(at..at + len).ok_or_else(corrupt)?;
+    let (header, value) = record.split_at_checked(RECORD_HEADER).ok_or_else(corrupt)?;
+    let stored_len = header[16..]
+        .try_into()
+        .map(u32::from_le_bytes)
+        .map_err(|_| corrupt())?;
+    if header[..16] != id.to_bytes() || stored_len as usize != value.len() {
+        return Err(corrupt());
+    }
+    let raw = chunk::decode_cow(value).map_err(|_| corrupt())?;
+    check_hash(id, &raw)?;
+    Ok(match raw {
+        Cow::Borrowed(slice) => ChunkBytes {
+            buf: buf.clone(),
+            start: slice.as_ptr() as usize - buf.as_ptr() as usize,
+            len: slice.len(),
+        },
+        Cow::Owned(v) => ChunkBytes::owned(v),
+    })
+}
+
+fn check_hash(id: ChunkId, raw: &[u8]) -> Result<()> {
+    if chunk::chunk_id(raw) != id {
+        return Err(StoreError::ChunkCorrupt(id));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -136,7 +404,7 @@ mod tests {
         assert!(!store.has_chunk(id).unwrap());
         store.put_chunk(id, &data, false).unwrap();
         assert!(store.has_chunk(id).unwrap());
-        assert_eq!(store.read_chunk(id).unwrap(), data);
+        assert_eq!(&*store.read_chunk(id).unwrap(), &data[..]);
 
         let mut bad = crate::chunk::encode(&data);
         let n = bad.len();

@@ -70,15 +70,26 @@ impl Store {
         it.status().map_err(StoreError::from)
     }
 
-    /// Deletes chunks (value and index entry) in one batch.
+    /// Deletes chunks (value or pack record, and index entry). The index
+    /// deletions are made durable before the pack records are punched, so
+    /// a crash can never leave an index entry over a punched record.
     pub fn delete_chunks(&self, ids: &[ChunkId]) -> Result<()> {
         let mut batch = WriteBatch::default();
+        let mut punched = Vec::new();
         for id in ids {
-            batch.delete_cf(self.cf(chunk_shard(*id)), chunk_key(*id));
-            batch.delete_cf(self.cf(CF_CHUNK_INDEX), chunk_key(*id));
+            let key = chunk_key(*id);
+            if let Some(v) = self.db.get_pinned_cf(self.cf(CF_CHUNK_INDEX), key)? {
+                if let Some(loc) = super::chunks::IndexEntry::decode(&v)?.packed {
+                    punched.push(loc);
+                }
+            }
+            batch.delete_cf(self.cf(chunk_shard(*id)), key);
+            batch.delete_cf(self.cf(CF_CHUNK_INDEX), key);
         }
-        self.db.write(batch)?;
-        Ok(())
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(!punched.is_empty());
+        self.db.write_opt(batch, &wo)?;
+        self.packs.punch(&punched)
     }
 
     /// Deletes manifests (all their segments) in one batch.

@@ -10,9 +10,10 @@
 //! survives power loss once [`Store::sync`] or a `sync` commit returned.
 //! Chunks and manifest segments are written before the commit that names
 //! them, so any prefix of the log that recovery replays never names a chunk
-//! it does not hold. Chunks of large files skip the WAL (*volatile*, see
-//! `chunks.rs`); a version commit calls [`Store::persist_volatile_chunks`]
-//! first, which flushes them to blob files when there are any.
+//! it does not hold. Chunks of large files go to pack files instead of the
+//! WAL (see `chunks.rs` and `packs.rs`); a version commit calls
+//! [`Store::persist_chunks`] first, which syncs the packs written since the
+//! last commit.
 
 mod bytes;
 mod chunks;
@@ -22,17 +23,18 @@ mod maintenance;
 pub mod manifest;
 mod namespace;
 mod open;
+mod packs;
 pub mod records;
 pub mod schema;
 mod txn;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use thiserror::Error;
 
 use crate::ids::{ChunkId, Ino, ManifestId};
+pub use chunks::ChunkBytes;
 use counters::Counter;
 pub use counters::{MAX_INO, MAX_PATH_ID, MAX_SNAP_ID};
 pub use history::CopyStats;
@@ -152,10 +154,7 @@ pub struct Store {
     inos: Counter,
     paths: Counter,
     snaps: Counter,
-    /// Raised before each chunk put that skips the WAL.
-    volatile_epoch: AtomicU64,
-    /// The highest epoch known flushed.
-    flushed_epoch: AtomicU64,
+    packs: packs::Packs,
 }
 
 impl Store {
@@ -164,6 +163,7 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         let dir = open::claim(root)?;
         let db = open::open_db(&dir.db_path())?;
+        let packs = packs::Packs::open(dir.packs_path(), open::sealed_pack_lengths(&db)?)?;
         // Ids below 16 are reserved (readdir offsets 1 and 2 are "." and
         // ".."); inode 1 is the root, path 1 the history's root.
         let store = Store {
@@ -180,10 +180,10 @@ impl Store {
             snaps: Counter::load(&db, META_SNAP_CEILING, "snapshots", 1, 1 << 6, MAX_SNAP_ID)?,
             db,
             dir,
-            volatile_epoch: AtomicU64::new(0),
-            flushed_epoch: AtomicU64::new(0),
+            packs,
         };
         store.init_if_new()?;
+        store.recover_packs()?;
         Ok(store)
     }
 
@@ -221,6 +221,11 @@ impl Store {
     /// The store directory.
     pub fn root(&self) -> &Path {
         &self.dir.root
+    }
+
+    /// Where pack files are.
+    pub fn packs_dir(&self) -> PathBuf {
+        self.dir.packs_path()
     }
 
     /// Where staging files go.
@@ -288,7 +293,7 @@ impl Store {
 
     /// Applies a batch atomically; `sync` makes it durable before returning.
     /// A batch that names new chunks must call
-    /// [`Store::persist_volatile_chunks`] first.
+    /// [`Store::persist_chunks`] first.
     pub fn commit(&self, txn: Txn<'_>, sync: bool) -> Result<()> {
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);

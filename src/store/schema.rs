@@ -13,8 +13,8 @@
 //! | `versions`    | path id u64 BE ++ seq u64 BE          | [`VersionRecord`]             |
 //! | `snapshots`   | snapshot id u64 BE                    | [`SnapshotRecord`]            |
 //! | `snap_tree`   | snapshot id u64 BE ++ tag ++ live key | copy of a live namespace record |
-//! | `chunk_index` | chunk id (16 bytes)                   | raw len u32, stored len u32   |
-//! | `chunks`      | chunk id (16 bytes)                   | codec value (in BlobDB)       |
+//! | `chunk_index` | chunk id (16 bytes)                   | lengths [, pack u32, offset u64] |
+//! | `chunks`      | chunk id (16 bytes)                   | codec value (in BlobDB), small files |
 //!
 //! Big-endian integers make RocksDB's byte order the numeric order, so a
 //! prefix scan over `dirorder` is a directory in creation order and a
@@ -146,6 +146,16 @@ pub const META_INO_CEILING: &[u8] = b"ino_ceiling";
 pub const META_PATH_CEILING: &[u8] = b"path_ceiling";
 /// See [`META_INO_CEILING`].
 pub const META_SNAP_CEILING: &[u8] = b"snap_ceiling";
+/// Prefix of the `meta` keys holding each pack file's durable length.
+pub const META_PACK_LEN_PREFIX: &[u8] = b"pack_len/";
+
+/// `meta` key of a pack's durable length.
+pub fn pack_len_key(pack: u32) -> Vec<u8> {
+    let mut k = META_PACK_LEN_PREFIX.to_vec();
+    k.extend_from_slice(&pack.to_be_bytes());
+    k
+}
+
 /// `meta` key of the number of chunk shards the store was created with.
 pub const META_CHUNK_SHARDS: &[u8] = b"chunk_shards";
 

@@ -15,7 +15,7 @@ use crate::store::manifest::{Entry, SEGMENT_ENTRIES};
 use crate::store::{Store, StoreError, Txn};
 
 /// Bytes of a manifest whose chunks go through the WAL; see `submit`.
-pub const VOLATILE_AFTER: u64 = 8 << 20;
+pub const VOLATILE_AFTER: u64 = 1 << 20;
 
 enum Pending {
     Job(Receiver<ChunkResult>),
@@ -55,8 +55,9 @@ impl ManifestBuilder {
     }
 
     /// Sends a chunk to the pipeline and records its place. Past the first
-    /// [`VOLATILE_AFTER`] bytes, chunks skip the WAL: a large file is then
-    /// written to disk once, and the flush before its commit is amortized.
+    /// [`VOLATILE_AFTER`] bytes, chunks go to pack files instead of the
+    /// WAL: a large file is then written to disk once, and the sync before
+    /// its commit is amortized.
     pub fn submit(&mut self, pipeline: &Pipeline, data: &[u8]) {
         let volatile = self.submitted >= VOLATILE_AFTER;
         self.submitted += data.len() as u64;

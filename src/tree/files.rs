@@ -485,7 +485,7 @@ impl Tree {
             }
         };
         // Outside `ns`: a flush can take a while and must not stall renames.
-        store.persist_volatile_chunks()?;
+        store.persist_chunks()?;
         let _ns = self.ns.lock();
         let Some(mut rec) = store.inode(file.ino)? else {
             return Ok(());

@@ -128,7 +128,7 @@ impl Pipeline {
     }
 
     /// Queues a chunk; blocks while the queue is full. `volatile` chunks
-    /// skip the WAL (see `Store::put_chunk`).
+    /// (those of large files) go to pack files (see `Store::put_chunk`).
     pub fn submit(&self, data: Vec<u8>, volatile: bool) -> Receiver<ChunkResult> {
         let (reply, result) = bounded(1);
         let job = Job {

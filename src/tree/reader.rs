@@ -4,23 +4,27 @@
 //! Every chunk is checked against its id when it is read from the store
 //! (`Store::read_chunk`); the cache only ever holds verified bytes.
 //!
-//! A read also queues the chunks of the next [`READ_AHEAD`] bytes to a small
-//! prefetch pool, so that a cold sequential read keeps several chunk reads
-//! in flight instead of one disk round trip per chunk. Loads go through the
-//! cache's `get_or_insert_with`: a reader that needs a chunk a prefetcher is
-//! loading waits for that load instead of starting a second one.
+//! A read fetches the chunks it misses together (`Store::read_chunks`: one
+//! `pread` per run of neighbouring pack records), and queues the chunks of
+//! the next [`READ_AHEAD`] bytes to a small prefetch pool in batches, so a
+//! cold sequential read keeps a few large disk reads in flight instead of
+//! one round trip per chunk. Chunks being fetched are marked in flight; a
+//! reader that needs one waits for that fetch instead of starting a second.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender};
+use parking_lot::{Condvar, Mutex};
 
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
 use crate::ids::{ChunkId, ManifestId};
 use crate::store::manifest::Entry;
-use crate::store::{Store, StoreError};
+use crate::store::{ChunkBytes, Store, StoreError};
 
 /// A decoded manifest segment with the end offset of every entry.
 pub struct Segment {
@@ -70,49 +74,116 @@ pub type ReadHint = Option<Arc<Segment>>;
 #[derive(Clone)]
 struct ChunkWeight;
 
-impl Weighter<ChunkId, Arc<Vec<u8>>> for ChunkWeight {
-    fn weight(&self, _key: &ChunkId, val: &Arc<Vec<u8>>) -> u64 {
+impl Weighter<ChunkId, ChunkBytes> for ChunkWeight {
+    fn weight(&self, _key: &ChunkId, val: &ChunkBytes) -> u64 {
         val.len() as u64 + 64
     }
 }
 
-type ChunkCache = Cache<ChunkId, Arc<Vec<u8>>, ChunkWeight>;
+type ChunkCache = Cache<ChunkId, ChunkBytes, ChunkWeight>;
 
 /// Bytes beyond a read whose chunks are prefetched.
-pub const READ_AHEAD: u64 = 4 << 20;
+pub const READ_AHEAD: u64 = 8 << 20;
+/// File bytes per prefetch batch.
+const PREFETCH_BATCH: u64 = 1 << 20;
 const PREFETCH_THREADS: usize = 4;
+
+/// Chunks some thread is fetching right now.
+#[derive(Default)]
+struct InFlight {
+    ids: Mutex<HashSet<ChunkId>>,
+    done: Condvar,
+}
+
+/// State shared by readers and prefetchers.
+struct Shared {
+    store: Arc<Store>,
+    chunks: ChunkCache,
+    in_flight: InFlight,
+}
+
+impl Shared {
+    /// Fetches `ids` (marked in flight by [`Shared::claim`]) in one batch,
+    /// caches what verified and clears the marks. Failures are reported
+    /// when a reader asks for the chunk itself.
+    fn fetch(&self, ids: &[ChunkId]) {
+        for (id, result) in self.store.read_chunks(ids) {
+            if let Ok(bytes) = result {
+                self.chunks.insert(id, bytes);
+            }
+        }
+        self.release(ids.iter().copied());
+    }
+
+    fn release(&self, ids: impl Iterator<Item = ChunkId>) {
+        let mut marks = self.in_flight.ids.lock();
+        for id in ids {
+            marks.remove(&id);
+        }
+        self.in_flight.done.notify_all();
+    }
+
+    /// Marks the ids that are neither cached nor in flight; returns them.
+    fn claim(&self, ids: impl Iterator<Item = ChunkId>) -> Vec<ChunkId> {
+        let mut marks = self.in_flight.ids.lock();
+        ids.filter(|id| !self.chunks.contains_key(id) && marks.insert(*id))
+            .collect()
+    }
+
+    /// A chunk's verified bytes: waits for a fetch in flight, then reads it
+    /// on its own if it is still not cached.
+    fn chunk(&self, id: ChunkId) -> Result<ChunkBytes, StoreError> {
+        if let Some(hit) = self.chunks.get(&id) {
+            return Ok(hit);
+        }
+        {
+            let mut marks = self.in_flight.ids.lock();
+            while marks.contains(&id) {
+                // Bounded: a fetch always clears its marks, but a reader
+                // must never hang on a bug there.
+                if self
+                    .in_flight
+                    .done
+                    .wait_for(&mut marks, Duration::from_secs(5))
+                    .timed_out()
+                {
+                    break;
+                }
+            }
+        }
+        let store = &self.store;
+        self.chunks.get_or_insert_with(&id, || store.read_chunk(id))
+    }
+}
 
 /// Reads file content out of manifests.
 pub struct ContentReader {
-    store: Arc<Store>,
-    chunks: Arc<ChunkCache>,
-    prefetch: Option<Sender<ChunkId>>,
+    shared: Arc<Shared>,
+    prefetch: Option<Sender<Vec<ChunkId>>>,
     prefetchers: Vec<JoinHandle<()>>,
-}
-
-fn load(store: &Store, cache: &ChunkCache, id: ChunkId) -> Result<Arc<Vec<u8>>, StoreError> {
-    cache.get_or_insert_with(&id, || store.read_chunk(id).map(Arc::new))
 }
 
 impl ContentReader {
     /// A reader over `store` caching up to `cache_bytes` of chunks.
     pub fn new(store: Arc<Store>, cache_bytes: u64) -> Self {
-        let chunks = Arc::new(Cache::with_weighter(
-            (cache_bytes / 16384).max(16) as usize,
-            cache_bytes,
-            ChunkWeight,
-        ));
-        let (tx, rx) = bounded::<ChunkId>(1024);
+        let shared = Arc::new(Shared {
+            store,
+            chunks: Cache::with_weighter(
+                (cache_bytes / 16384).max(16) as usize,
+                cache_bytes,
+                ChunkWeight,
+            ),
+            in_flight: InFlight::default(),
+        });
+        let (tx, rx) = bounded::<Vec<ChunkId>>(64);
         let mut prefetchers = Vec::new();
         for i in 0..PREFETCH_THREADS {
-            let (rx, store, chunks) = (rx.clone(), store.clone(), chunks.clone());
+            let (rx, shared) = (rx.clone(), shared.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("ckptfs-prefetch-{i}"))
                 .spawn(move || {
-                    for id in rx.iter() {
-                        // A failure here is reported when the reader itself
-                        // asks for the chunk.
-                        let _ = load(&store, &chunks, id);
+                    for ids in rx.iter() {
+                        shared.fetch(&ids);
                     }
                 });
             match spawned {
@@ -121,33 +192,44 @@ impl ContentReader {
             }
         }
         ContentReader {
-            store,
-            chunks,
+            shared,
             prefetch: (!prefetchers.is_empty()).then_some(tx),
             prefetchers,
         }
     }
 
     /// A chunk's verified bytes, from the cache or the store.
-    pub fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, StoreError> {
-        load(&self.store, &self.chunks, id)
+    pub fn chunk(&self, id: ChunkId) -> Result<ChunkBytes, StoreError> {
+        self.shared.chunk(id)
     }
 
-    /// Queues the chunks of `seg` from entry `i` that are not cached, up to
-    /// `bytes` of file data.
-    fn prefetch(&self, seg: &Segment, mut i: usize, bytes: u64) {
+    /// The chunk ids of `seg` from entry `i` on, up to `bytes` of file data.
+    fn chunk_ids(seg: &Segment, i: usize, bytes: u64) -> impl Iterator<Item = ChunkId> + '_ {
+        let mut covered = 0u64;
+        seg.entries[i.min(seg.entries.len())..]
+            .iter()
+            .take_while(move |e| {
+                let more = covered < bytes;
+                covered += e.len();
+                more
+            })
+            .filter_map(|e| match e {
+                Entry::Chunk { id, .. } => Some(*id),
+                Entry::Hole { .. } => None,
+            })
+    }
+
+    /// Queues, in batches, the chunks of `seg` from entry `i` that are
+    /// neither cached nor in flight, up to `bytes` of file data.
+    fn prefetch(&self, seg: &Segment, i: usize, bytes: u64) {
         let Some(tx) = &self.prefetch else { return };
-        let mut queued = 0u64;
-        while i < seg.entries.len() && queued < bytes {
-            if let Entry::Chunk { id, len } = seg.entries[i] {
-                if !self.chunks.contains_key(&id) && tx.try_send(id).is_err() {
-                    return;
-                }
-                queued += len as u64;
-            } else {
-                queued += seg.entries[i].len();
+        let ids = self.shared.claim(Self::chunk_ids(seg, i, bytes));
+        let per_batch = (PREFETCH_BATCH / 16384).max(1) as usize;
+        for batch in ids.chunks(per_batch) {
+            if let Err(e) = tx.try_send(batch.to_vec()) {
+                // The pool is busy: drop the marks; readers fetch these.
+                self.shared.release(e.into_inner().into_iter());
             }
-            i += 1;
         }
     }
 
@@ -160,7 +242,7 @@ impl ContentReader {
         if let Some(seg) = hint.as_ref().filter(|s| s.covers(manifest, offset)) {
             return Ok(Some(seg.clone()));
         }
-        let found = self.store.segment_at(manifest, offset)?;
+        let found = self.shared.store.segment_at(manifest, offset)?;
         let seg = found.map(|(start, entries)| Arc::new(Segment::new(manifest, start, entries)));
         match seg {
             Some(s) if s.covers(manifest, offset) => {
@@ -195,7 +277,13 @@ impl ContentReader {
                 buf[done..].fill(0);
                 return Ok(());
             };
-            self.prefetch(&seg, i, (buf.len() - done) as u64 + READ_AHEAD);
+            // What this read needs, fetched together; then what comes next.
+            let wanted = (buf.len() - done) as u64 + (at - entry_start);
+            let missing = self.shared.claim(Self::chunk_ids(&seg, i, wanted));
+            if !missing.is_empty() {
+                self.shared.fetch(&missing);
+            }
+            self.prefetch(&seg, i, wanted + READ_AHEAD);
             while i < seg.entries.len() && done < buf.len() {
                 let at = offset + done as u64;
                 let entry = seg.entries[i];
@@ -230,7 +318,7 @@ impl ContentReader {
             return Ok(());
         }
         let mut from = 0u64;
-        while let Some((start, entries)) = self.store.segment_from(manifest, from)? {
+        while let Some((start, entries)) = self.shared.store.segment_from(manifest, from)? {
             let mut at = start;
             for e in entries {
                 if !f(at, e)? {

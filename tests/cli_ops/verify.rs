@@ -1,5 +1,5 @@
 //! `verify`: clean on a healthy store; after a byte of a chunk is flipped
-//! in a blob file, the damaged file, its version and the snapshot holding
+//! in a pack file, the damaged file, its version and the snapshot holding
 //! it are named and the exit code is 1, on the unmounted store and through
 //! a mount.
 
@@ -13,13 +13,17 @@ use crate::{args, cli, json, ok, text};
 
 const SIZE: usize = 12 << 20;
 
-/// Flips one byte of the 64-byte window found in the store's blob files;
+/// Flips one byte of the 64-byte window found in the store's pack (or
+/// blob) files;
 /// panics unless the window is found exactly once.
 fn corrupt(store: &Path, window: &[u8]) {
     let mut hits = 0;
-    for e in fs::read_dir(store.join("db")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_none_or(|x| x != "blob") {
+    let files = ["db", "packs"]
+        .iter()
+        .flat_map(|d| fs::read_dir(store.join(d)).unwrap())
+        .map(|e| e.unwrap().path());
+    for p in files {
+        if p.extension().is_none_or(|x| x != "blob" && x != "pack") {
             continue;
         }
         let mut bytes = fs::read(&p).unwrap();
@@ -29,7 +33,7 @@ fn corrupt(store: &Path, window: &[u8]) {
             hits += 1;
         }
     }
-    assert_eq!(hits, 1, "the window was found in {hits} blob files");
+    assert_eq!(hits, 1, "the window was found in {hits} pack or blob files");
 }
 
 /// The (kind, path, which) triples of a report.
@@ -94,7 +98,7 @@ fn verify_is_clean_on_a_healthy_store_and_names_a_corrupted_chunk_with_exit_1() 
         text(&out.stderr)
     );
 
-    // Chunks past the first 8 MiB live in blob files, stored raw.
+    // Chunks past the first MiB live in pack files, stored raw.
     corrupt(&m.store, &data[10 << 20..(10 << 20) + 64]);
     let want = [
         ("live".to_string(), "/big.bin".to_string(), None),

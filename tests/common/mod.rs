@@ -320,10 +320,13 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Bytes the store directory takes on disk (`du -sb`).
+/// Bytes the store directory takes on disk: allocated blocks, as
+/// `du -s -B1` counts them (pack files have holes where GC freed space,
+/// so their apparent size says nothing of the disk).
 pub fn du_bytes(path: &Path) -> u64 {
     let out = Command::new("du")
-        .arg("-sb")
+        .arg("-s")
+        .arg("-B1")
         .arg(path)
         .output()
         .expect("du");

@@ -1,4 +1,4 @@
-//! A flipped byte in a stored chunk (found in `STORE/db/*.blob` by a
+//! A flipped byte in a stored chunk (found in `STORE/packs/*.pack` by a
 //! 64-byte window of the file's content, with the daemon stopped): reads
 //! of the damaged range fail with EIO through the live tree, the file's
 //! version under `.ckpt/versions/` and its copy in a snapshot; every read
@@ -14,18 +14,21 @@ use super::support::{ctl, version_files, MIB};
 use crate::common::{noise, Mount};
 
 const SIZE: usize = 12 * MIB;
-/// Where the flipped byte is: past the first 8 MiB (whose chunks go
-/// through the WAL), in a chunk stored raw in a blob file.
+/// Where the flipped byte is: past the first MiB (whose chunks go
+/// through the WAL), in a chunk stored raw in a pack file.
 const DAMAGE: usize = 10 * MIB;
 const BLOCK: usize = 64 << 10;
 
 /// Flips one byte in the middle of the 64-byte window; panics unless the
-/// window is found in exactly one blob file, once.
+/// window is found in exactly one pack or blob file, once.
 fn corrupt(store: &Path, window: &[u8]) {
     let mut hits = 0;
-    for e in fs::read_dir(store.join("db")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_none_or(|x| x != "blob") {
+    let files = ["db", "packs"]
+        .iter()
+        .flat_map(|d| fs::read_dir(store.join(d)).unwrap())
+        .map(|e| e.unwrap().path());
+    for p in files {
+        if p.extension().is_none_or(|x| x != "blob" && x != "pack") {
             continue;
         }
         let mut bytes = fs::read(&p).unwrap();
@@ -45,7 +48,7 @@ fn corrupt(store: &Path, window: &[u8]) {
     }
     assert_eq!(
         hits, 1,
-        "the window was found {hits} times in the blob files"
+        "the window was found {hits} times in the pack and blob files"
     );
 }
 

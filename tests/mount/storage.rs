@@ -1,7 +1,8 @@
 //! What the store costs on disk (dedup, zero runs), read-only mounts, and
 //! the daemon's memory on a file far larger than RAM budgets.
 //!
-//! Store sizes are measured with `du -sb` on the store directory. Every
+//! Store sizes are measured with `du -s -B1` (allocated blocks) on the
+//! store directory. Every
 //! measurement is taken right after a remount. Why: a chunk first lands in
 //! RocksDB's WAL and only moves into a blob file when its memtable is
 //! flushed (64 MiB memtables, WAL capped at 256 MiB), and the old WAL file is

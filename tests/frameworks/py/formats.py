@@ -36,7 +36,7 @@ def npz_opt(v):
 
 
 def npy_emb(v):
-    # 10 MiB: past the first 8 MiB, whose chunks go through the WAL.
+    # 10 MiB: past the first MiB, whose chunks go through the WAL.
     return np.random.default_rng(300 + v).standard_normal((2560, 2048)).astype(np.float16)
 
 

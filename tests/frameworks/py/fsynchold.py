@@ -40,7 +40,7 @@ fd = os.open(os.path.join(d, "prev.bin"), os.O_WRONLY | os.O_TRUNC)
 write_all(fd, v2)
 os.fdatasync(fd)
 held.append(fd)
-# 20 MiB: chunks past the first 8 MiB skip the WAL.
+# 20 MiB: chunks past the first MiB go to pack files, not the WAL.
 big = os.urandom(20 * 2**20 + 3)
 keep("big.bin", big)
 fd = os.open(os.path.join(d, "big.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -1,4 +1,4 @@
-//! Garbage collection: what it frees on disk (`du -sb` of the store,
+//! Garbage collection: what it frees on disk (`du -s -B1` of the store,
 //! measured settled, i.e. right after a remount; see `storage.rs` for why),
 //! what it must keep byte-exact (kept and pinned snapshots, live files,
 //! their latest versions), `file-versions-keep`, the GC timer (`--gc-interval`, the policy's
@@ -21,7 +21,7 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
 
-/// The store's size once settled: remount, then `du -sb`.
+/// The store's size once settled: remount, then `du -s -B1`.
 fn settled_du(m: &mut Mount) -> u64 {
     m.remount();
     du_bytes(&m.store)

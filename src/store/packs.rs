@@ -1,0 +1,446 @@
+//! Pack files: ckptfs's own append-only files for the chunks of large
+//! files, indexed by `chunk_index` (pack number, offset, length).
+//!
+//! ```text
+//! STORE/packs/0000002a.pack   [record][record]...
+//! record = [chunk id: 16 bytes][stored len: u32 LE][codec value]
+//! ```
+//!
+//! A chunk is written once, with one `pwrite`, and read back with one
+//! `pread`; a sequential reader reads runs of neighbouring records with one
+//! `pread` per run. Several packs are open for appending at a time, one per
+//! concurrent chunk writer, so writers never wait for each other; within a
+//! pack, records are appended in order and a pack's length only covers
+//! completed writes.
+//!
+//! Durability: a commit that names packed chunks first calls
+//! [`Packs::sync`], which `fdatasync`s every pack written since the last
+//! sync and returns the synced lengths; the store records them (`pack_len`
+//! keys in `meta`) in the WAL before the commit. At the next open, each pack
+//! of an earlier session is cut back to its recorded length: bytes past it
+//! were never named by a commit, and index entries that point past it are
+//! treated as absent ([`Packs::is_durable`]), so a power loss cannot leave a
+//! dedup hit on a chunk whose bytes never reached the disk. Packs of earlier
+//! sessions are never appended to.
+//!
+//! Space: garbage collection punches holes over dead records
+//! ([`Packs::punch`]), so the disk gets space back without rewriting packs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::IoSlice;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use nix::fcntl::{fallocate, FallocateFlags};
+use nix::sys::uio::pwritev;
+use parking_lot::{Mutex, RwLock};
+
+use super::{Result, StoreError};
+
+/// Bytes in front of every record: chunk id and stored length.
+pub const RECORD_HEADER: usize = 20;
+/// A pack is closed for appending once it holds this much.
+const PACK_TARGET: u64 = 512 << 20;
+/// Packs open for appending at once (concurrent writers).
+const APPENDERS: usize = 4;
+const SUFFIX: &str = "pack";
+
+/// Where a packed chunk's record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackLocation {
+    /// Pack number.
+    pub pack: u32,
+    /// Offset of the record (its header) in the pack.
+    pub offset: u64,
+    /// Length of the whole record, header included.
+    pub len: u32,
+}
+
+impl PackLocation {
+    fn end(&self) -> u64 {
+        self.offset + self.len as u64
+    }
+}
+
+struct Appending {
+    id: u32,
+    file: Arc<File>,
+    len: u64,
+    dirty: bool,
+}
+
+/// The set of pack files of one store.
+pub struct Packs {
+    dir: PathBuf,
+    /// Packs numbered below this are from earlier sessions.
+    first_of_session: u32,
+    /// Durable length of each pack of an earlier session.
+    sealed: HashMap<u32, u64>,
+    next_id: AtomicU32,
+    appenders: Vec<Mutex<Option<Appending>>>,
+    /// Packs closed for appending that still need a sync.
+    retired: Mutex<Vec<Appending>>,
+    files: RwLock<HashMap<u32, Arc<File>>>,
+    sync_lock: Mutex<()>,
+    dir_dirty: AtomicBool,
+    /// Packs longer than their durable length at open: path, length,
+    /// durable length.
+    leftovers: Vec<(PathBuf, u64, u64)>,
+}
+
+fn pack_name(id: u32) -> String {
+    format!("{id:08x}.{SUFFIX}")
+}
+
+fn pack_id(path: &Path) -> Option<u32> {
+    if path.extension()? != SUFFIX {
+        return None;
+    }
+    u32::from_str_radix(path.file_stem()?.to_str()?, 16).ok()
+}
+
+impl Packs {
+    /// Opens `dir` (creating it). Packs longer than their recorded durable
+    /// length (`sealed`; none recorded means 0) are noted; the store purges
+    /// the index entries past those lengths, then calls
+    /// [`Packs::cut_leftovers`].
+    pub fn open(dir: PathBuf, sealed: HashMap<u32, u64>) -> Result<Packs> {
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let mut highest = sealed.keys().copied().max().unwrap_or(0);
+        let mut leftovers = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))? {
+            let path = entry.map_err(|e| StoreError::io(&dir, e))?.path();
+            let Some(id) = pack_id(&path) else { continue };
+            highest = highest.max(id);
+            let len = fs::metadata(&path)
+                .map_err(|e| StoreError::io(&path, e))?
+                .len();
+            let durable = sealed.get(&id).copied().unwrap_or(0);
+            if len > durable || durable == 0 {
+                leftovers.push((path, len, durable));
+            }
+        }
+        let first = highest.saturating_add(1);
+        Ok(Packs {
+            dir,
+            first_of_session: first,
+            sealed,
+            next_id: AtomicU32::new(first),
+            appenders: (0..APPENDERS).map(|_| Mutex::new(None)).collect(),
+            retired: Mutex::new(Vec::new()),
+            files: RwLock::new(HashMap::new()),
+            sync_lock: Mutex::new(()),
+            dir_dirty: AtomicBool::new(false),
+            leftovers,
+        })
+    }
+
+    /// True when a crash left bytes past a pack's durable length: index
+    /// entries may point there and must be purged before
+    /// [`Packs::cut_leftovers`].
+    pub fn has_leftovers(&self) -> bool {
+        !self.leftovers.is_empty()
+    }
+
+    /// Cuts every pack back to its durable length (removes packs that no
+    /// commit names). Those bytes were never named by a commit.
+    pub fn cut_leftovers(&self) -> Result<()> {
+        for (path, len, durable) in &self.leftovers {
+            if *durable == 0 {
+                log::info!("{}: no commit names it; removed", path.display());
+                fs::remove_file(path).map_err(|e| StoreError::io(path, e))?;
+                continue;
+            }
+            log::info!(
+                "{}: dropping {} bytes written after the last commit",
+                path.display(),
+                len - durable
+            );
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| StoreError::io(path, e))?;
+            f.set_len(*durable)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| StoreError::io(path, e))?;
+        }
+        Ok(())
+    }
+
+    fn path(&self, id: u32) -> PathBuf {
+        self.dir.join(pack_name(id))
+    }
+
+    /// True when the record's bytes are known to be on disk or were written
+    /// by this process (index entries past a pack's durable length are
+    /// leftovers of a crash).
+    pub fn is_durable(&self, loc: PackLocation) -> bool {
+        loc.pack >= self.first_of_session
+            || self
+                .sealed
+                .get(&loc.pack)
+                .is_some_and(|&len| loc.end() <= len)
+    }
+
+    fn new_pack(&self) -> Result<Appending> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let path = self.path(id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let file = Arc::new(file);
+        self.files.write().insert(id, file.clone());
+        self.dir_dirty.store(true, Ordering::SeqCst);
+        log::debug!("{}: new pack", path.display());
+        Ok(Appending {
+            id,
+            file,
+            len: 0,
+            dirty: false,
+        })
+    }
+
+    /// Appends one record, given as consecutive parts; returns where it is.
+    pub fn append(&self, parts: &[&[u8]]) -> Result<PackLocation> {
+        let record_len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        // Take the first idle appender; wait on one only when all are busy.
+        let mut slot = self
+            .appenders
+            .iter()
+            .find_map(|m| m.try_lock())
+            .unwrap_or_else(|| self.appenders[record_len as usize % APPENDERS].lock());
+        let full = slot
+            .as_ref()
+            .is_some_and(|p| p.len > 0 && p.len + record_len > PACK_TARGET);
+        if full {
+            if let Some(old) = slot.take().filter(|p| p.dirty) {
+                self.retired.lock().push(old);
+            }
+        }
+        if slot.is_none() {
+            *slot = Some(self.new_pack()?);
+        }
+        let Some(pack) = slot.as_mut() else {
+            return Err(StoreError::Db("no pack to append to".into()));
+        };
+        write_all_at(&pack.file, parts, pack.len)
+            .map_err(|e| StoreError::io(&self.path(pack.id), e))?;
+        let loc = PackLocation {
+            pack: pack.id,
+            offset: pack.len,
+            len: record_len as u32,
+        };
+        pack.len += record_len;
+        pack.dirty = true;
+        Ok(loc)
+    }
+
+    /// `fdatasync`s every pack appended to since the last sync; returns
+    /// each one's number and synced length. Concurrent callers share the
+    /// work: one that waited for another's sync usually finds nothing left.
+    pub fn sync(&self) -> Result<Vec<(u32, u64)>> {
+        let _one_at_a_time = self.sync_lock.lock();
+        let mut todo: Vec<(u32, Arc<File>, u64)> = self
+            .retired
+            .lock()
+            .drain(..)
+            .map(|p| (p.id, p.file, p.len))
+            .collect();
+        for m in &self.appenders {
+            if let Some(p) = m.lock().as_mut().filter(|p| p.dirty) {
+                p.dirty = false;
+                todo.push((p.id, p.file.clone(), p.len));
+            }
+        }
+        for (i, (id, file, _)) in todo.iter().enumerate() {
+            if let Err(e) = file.sync_data() {
+                // Put back what was not synced so the next sync retries it.
+                let mut retired = self.retired.lock();
+                for (id, file, len) in todo.iter().skip(i).cloned() {
+                    retired.push(Appending {
+                        id,
+                        file,
+                        len,
+                        dirty: true,
+                    });
+                }
+                return Err(StoreError::io(&self.path(*id), e));
+            }
+        }
+        if !todo.is_empty() && self.dir_dirty.swap(false, Ordering::SeqCst) {
+            if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+                self.dir_dirty.store(true, Ordering::SeqCst);
+                return Err(StoreError::io(&self.dir, e));
+            }
+        }
+        Ok(todo.into_iter().map(|(id, _, len)| (id, len)).collect())
+    }
+
+    fn file(&self, id: u32) -> Result<Arc<File>> {
+        if let Some(f) = self.files.read().get(&id) {
+            return Ok(f.clone());
+        }
+        let path = self.path(id);
+        // Writable, for `punch`.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let file = Arc::new(file);
+        Ok(self.files.write().entry(id).or_insert(file).clone())
+    }
+
+    /// Reads `len` bytes of pack `id` from `offset`. A read past the end of
+    /// the pack is an error of kind `UnexpectedEof`.
+    pub fn read(&self, id: u32, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.file(id)?
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| StoreError::io(&self.path(id), e))?;
+        Ok(buf)
+    }
+
+    /// Gives the disk the space of dead records back: neighbouring records
+    /// are merged so that whole blocks between them are freed.
+    pub fn punch(&self, dead: &[PackLocation]) -> Result<()> {
+        let mut by_pack: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+        for loc in dead {
+            by_pack
+                .entry(loc.pack)
+                .or_default()
+                .push((loc.offset, loc.end()));
+        }
+        for (id, mut ranges) in by_pack {
+            ranges.sort_unstable();
+            let mut merged: Vec<(u64, u64)> = Vec::new();
+            for (start, end) in ranges {
+                match merged.last_mut() {
+                    Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                    _ => merged.push((start, end)),
+                }
+            }
+            let file = match self.file(id) {
+                Ok(f) => f,
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            for (start, end) in merged {
+                fallocate(
+                    file.as_ref(),
+                    FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                    start as libc::off_t,
+                    (end - start) as libc::off_t,
+                )
+                .map_err(|e| StoreError::io(&self.path(id), e.into()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes all of `parts` at `offset` with `pwritev`.
+fn write_all_at(file: &File, parts: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
+    let mut left: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    while !left.is_empty() {
+        let iov: Vec<IoSlice<'_>> = left.iter().map(|p| IoSlice::new(p)).collect();
+        let mut n = match pwritev(file, &iov, offset as libc::off_t) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        offset += n as u64;
+        while let Some(first) = left.first_mut() {
+            if n < first.len() {
+                *first = &first[n..];
+                break;
+            }
+            n -= first.len();
+            left.remove(0);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_append_read_back_and_survive_a_reopen_up_to_the_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = Packs::open(dir.path().join("packs"), HashMap::new()).unwrap();
+        let a = packs.append(&[b"first ", b"record"]).unwrap();
+        let b = packs.append(&[b"second"]).unwrap();
+        assert_eq!(
+            packs.read(a.pack, a.offset, a.len as usize).unwrap(),
+            b"first record"
+        );
+        assert_eq!(
+            packs.read(b.pack, b.offset, b.len as usize).unwrap(),
+            b"second"
+        );
+        let synced = packs.sync().unwrap();
+        assert!(
+            packs.sync().unwrap().is_empty(),
+            "a second sync has nothing to do"
+        );
+        let c = packs.append(&[b"after the sync"]).unwrap();
+        assert!(packs.is_durable(c));
+        drop(packs);
+
+        let sealed: HashMap<u32, u64> = synced.into_iter().collect();
+        let packs = Packs::open(dir.path().join("packs"), sealed).unwrap();
+        assert!(packs.has_leftovers());
+        packs.cut_leftovers().unwrap();
+        assert!(packs.is_durable(a) && packs.is_durable(b));
+        if c.pack == a.pack {
+            assert!(
+                !packs.is_durable(c),
+                "bytes past the synced length are not durable"
+            );
+            assert!(packs.read(c.pack, c.offset, c.len as usize).is_err());
+        }
+        assert_eq!(
+            packs.read(a.pack, a.offset, a.len as usize).unwrap(),
+            b"first record"
+        );
+        let d = packs.append(&[b"new session"]).unwrap();
+        assert!(
+            d.pack > a.pack.max(c.pack),
+            "old packs are never appended to"
+        );
+    }
+
+    #[test]
+    fn punched_records_free_their_blocks() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let packs = Packs::open(dir.path().join("packs"), HashMap::new()).unwrap();
+        let record = vec![7u8; 64 << 10];
+        let locs: Vec<_> = (0..16).map(|_| packs.append(&[&record]).unwrap()).collect();
+        packs.sync().unwrap();
+        let path = packs.path(locs[0].pack);
+        let before = fs::metadata(&path).unwrap().blocks();
+        packs.punch(&locs[..8]).unwrap();
+        let after = fs::metadata(&path).unwrap().blocks();
+        assert!(after * 2 <= before + 16, "blocks {before} -> {after}");
+        assert_eq!(
+            packs
+                .read(locs[9].pack, locs[9].offset, record.len())
+                .unwrap(),
+            record
+        );
+    }
+}
