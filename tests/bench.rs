@@ -1,0 +1,109 @@
+//! `scripts/bench` at a tiny size (one round, 0.05 GiB): the harness runs
+//! end to end against plain, ckptfs, restic and borg, writes a JSON report
+//! with every sequence and target measured, and leaves no mount, daemon or
+//! work directory behind. The numbers themselves are not judged here
+//! (timings on these machines are noisy; BENCHMARKS.md has the real run),
+//! except those that do not depend on timing: the bytes read back, and the
+//! store sizes, where dedup must show on the frozen and copies sequences.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn fuse_mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_str().expect("a UTF-8 temp path");
+    fs::read_to_string("/proc/mounts")
+        .expect("read /proc/mounts")
+        .lines()
+        .filter(|l| l.split(' ').nth(1).is_some_and(|m| m.starts_with(dir)))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::Builder::new()
+        .prefix("ckptfs-bench-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let json = work.path().join("result.json");
+    let out = Command::new(root.join("scripts/bench"))
+        .args(["--gib", "0.05", "--rounds", "1", "--no-build", "--dir"])
+        .arg(work.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run scripts/bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scripts/bench failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("ckptfs/plain"), "no table:\n{stdout}");
+    assert!(
+        fuse_mounts_under(work.path()).is_empty(),
+        "mounts left behind: {:?}",
+        fuse_mounts_under(work.path())
+    );
+    let leftovers: Vec<_> = fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "result.json")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "work files left behind: {leftovers:?}"
+    );
+
+    let report: Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let summary = &report["summary"];
+    for seq in ["full", "frozen", "copies", "sparse", "ranks"] {
+        for target in ["plain", "ckptfs", "restic", "borg"] {
+            let stored = summary[seq]["stored"][target]["median"].as_f64();
+            assert!(
+                stored.is_some_and(|s| s > 0.0),
+                "{seq}/{target}: no stored bytes in {}",
+                summary[seq]
+            );
+            let read = summary[seq]["read"][target]["median"].as_f64();
+            assert!(
+                read.is_some_and(|r| r > 0.0),
+                "{seq}/{target}: no read speed"
+            );
+        }
+        for target in ["plain", "ckptfs"] {
+            for row in ["save", "save_fsync"] {
+                let v = summary[seq][row][target]["median"].as_f64();
+                assert!(v.is_some_and(|v| v > 0.0), "{seq}/{target}: no {row}");
+            }
+        }
+        let cpu = summary[seq]["cpu"]["ckptfs"]["median"].as_f64();
+        assert!(cpu.is_some(), "{seq}: no CPU figure for the daemon");
+    }
+    // Sizes do not depend on timing: dedup must show where data repeats
+    // (at this tiny size the store's fixed files weigh a few percent: the
+    // 4 GiB figures are in BENCHMARKS.md).
+    let stored = |seq: &str, t: &str| summary[seq]["stored"][t]["median"].as_f64().unwrap();
+    for (seq, most) in [("frozen", 0.6), ("copies", 0.9), ("full", 1.1)] {
+        let got = stored(seq, "ckptfs");
+        assert!(
+            got < most,
+            "{seq}: ckptfs stored/logical {got}, expected under {most}"
+        );
+    }
+    let verified = report["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["target"] == "ckptfs" && r["verified"] == true)
+        .count();
+    assert_eq!(
+        verified, 5,
+        "ckptfs read-back was compared for every sequence"
+    );
+}
