@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use nix::fcntl::{fallocate, FallocateFlags};
+use nix::fcntl::{fallocate, posix_fadvise, FallocateFlags, PosixFadviseAdvice};
 use nix::sys::uio::pwritev;
 use parking_lot::{Mutex, RwLock};
 
@@ -46,6 +46,9 @@ pub const RECORD_HEADER: usize = 20;
 const PACK_TARGET: u64 = 512 << 20;
 /// Packs open for appending at once (concurrent writers).
 const APPENDERS: usize = 4;
+/// Every this many bytes appended to a pack, writeback of the last such
+/// stretch is started, and the one before is dropped from the page cache.
+const WRITEBACK_STEP: u64 = 8 << 20;
 const SUFFIX: &str = "pack";
 
 /// Where a packed chunk's record is.
@@ -238,6 +241,12 @@ impl Packs {
         };
         pack.len += record_len;
         pack.dirty = true;
+        let boundary = pack.len / WRITEBACK_STEP * WRITEBACK_STEP;
+        let file = (boundary > loc.offset).then(|| pack.file.clone());
+        drop(slot);
+        if let Some(file) = file {
+            start_writeback(&file, boundary);
+        }
         Ok(loc)
     }
 
@@ -347,6 +356,22 @@ impl Packs {
         }
         Ok(())
     }
+}
+
+/// Streams a pack to the disk while it is written, so that the sync at
+/// commit finds little left to do, and checkpoint data does not crowd the
+/// page cache: `POSIX_FADV_DONTNEED` over the stretch that just filled up
+/// (`end - WRITEBACK_STEP .. end`) starts its writeback (dirty pages are
+/// written, not dropped), and over the stretch before it drops pages that
+/// writeback has cleaned. Advice only: a failure changes nothing.
+fn start_writeback(file: &File, end: u64) {
+    let start = end.saturating_sub(2 * WRITEBACK_STEP);
+    let _ = posix_fadvise(
+        file,
+        start as libc::off_t,
+        (end - start) as libc::off_t,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
 }
 
 /// Writes all of `parts` at `offset` with `pwritev`.
