@@ -46,6 +46,7 @@ impl GcReport {
             "chunks_kept": s.chunks_kept,
             "bytes_kept": s.bytes_kept,
             "blobs_relocated": s.relocated,
+            "packs_removed": s.packs_removed,
         })
     }
 }

@@ -112,12 +112,11 @@ impl IndexEntry {
 impl Store {
     /// The index entry of a chunk whose bytes can be relied on.
     pub(crate) fn index_entry(&self, id: ChunkId) -> Result<Option<IndexEntry>> {
-        let cf = self.cf(CF_CHUNK_INDEX);
-        let key = chunk_key(id);
-        if !self.db.key_may_exist_cf(cf, key) {
-            return Ok(None);
-        }
-        let Some(v) = self.db.get_pinned_cf(cf, key)? else {
+        // One lookup: the memtable and SST bloom filters answer misses.
+        let Some(v) = self
+            .db
+            .get_pinned_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id))?
+        else {
             return Ok(None);
         };
         let entry = IndexEntry::decode(&v)?;
@@ -173,30 +172,38 @@ impl Store {
 
     /// Stores a chunk given its raw bytes; returns the stored size. The
     /// caller has checked [`Store::has_chunk`]; storing twice is harmless.
-    /// `packed` chunks go to a pack file (see the module docs).
-    pub fn put_chunk(&self, id: ChunkId, raw: &[u8], packed: bool) -> Result<usize> {
-        let mut batch = WriteBatch::default();
-        let entry = if packed {
+    /// `Some(stream)` puts it in a pack file (see the module docs): chunks
+    /// of one stream (one file version) go to the same pack, next to each
+    /// other, so reading the file back reads long runs.
+    pub fn put_chunk(&self, id: ChunkId, raw: &[u8], packed: Option<u64>) -> Result<usize> {
+        if let Some(stream) = packed {
             let (codec_header, payload) = chunk::encode_parts(raw);
             let stored_len = (codec_header.len() + payload.len()) as u32;
             let mut header = [0u8; RECORD_HEADER];
             header[..16].copy_from_slice(&id.to_bytes());
             header[16..].copy_from_slice(&stored_len.to_le_bytes());
-            let loc = self.packs.append(&[&header, &codec_header, &payload])?;
-            IndexEntry {
-                raw_len: raw.len() as u32,
-                stored_len,
-                packed: Some(loc),
-            }
-        } else {
-            let stored = chunk::encode(raw);
-            batch.put_cf(self.cf(chunk_shard(id)), chunk_key(id), &stored);
-            IndexEntry {
-                raw_len: raw.len() as u32,
-                stored_len: stored.len() as u32,
-                packed: None,
-            }
+            // Indexed while the pack is held: see `Packs::appending`.
+            self.packs
+                .append(stream, &[&header, &codec_header, &payload], |loc| {
+                    let entry = IndexEntry {
+                        raw_len: raw.len() as u32,
+                        stored_len,
+                        packed: Some(loc),
+                    };
+                    self.db
+                        .put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id), entry.encode())?;
+                    Ok(())
+                })?;
+            return Ok(stored_len as usize);
+        }
+        let stored = chunk::encode(raw);
+        let entry = IndexEntry {
+            raw_len: raw.len() as u32,
+            stored_len: stored.len() as u32,
+            packed: None,
         };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(chunk_shard(id)), chunk_key(id), &stored);
         batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id), entry.encode());
         self.db.write(batch)?;
         Ok(entry.stored_len as usize)
@@ -402,7 +409,7 @@ mod tests {
         let data = vec![5u8; 30000];
         let id = chunk_id(&data);
         assert!(!store.has_chunk(id).unwrap());
-        store.put_chunk(id, &data, false).unwrap();
+        store.put_chunk(id, &data, None).unwrap();
         assert!(store.has_chunk(id).unwrap());
         assert_eq!(&*store.read_chunk(id).unwrap(), &data[..]);
 

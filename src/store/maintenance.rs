@@ -92,6 +92,35 @@ impl Store {
         self.packs.punch(&punched)
     }
 
+    /// Deletes the pack files left without a live record (and their
+    /// recorded lengths); returns how many and the bytes they took.
+    pub fn remove_dead_packs(&self) -> Result<(u64, u64)> {
+        // Packs rotated out before this call have every record indexed,
+        // and the scan below starts after it.
+        let appending = self.packs.appending();
+        let mut live = std::collections::HashSet::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_CHUNK_INDEX));
+        it.seek_to_first();
+        while let Some(value) = it.value() {
+            if let Some(loc) = super::chunks::IndexEntry::decode(value)?.packed {
+                live.insert(loc.pack);
+            }
+            it.next();
+        }
+        it.status()?;
+        drop(it);
+        let removed = self.packs.remove_dead(&live, &appending)?;
+        let mut batch = WriteBatch::default();
+        for (id, _) in &removed {
+            batch.delete_cf(self.cf(CF_META), super::schema::pack_len_key(*id));
+        }
+        self.db.write(batch)?;
+        Ok((
+            removed.len() as u64,
+            removed.iter().map(|(_, bytes)| bytes).sum(),
+        ))
+    }
+
     /// Deletes manifests (all their segments) in one batch.
     pub fn delete_manifests(&self, ids: &[ManifestId]) -> Result<()> {
         let mut txn: Txn<'_> = self.txn();

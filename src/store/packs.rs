@@ -6,12 +6,13 @@
 //! record = [chunk id: 16 bytes][stored len: u32 LE][codec value]
 //! ```
 //!
-//! A chunk is written once, with one `pwrite`, and read back with one
+//! A chunk is written once, with one `pwritev`, and read back with one
 //! `pread`; a sequential reader reads runs of neighbouring records with one
-//! `pread` per run. Several packs are open for appending at a time, one per
-//! concurrent chunk writer, so writers never wait for each other; within a
-//! pack, records are appended in order and a pack's length only covers
-//! completed writes.
+//! `pread` per run. Several packs are open for appending at a time; each
+//! stream (the chunks of one file version) goes to one of them, so a file's
+//! records sit side by side even when several files are written at once
+//! (8 ranks writing shards). Within a pack, records are appended in order
+//! and a pack's length only covers completed writes.
 //!
 //! Durability: a commit that names packed chunks first calls
 //! [`Packs::sync`], which `fdatasync`s every pack written since the last
@@ -24,11 +25,12 @@
 //! sessions are never appended to.
 //!
 //! Space: garbage collection punches holes over dead records
-//! ([`Packs::punch`]), so the disk gets space back without rewriting packs.
+//! ([`Packs::punch`]), so the disk gets space back without rewriting packs,
+//! and deletes packs left without a live record ([`Packs::remove_dead`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::IoSlice;
+use std::io::{IoSlice, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -44,8 +46,9 @@ use super::{Result, StoreError};
 pub const RECORD_HEADER: usize = 20;
 /// A pack is closed for appending once it holds this much.
 const PACK_TARGET: u64 = 512 << 20;
-/// Packs open for appending at once (concurrent writers).
-const APPENDERS: usize = 4;
+/// Packs open for appending at once: streams (files) are spread over
+/// them, so concurrent writers rarely share one.
+const APPENDERS: usize = 8;
 /// Every this many bytes appended to a pack, writeback of the last such
 /// stretch is started, and the one before is dropped from the page cache.
 const WRITEBACK_STEP: u64 = 8 << 20;
@@ -68,7 +71,14 @@ impl PackLocation {
     }
 }
 
-struct Appending {
+/// What [`Packs::appending`] saw: packs that may hold records not yet
+/// indexed.
+pub struct Appending {
+    open: HashSet<u32>,
+    from: u32,
+}
+
+struct OpenPack {
     id: u32,
     file: Arc<File>,
     len: u64,
@@ -83,9 +93,9 @@ pub struct Packs {
     /// Durable length of each pack of an earlier session.
     sealed: HashMap<u32, u64>,
     next_id: AtomicU32,
-    appenders: Vec<Mutex<Option<Appending>>>,
+    appenders: Vec<Mutex<Option<OpenPack>>>,
     /// Packs closed for appending that still need a sync.
-    retired: Mutex<Vec<Appending>>,
+    retired: Mutex<Vec<OpenPack>>,
     files: RwLock<HashMap<u32, Arc<File>>>,
     sync_lock: Mutex<()>,
     dir_dirty: AtomicBool,
@@ -188,7 +198,7 @@ impl Packs {
                 .is_some_and(|&len| loc.end() <= len)
     }
 
-    fn new_pack(&self) -> Result<Appending> {
+    fn new_pack(&self) -> Result<OpenPack> {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let path = self.path(id);
         let file = OpenOptions::new()
@@ -201,7 +211,7 @@ impl Packs {
         self.files.write().insert(id, file.clone());
         self.dir_dirty.store(true, Ordering::SeqCst);
         log::debug!("{}: new pack", path.display());
-        Ok(Appending {
+        Ok(OpenPack {
             id,
             file,
             len: 0,
@@ -209,15 +219,19 @@ impl Packs {
         })
     }
 
-    /// Appends one record, given as consecutive parts; returns where it is.
-    pub fn append(&self, parts: &[&[u8]]) -> Result<PackLocation> {
+    /// Appends one record, given as consecutive parts, then calls `index`
+    /// with its location while the pack is still held: once a pack stops
+    /// taking appends, every record in it is indexed (see
+    /// [`Packs::appending`]). Returns the location.
+    pub fn append(
+        &self,
+        stream: u64,
+        parts: &[&[u8]],
+        index: impl FnOnce(PackLocation) -> Result<()>,
+    ) -> Result<PackLocation> {
         let record_len: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        // Take the first idle appender; wait on one only when all are busy.
-        let mut slot = self
-            .appenders
-            .iter()
-            .find_map(|m| m.try_lock())
-            .unwrap_or_else(|| self.appenders[record_len as usize % APPENDERS].lock());
+        // One appender per stream: a file's records end up side by side.
+        let mut slot = self.appenders[(stream % APPENDERS as u64) as usize].lock();
         let full = slot
             .as_ref()
             .is_some_and(|p| p.len > 0 && p.len + record_len > PACK_TARGET);
@@ -241,6 +255,7 @@ impl Packs {
         };
         pack.len += record_len;
         pack.dirty = true;
+        index(loc)?;
         let boundary = pack.len / WRITEBACK_STEP * WRITEBACK_STEP;
         let file = (boundary > loc.offset).then(|| pack.file.clone());
         drop(slot);
@@ -272,7 +287,7 @@ impl Packs {
                 // Put back what was not synced so the next sync retries it.
                 let mut retired = self.retired.lock();
                 for (id, file, len) in todo.iter().skip(i).cloned() {
-                    retired.push(Appending {
+                    retired.push(OpenPack {
                         id,
                         file,
                         len,
@@ -289,6 +304,50 @@ impl Packs {
             }
         }
         Ok(todo.into_iter().map(|(id, _, len)| (id, len)).collect())
+    }
+
+    /// The packs taking appends now, and every number a pack created from
+    /// now on may get. Any other pack has every record indexed: a scan of
+    /// the index started after this call sees them all.
+    pub fn appending(&self) -> Appending {
+        // The watermark first: a pack created after it is excluded by it.
+        let from = self.next_id.load(Ordering::SeqCst);
+        let open = self
+            .appenders
+            .iter()
+            .filter_map(|m| m.lock().as_ref().map(|p| p.id))
+            .collect();
+        Appending { open, from }
+    }
+
+    /// Deletes every pack file that is neither in `live` (holds an indexed
+    /// record) nor in `appending`; returns the numbers and sizes of those
+    /// deleted. Readers that still hold one keep reading it until they let
+    /// go (the file is only unlinked).
+    pub fn remove_dead(
+        &self,
+        live: &HashSet<u32>,
+        appending: &Appending,
+    ) -> Result<Vec<(u32, u64)>> {
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(|e| StoreError::io(&self.dir, e))? {
+            let path = entry.map_err(|e| StoreError::io(&self.dir, e))?.path();
+            let Some(id) = pack_id(&path) else { continue };
+            if live.contains(&id) || appending.open.contains(&id) || id >= appending.from {
+                continue;
+            }
+            let blocks = fs::metadata(&path)
+                .map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    m.blocks() * 512
+                })
+                .unwrap_or(0);
+            fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+            self.files.write().remove(&id);
+            log::info!("{}: every record is dead; removed", path.display());
+            removed.push((id, blocks));
+        }
+        Ok(removed)
     }
 
     fn file(&self, id: u32) -> Result<Arc<File>> {
@@ -309,10 +368,23 @@ impl Packs {
     /// Reads `len` bytes of pack `id` from `offset`. A read past the end of
     /// the pack is an error of kind `UnexpectedEof`.
     pub fn read(&self, id: u32, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        self.file(id)?
-            .read_exact_at(&mut buf, offset)
-            .map_err(|e| StoreError::io(&self.path(id), e))?;
+        /// Longer reads go through their own descriptor, into a buffer
+        /// that is never zeroed first (`read_to_end` fills spare capacity).
+        const OWN_FD_FROM: usize = 256 << 10;
+        let path = self.path(id);
+        let io = |e| StoreError::io(&path, e);
+        if len < OWN_FD_FROM {
+            let mut buf = vec![0u8; len];
+            self.file(id)?.read_exact_at(&mut buf, offset).map_err(io)?;
+            return Ok(buf);
+        }
+        let mut file = File::open(&path).map_err(io)?;
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let mut buf = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut buf).map_err(io)?;
+        if buf.len() < len {
+            return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
         Ok(buf)
     }
 
@@ -406,8 +478,10 @@ mod tests {
     fn records_append_read_back_and_survive_a_reopen_up_to_the_sync() {
         let dir = tempfile::tempdir().unwrap();
         let packs = Packs::open(dir.path().join("packs"), HashMap::new()).unwrap();
-        let a = packs.append(&[b"first ", b"record"]).unwrap();
-        let b = packs.append(&[b"second"]).unwrap();
+        let a = packs
+            .append(0, &[b"first ", b"record"], |_| Ok(()))
+            .unwrap();
+        let b = packs.append(0, &[b"second"], |_| Ok(())).unwrap();
         assert_eq!(
             packs.read(a.pack, a.offset, a.len as usize).unwrap(),
             b"first record"
@@ -421,7 +495,7 @@ mod tests {
             packs.sync().unwrap().is_empty(),
             "a second sync has nothing to do"
         );
-        let c = packs.append(&[b"after the sync"]).unwrap();
+        let c = packs.append(0, &[b"after the sync"], |_| Ok(())).unwrap();
         assert!(packs.is_durable(c));
         drop(packs);
 
@@ -441,10 +515,34 @@ mod tests {
             packs.read(a.pack, a.offset, a.len as usize).unwrap(),
             b"first record"
         );
-        let d = packs.append(&[b"new session"]).unwrap();
+        let d = packs.append(0, &[b"new session"], |_| Ok(())).unwrap();
         assert!(
             d.pack > a.pack.max(c.pack),
             "old packs are never appended to"
+        );
+    }
+
+    #[test]
+    fn only_packs_without_live_records_that_take_no_appends_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = Packs::open(dir.path().join("packs"), HashMap::new()).unwrap();
+        let old = packs.append(0, &[b"old record"], |_| Ok(())).unwrap();
+        let sealed: HashMap<u32, u64> = packs.sync().unwrap().into_iter().collect();
+        drop(packs);
+        let packs = Packs::open(dir.path().join("packs"), sealed).unwrap();
+        let new = packs.append(0, &[b"new record"], |_| Ok(())).unwrap();
+        let none = HashSet::new();
+        let live_old: HashSet<u32> = [old.pack].into();
+        assert!(packs
+            .remove_dead(&live_old, &packs.appending())
+            .unwrap()
+            .is_empty());
+        let removed = packs.remove_dead(&none, &packs.appending()).unwrap();
+        assert_eq!(removed.iter().map(|r| r.0).collect::<Vec<_>>(), [old.pack]);
+        assert!(packs.read(old.pack, old.offset, old.len as usize).is_err());
+        assert_eq!(
+            packs.read(new.pack, new.offset, new.len as usize).unwrap(),
+            b"new record"
         );
     }
 
@@ -454,7 +552,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let packs = Packs::open(dir.path().join("packs"), HashMap::new()).unwrap();
         let record = vec![7u8; 64 << 10];
-        let locs: Vec<_> = (0..16).map(|_| packs.append(&[&record]).unwrap()).collect();
+        let locs: Vec<_> = (0..16)
+            .map(|_| packs.append(0, &[&record], |_| Ok(())).unwrap())
+            .collect();
         packs.sync().unwrap();
         let path = packs.path(locs[0].pack);
         let before = fs::metadata(&path).unwrap().blocks();

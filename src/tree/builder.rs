@@ -58,11 +58,13 @@ impl ManifestBuilder {
     /// [`VOLATILE_AFTER`] bytes, chunks go to pack files instead of the
     /// WAL: a large file is then written to disk once, and the sync before
     /// its commit is amortized.
+    /// Packed chunks carry the manifest id as their stream, so a file's
+    /// chunks sit next to each other in one pack.
     pub fn submit(&mut self, pipeline: &Pipeline, data: &[u8]) {
-        let volatile = self.submitted >= VOLATILE_AFTER;
+        let packed = (self.submitted >= VOLATILE_AFTER).then_some(self.id.0);
         self.submitted += data.len() as u64;
         self.pending
-            .push_back(Pending::Job(pipeline.submit(data.to_vec(), volatile)));
+            .push_back(Pending::Job(pipeline.submit(data.to_vec(), packed)));
     }
 
     /// Adds an entry that needs no work (a reused chunk or a hole).

@@ -53,6 +53,8 @@ pub struct GcStats {
     pub bytes_kept: u64,
     /// Live blobs were moved out of partly dead blob files.
     pub relocated: bool,
+    /// Pack files deleted because no live chunk was left in them.
+    pub packs_removed: u64,
     /// Wall time in milliseconds.
     pub millis: u64,
 }
@@ -130,6 +132,7 @@ impl Tree {
             stats.relocated = unfinished
                 || (total > 0 && stats.bytes_freed as f64 / total as f64 >= RELOCATE_RATIO);
             store.compact_chunks(stats.relocated)?;
+            (stats.packs_removed, _) = store.remove_dead_packs()?;
             store.set_compaction_pending(false)?;
         }
         stats.millis = started.elapsed().as_millis() as u64;
@@ -146,6 +149,7 @@ impl Tree {
                 "bytes_freed": stats.bytes_freed,
                 "chunks_kept": stats.chunks_kept,
                 "bytes_kept": stats.bytes_kept,
+                "packs_removed": stats.packs_removed,
             }),
         );
         log::info!(

@@ -24,7 +24,8 @@ pub type ChunkResult = Result<Entry, StoreError>;
 
 struct Job {
     data: Vec<u8>,
-    volatile: bool,
+    /// `Some(stream)`: goes to a pack file (see `Store::put_chunk`).
+    packed: Option<u64>,
     reply: Sender<ChunkResult>,
 }
 
@@ -112,7 +113,7 @@ impl Pipeline {
                     .spawn(move || {
                         for job in rx.iter() {
                             let result =
-                                store_chunk(&store, &guard, &counters, &job.data, job.volatile);
+                                store_chunk(&store, &guard, &counters, &job.data, job.packed);
                             // The submitter may have given up (its file was
                             // truncated away); the result is then unneeded.
                             let _ = job.reply.send(result);
@@ -127,13 +128,14 @@ impl Pipeline {
         })
     }
 
-    /// Queues a chunk; blocks while the queue is full. `volatile` chunks
-    /// (those of large files) go to pack files (see `Store::put_chunk`).
-    pub fn submit(&self, data: Vec<u8>, volatile: bool) -> Receiver<ChunkResult> {
+    /// Queues a chunk; blocks while the queue is full. `packed` chunks
+    /// (those of large files) go to pack files, grouped by stream (see
+    /// `Store::put_chunk`).
+    pub fn submit(&self, data: Vec<u8>, packed: Option<u64>) -> Receiver<ChunkResult> {
         let (reply, result) = bounded(1);
         let job = Job {
             data,
-            volatile,
+            packed,
             reply,
         };
         match &self.jobs {
@@ -168,7 +170,7 @@ fn store_chunk(
     guard: &GcGuard,
     counters: &PipelineCounters,
     data: &[u8],
-    volatile: bool,
+    packed: Option<u64>,
 ) -> ChunkResult {
     let len = data.len() as u32;
     if is_zero(data) {
@@ -181,7 +183,7 @@ fn store_chunk(
     if store.has_chunk(id)? {
         counters.dedup_chunks.fetch_add(1, Ordering::Relaxed);
     } else {
-        let stored = store.put_chunk(id, data, volatile)?;
+        let stored = store.put_chunk(id, data, packed)?;
         counters.stored_chunks.fetch_add(1, Ordering::Relaxed);
         counters
             .stored_raw_bytes
