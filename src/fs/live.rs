@@ -316,8 +316,14 @@ impl CkptFs {
                 Err(e) => reply.error(e),
             };
         }
-        match self.tree.open(ino(i), open_mode(flags.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        let mode = open_mode(flags.0);
+        let fopen = if self.direct_reads && !mode.write {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        };
+        match self.tree.open(ino(i), mode) {
+            Ok(fh) => reply.opened(FileHandle(fh), fopen),
             Err(e) => reply.error(self.fail("open", ino(i), &e)),
         }
     }
