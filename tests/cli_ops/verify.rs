@@ -8,33 +8,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{noise, Mount};
+use crate::common::{flip_byte_in_stored_chunk, noise, Mount};
 use crate::{args, cli, json, ok, text};
 
 const SIZE: usize = 12 << 20;
-
-/// Flips one byte of the 64-byte window found in the store's pack (or
-/// blob) files;
-/// panics unless the window is found exactly once.
-fn corrupt(store: &Path, window: &[u8]) {
-    let mut hits = 0;
-    let files = ["db", "packs"]
-        .iter()
-        .flat_map(|d| fs::read_dir(store.join(d)).unwrap())
-        .map(|e| e.unwrap().path());
-    for p in files {
-        if p.extension().is_none_or(|x| x != "blob" && x != "pack") {
-            continue;
-        }
-        let mut bytes = fs::read(&p).unwrap();
-        if let Some(at) = bytes.windows(window.len()).position(|w| w == window) {
-            bytes[at + 32] ^= 0x5a;
-            fs::write(&p, &bytes).unwrap();
-            hits += 1;
-        }
-    }
-    assert_eq!(hits, 1, "the window was found in {hits} pack or blob files");
-}
 
 /// The (kind, path, which) triples of a report.
 fn damaged(r: &Value) -> Vec<(String, String, Option<String>)> {
@@ -99,7 +76,7 @@ fn verify_is_clean_on_a_healthy_store_and_names_a_corrupted_chunk_with_exit_1() 
     );
 
     // Chunks past the first MiB live in pack files, stored raw.
-    corrupt(&m.store, &data[10 << 20..(10 << 20) + 64]);
+    flip_byte_in_stored_chunk(&m.store, &data[10 << 20..(10 << 20) + 64]);
     let want = [
         ("live".to_string(), "/big.bin".to_string(), None),
         ("snapshot".into(), "/big.bin".into(), Some("s1".to_string())),

@@ -320,6 +320,40 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Flips one byte (in the middle) of the 64-byte `window` where it occurs
+/// in the store's chunk files (`packs/*.pack`, `db/*.blob`), with the
+/// daemon stopped; panics unless it occurs exactly once.
+pub fn flip_byte_in_stored_chunk(store: &Path, window: &[u8]) {
+    let mut hits = 0;
+    let files = ["db", "packs"]
+        .iter()
+        .flat_map(|d| fs::read_dir(store.join(d)).expect("read the store"))
+        .map(|e| e.expect("a store entry").path());
+    for p in files {
+        if p.extension().is_none_or(|x| x != "blob" && x != "pack") {
+            continue;
+        }
+        let mut bytes = fs::read(&p).expect("read a chunk file");
+        let found: Vec<usize> = bytes
+            .windows(window.len())
+            .enumerate()
+            .filter(|(_, w)| *w == window)
+            .map(|(i, _)| i)
+            .collect();
+        for at in &found {
+            bytes[at + window.len() / 2] ^= 0x5a;
+        }
+        if !found.is_empty() {
+            fs::write(&p, &bytes).expect("write a chunk file");
+        }
+        hits += found.len();
+    }
+    assert_eq!(
+        hits, 1,
+        "the window was found {hits} times in the pack and blob files"
+    );
+}
+
 /// Bytes the store directory takes on disk: allocated blocks, as
 /// `du -s -B1` counts them (pack files have holes where GC freed space,
 /// so their apparent size says nothing of the disk).

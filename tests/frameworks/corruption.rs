@@ -11,46 +11,13 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::support::{ctl, version_files, MIB};
-use crate::common::{noise, Mount};
+use crate::common::{flip_byte_in_stored_chunk, noise, Mount};
 
 const SIZE: usize = 12 * MIB;
 /// Where the flipped byte is: past the first MiB (whose chunks go
 /// through the WAL), in a chunk stored raw in a pack file.
 const DAMAGE: usize = 10 * MIB;
 const BLOCK: usize = 64 << 10;
-
-/// Flips one byte in the middle of the 64-byte window; panics unless the
-/// window is found in exactly one pack or blob file, once.
-fn corrupt(store: &Path, window: &[u8]) {
-    let mut hits = 0;
-    let files = ["db", "packs"]
-        .iter()
-        .flat_map(|d| fs::read_dir(store.join(d)).unwrap())
-        .map(|e| e.unwrap().path());
-    for p in files {
-        if p.extension().is_none_or(|x| x != "blob" && x != "pack") {
-            continue;
-        }
-        let mut bytes = fs::read(&p).unwrap();
-        let found: Vec<usize> = bytes
-            .windows(window.len())
-            .enumerate()
-            .filter(|(_, w)| *w == window)
-            .map(|(i, _)| i)
-            .collect();
-        for at in &found {
-            bytes[at + 32] ^= 0x5a;
-        }
-        if !found.is_empty() {
-            fs::write(&p, &bytes).unwrap();
-        }
-        hits += found.len();
-    }
-    assert_eq!(
-        hits, 1,
-        "the window was found {hits} times in the pack and blob files"
-    );
-}
 
 /// Reads `path` with 64 KiB preads from start to end: each either fails
 /// with EIO (the scan goes on at the next 64 KiB boundary) or returns
@@ -99,7 +66,7 @@ fn a_flipped_byte_in_a_chunk_gives_eio_for_that_range_everywhere_and_nothing_els
     fs::write(m.path("ckpt/state.json"), &small).unwrap();
     fs::create_dir(ctl(&m, "snapshots/s1")).unwrap();
     assert!(m.stop().success());
-    corrupt(&m.store, &big[DAMAGE..DAMAGE + 64]);
+    flip_byte_in_stored_chunk(&m.store, &big[DAMAGE..DAMAGE + 64]);
     m.start();
 
     // The last version (a fork by another test thread can flush an early,
