@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use crossbeam_channel::Receiver;
 
-use super::pipeline::{ChunkResult, Pipeline};
+use super::pipeline::{ChunkBatch, ChunkResult, Pipeline, BATCH_BYTES};
 use crate::ids::{ChunkId, ManifestId};
 use crate::store::manifest::{Entry, SEGMENT_ENTRIES};
 use crate::store::{Store, StoreError, Txn};
@@ -18,7 +18,7 @@ use crate::store::{Store, StoreError, Txn};
 pub const VOLATILE_AFTER: u64 = 1 << 20;
 
 enum Pending {
-    Job(Receiver<ChunkResult>),
+    Job(Receiver<Vec<ChunkResult>>),
     Ready(Entry),
 }
 
@@ -29,6 +29,8 @@ pub struct ManifestBuilder {
     seg_len: u64,
     entries: Vec<Entry>,
     pending: VecDeque<Pending>,
+    /// Chunks not sent to the pipeline yet; they come after `pending`.
+    batch: ChunkBatch,
     /// Bytes submitted so far (done or pending).
     submitted: u64,
     /// The first error a job returned; the manifest is then unusable.
@@ -44,6 +46,7 @@ impl ManifestBuilder {
             seg_len: 0,
             entries: Vec::new(),
             pending: VecDeque::new(),
+            batch: ChunkBatch::default(),
             submitted: 0,
             failed: None,
         }
@@ -63,21 +66,41 @@ impl ManifestBuilder {
     pub fn submit(&mut self, pipeline: &Pipeline, data: &[u8]) {
         let packed = (self.submitted >= VOLATILE_AFTER).then_some(self.id.0);
         self.submitted += data.len() as u64;
-        self.pending
-            .push_back(Pending::Job(pipeline.submit(data.to_vec(), packed)));
+        self.batch.push(data, packed);
+        if self.batch.bytes() >= BATCH_BYTES {
+            self.send_batch(pipeline);
+        }
+    }
+
+    /// Sends the chunks gathered so far to the pipeline.
+    fn send_batch(&mut self, pipeline: &Pipeline) {
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            self.pending.push_back(Pending::Job(pipeline.submit(batch)));
+        }
     }
 
     /// Adds an entry that needs no work (a reused chunk or a hole).
-    pub fn push_ready(&mut self, entry: Entry) {
+    pub fn push_ready(&mut self, pipeline: &Pipeline, entry: Entry) {
+        self.send_batch(pipeline);
         self.submitted += entry.len();
         self.pending.push_back(Pending::Ready(entry));
     }
 
-    /// Moves finished results into the manifest; with `wait`, all of them.
-    pub fn drain(&mut self, store: &Store, wait: bool) -> Result<(), StoreError> {
+    /// Moves finished results into the manifest; with `wait`, all of them
+    /// (chunks not sent yet are sent first).
+    pub fn drain(
+        &mut self,
+        pipeline: &Pipeline,
+        store: &Store,
+        wait: bool,
+    ) -> Result<(), StoreError> {
+        if wait {
+            self.send_batch(pipeline);
+        }
         while let Some(front) = self.pending.front() {
-            let entry = match front {
-                Pending::Ready(e) => Ok(*e),
+            let results = match front {
+                Pending::Ready(e) => vec![Ok(*e)],
                 Pending::Job(rx) => {
                     let got = if wait {
                         rx.recv().ok()
@@ -86,17 +109,19 @@ impl ManifestBuilder {
                     };
                     match got {
                         Some(r) => r,
-                        None if wait => Err(StoreError::Db("chunk worker vanished".into())),
+                        None if wait => vec![Err(StoreError::Db("chunk worker vanished".into()))],
                         None => break,
                     }
                 }
             };
             self.pending.pop_front();
-            match entry {
-                Ok(e) => self.append(store, e)?,
-                Err(e) => {
-                    if self.failed.is_none() {
-                        self.failed = Some(e);
+            for result in results {
+                match result {
+                    Ok(e) => self.append(store, e)?,
+                    Err(e) => {
+                        if self.failed.is_none() {
+                            self.failed = Some(e);
+                        }
                     }
                 }
             }
@@ -135,8 +160,12 @@ impl ManifestBuilder {
     /// What the manifest references so far (for GC): waits for pending
     /// chunks, then returns its id (its full segments are stored under it)
     /// and the chunks of the segment still in memory.
-    pub fn referenced(&mut self, store: &Store) -> Result<(ManifestId, Vec<ChunkId>), StoreError> {
-        self.drain(store, true)?;
+    pub fn referenced(
+        &mut self,
+        pipeline: &Pipeline,
+        store: &Store,
+    ) -> Result<(ManifestId, Vec<ChunkId>), StoreError> {
+        self.drain(pipeline, store, true)?;
         let chunks = self
             .entries
             .iter()
@@ -152,10 +181,11 @@ impl ManifestBuilder {
     /// Returns the manifest id (EMPTY for an empty file) and its length.
     pub fn finish_into(
         mut self,
+        pipeline: &Pipeline,
         store: &Store,
         txn: &mut Txn<'_>,
     ) -> Result<(ManifestId, u64), StoreError> {
-        self.drain(store, true)?;
+        self.drain(pipeline, store, true)?;
         if self.seg_start + self.seg_len == 0 {
             return Ok((ManifestId::EMPTY, 0));
         }
@@ -167,8 +197,12 @@ impl ManifestBuilder {
 
     /// Waits for everything and writes the last segment directly: the
     /// manifest becomes a readable (still uncommitted) base.
-    pub fn finish_stored(mut self, store: &Store) -> Result<(ManifestId, u64), StoreError> {
-        self.drain(store, true)?;
+    pub fn finish_stored(
+        mut self,
+        pipeline: &Pipeline,
+        store: &Store,
+    ) -> Result<(ManifestId, u64), StoreError> {
+        self.drain(pipeline, store, true)?;
         if self.seg_start + self.seg_len == 0 {
             return Ok((ManifestId::EMPTY, 0));
         }

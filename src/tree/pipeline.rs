@@ -1,10 +1,12 @@
 //! The chunk pipeline: worker threads that hash, dedup-check, compress and
 //! store chunks, so that none of that runs on the FUSE request threads.
 //!
-//! The job queue is bounded: a writer that outruns the disk blocks in
-//! `submit` (back-pressure), and memory stays bounded whatever the file size.
-//! Results come back through a per-job channel so that the caller can keep
-//! them in file order.
+//! Chunks travel in batches of about [`BATCH_BYTES`] (one job, one reply),
+//! not one by one: a channel round trip per 16 KiB chunk cost more than
+//! hashing it. The job queue is bounded: a writer that outruns the disk
+//! blocks in `submit` (back-pressure), and memory stays bounded whatever
+//! the file size. Results come back through a per-job channel so that the
+//! caller can keep them in file order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,14 +21,56 @@ use crate::chunk::{chunk_id, is_zero};
 use crate::store::manifest::Entry;
 use crate::store::{Store, StoreError};
 
-/// What a job yields: the manifest entry for the chunk.
+/// What a chunk yields: its manifest entry.
 pub type ChunkResult = Result<Entry, StoreError>;
 
-struct Job {
+/// Bytes of chunk data sent to the workers as one job.
+pub const BATCH_BYTES: usize = 256 << 10;
+
+/// Chunks sent to the workers together, their bytes back to back.
+#[derive(Default)]
+pub struct ChunkBatch {
     data: Vec<u8>,
-    /// `Some(stream)`: goes to a pack file (see `Store::put_chunk`).
-    packed: Option<u64>,
-    reply: Sender<ChunkResult>,
+    /// Each chunk's length, and `Some(stream)` when it goes to a pack file
+    /// (see `Store::put_chunk`).
+    chunks: Vec<(u32, Option<u64>)>,
+}
+
+impl ChunkBatch {
+    /// Adds a chunk.
+    pub fn push(&mut self, data: &[u8], packed: Option<u64>) {
+        if self.data.capacity() == 0 {
+            self.data.reserve(BATCH_BYTES + (64 << 10));
+        }
+        self.data.extend_from_slice(data);
+        self.chunks.push((data.len() as u32, packed));
+    }
+
+    /// Bytes of chunk data in the batch.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Number of chunks in the batch.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// True when no chunk was added.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+struct Job {
+    batch: ChunkBatch,
+    reply: Sender<Vec<ChunkResult>>,
+}
+
+fn stopped(batch: &ChunkBatch) -> Vec<ChunkResult> {
+    (0..batch.len())
+        .map(|_| Err(StoreError::Db("chunk pipeline stopped".into())))
+        .collect()
 }
 
 /// What keeps garbage collection from deleting a chunk that a writer has
@@ -112,11 +156,20 @@ impl Pipeline {
                     .name(format!("ckptfs-chunk-{i}"))
                     .spawn(move || {
                         for job in rx.iter() {
-                            let result =
-                                store_chunk(&store, &guard, &counters, &job.data, job.packed);
+                            let mut at = 0;
+                            let results = job
+                                .batch
+                                .chunks
+                                .iter()
+                                .map(|&(len, packed)| {
+                                    let data = &job.batch.data[at..at + len as usize];
+                                    at += len as usize;
+                                    store_chunk(&store, &guard, &counters, data, packed)
+                                })
+                                .collect();
                             // The submitter may have given up (its file was
                             // truncated away); the result is then unneeded.
-                            let _ = job.reply.send(result);
+                            let _ = job.reply.send(results);
                         }
                     })?,
             );
@@ -128,28 +181,19 @@ impl Pipeline {
         })
     }
 
-    /// Queues a chunk; blocks while the queue is full. `packed` chunks
-    /// (those of large files) go to pack files, grouped by stream (see
-    /// `Store::put_chunk`).
-    pub fn submit(&self, data: Vec<u8>, packed: Option<u64>) -> Receiver<ChunkResult> {
+    /// Queues a batch of chunks; blocks while the queue is full. The reply
+    /// holds one result per chunk, in order.
+    pub fn submit(&self, batch: ChunkBatch) -> Receiver<Vec<ChunkResult>> {
         let (reply, result) = bounded(1);
-        let job = Job {
-            data,
-            packed,
-            reply,
-        };
+        let job = Job { batch, reply };
         match &self.jobs {
             Some(jobs) => {
                 if let Err(crossbeam_channel::SendError(job)) = jobs.send(job) {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::Db("chunk pipeline stopped".into())));
+                    let _ = job.reply.send(stopped(&job.batch));
                 }
             }
             None => {
-                let _ = job
-                    .reply
-                    .send(Err(StoreError::Db("chunk pipeline stopped".into())));
+                let _ = job.reply.send(stopped(&job.batch));
             }
         }
         result

@@ -30,6 +30,8 @@ use crate::store::{StoreError, Txn};
 /// Read and written in pieces of this size when re-chunking staged data.
 const PIECE: usize = 1 << 20;
 
+// One per file open for writing: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Mode {
     Stream {
         chunker: Chunker,
@@ -92,7 +94,7 @@ impl WriteState {
                 entries.pop();
             }
             for e in entries {
-                builder.push_ready(e);
+                builder.push_ready(&d.pipeline, e);
             }
             if let Some(tail) = reopen {
                 chunker.push(&tail, |c| builder.submit(&d.pipeline, c));
@@ -168,7 +170,7 @@ impl WriteState {
         if let Mode::Stream { chunker, builder } = &mut self.mode {
             if offset == self.size {
                 chunker.push(bytes, |c| builder.submit(&d.pipeline, c));
-                builder.drain(&d.store, false)?;
+                builder.drain(&d.pipeline, &d.store, false)?;
                 return Ok(());
             }
         }
@@ -214,7 +216,7 @@ impl WriteState {
             return Ok(());
         };
         chunker.finish(|c| builder.submit(&d.pipeline, c));
-        let (base, len) = builder.finish_stored(&d.store)?;
+        let (base, len) = builder.finish_stored(&d.pipeline, &d.store)?;
         let path = d
             .store
             .staging_dir()
@@ -282,7 +284,7 @@ impl WriteState {
         }
         match &mut self.mode {
             Mode::Stream { builder, .. } => {
-                let (id, chunks) = builder.referenced(&d.store)?;
+                let (id, chunks) = builder.referenced(&d.pipeline, &d.store)?;
                 Ok((vec![id], chunks))
             }
             Mode::Staged(st) => Ok((vec![st.base], Vec::new())),
@@ -309,13 +311,13 @@ impl WriteState {
                 mut builder,
             } => {
                 chunker.finish(|c| builder.submit(&d.pipeline, c));
-                builder.finish_into(&d.store, txn)?
+                builder.finish_into(&d.pipeline, &d.store, txn)?
             }
             Mode::Staged(st) => {
                 let builder = ManifestBuilder::new(ManifestId(d.store.alloc_id()?));
                 // The staging file goes when `st` is dropped, whatever happens.
                 st.rebuild(d, size, builder)
-                    .and_then(|b| b.finish_into(&d.store, txn))?
+                    .and_then(|b| b.finish_into(&d.pipeline, &d.store, txn))?
             }
         };
         if len != size {
@@ -389,7 +391,7 @@ impl Staged {
             let end = start + entry.len();
             if end <= visible && !self.dirty.overlaps(start, end) {
                 chunker.finish(|c| out.submit(&d.pipeline, c));
-                out.push_ready(entry);
+                out.push_ready(&d.pipeline, entry);
             } else {
                 let stop = end.min(visible);
                 let base = match entry {
@@ -402,7 +404,7 @@ impl Staged {
                     return Ok(false);
                 }
             }
-            out.drain(&d.store, false)?;
+            out.drain(&d.pipeline, &d.store, false)?;
             Ok(true)
         })?;
         if let Some(e) = failure {
@@ -439,7 +441,7 @@ impl Staged {
                 }),
                 None if until - at >= 2 * d.params.max as u64 => {
                     chunker.finish(|c| out.submit(&d.pipeline, c));
-                    out.push_ready(Entry::Hole { len: until - at });
+                    out.push_ready(&d.pipeline, Entry::Hole { len: until - at });
                 }
                 None => {
                     let zeros = vec![0u8; (until - at) as usize];
@@ -454,7 +456,7 @@ impl Staged {
                 let n = ((e - p) as usize).min(PIECE);
                 self.read_staging(p, &mut piece[..n])?;
                 chunker.push(&piece[..n], |c| out.submit(&d.pipeline, c));
-                out.drain(&d.store, false)?;
+                out.drain(&d.pipeline, &d.store, false)?;
                 p += n as u64;
             }
             at = e;
