@@ -13,23 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{detach, BIN};
-
-fn scratch(name: &str) -> tempfile::TempDir {
-    let base = std::env::var_os("CKPTFS_TEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
-    fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new()
-        .prefix(&format!("{name}-"))
-        .tempdir_in(base)
-        .unwrap()
-}
-
-fn is_mounted(path: &Path) -> bool {
-    let mounts = fs::read_to_string("/proc/mounts").unwrap();
-    mounts.lines().any(|l| l.split(' ').nth(1) == path.to_str())
-}
+use common::{detach, is_mounted, scratch, BIN};
 
 /// A daemon serving `mnt`; unmounted and killed on drop.
 struct Daemon {

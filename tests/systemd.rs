@@ -16,26 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{detach, noise, Mount, BIN};
+use common::{detach, is_mounted, noise, scratch, Mount, BIN};
 
 const UNIT: &str = include_str!("../systemd/ckptfs@.service");
 const UNIT_BIN: &str = "/usr/local/bin/ckptfs";
-
-fn scratch(name: &str) -> tempfile::TempDir {
-    let base = std::env::var_os("CKPTFS_TEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
-    fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new()
-        .prefix(&format!("{name}-"))
-        .tempdir_in(base)
-        .unwrap()
-}
-
-fn is_mounted(path: &Path) -> bool {
-    let mounts = fs::read_to_string("/proc/mounts").unwrap();
-    mounts.lines().any(|l| l.split(' ').nth(1) == path.to_str())
-}
 
 fn systemd_analyze_verify(unit: &Path) {
     let out = Command::new("systemd-analyze")

@@ -44,11 +44,7 @@ impl Mount {
 
     /// Mounts a fresh store with extra `ckptfs mount` arguments.
     pub fn with_args(name: &str, args: &[&str]) -> Mount {
-        let base = std::env::var_os("CKPTFS_TEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
-        fs::create_dir_all(&base).expect("create test base dir");
-        let root = base.join(format!("{name}-{}", std::process::id()));
+        let root = test_dir(name);
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("mnt")).expect("create mount point");
         let mut m = Mount {
@@ -67,11 +63,7 @@ impl Mount {
     /// `ckptfs mount` arguments. The per-test directory holds only the
     /// mount point and the logs; the store is not removed on drop.
     pub fn with_store(name: &str, store: &Path, args: &[&str]) -> Mount {
-        let base = std::env::var_os("CKPTFS_TEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
-        fs::create_dir_all(&base).expect("create test base dir");
-        let root = base.join(format!("{name}-{}", std::process::id()));
+        let root = test_dir(name);
         assert!(
             !store.starts_with(&root),
             "the store must live outside the fixture's directory"
@@ -244,15 +236,110 @@ impl Mount {
     }
 }
 
-/// Unmounts whatever is mounted at `mnt`, lazily if needed.
-pub fn detach(mnt: &Path) {
-    let mounted = fs::read_to_string("/proc/mounts")
+/// The per-test directory `name-PID` under `$CKPTFS_TEST_DIR` (default
+/// `/tmp/ckptfs-tests`), whose parent exists.
+pub fn test_dir(name: &str) -> PathBuf {
+    test_base().join(format!("{name}-{}", std::process::id()))
+}
+
+/// `$CKPTFS_TEST_DIR` (default `/tmp/ckptfs-tests`), created.
+fn test_base() -> PathBuf {
+    let base = std::env::var_os("CKPTFS_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
+    fs::create_dir_all(&base).expect("create test base dir");
+    base
+}
+
+/// A fresh directory `name-XXXXXX` under the test base, removed on drop.
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("{name}-"))
+        .tempdir_in(test_base())
+        .expect("create a scratch directory")
+}
+
+/// True when something is mounted at `mnt` (as /proc/mounts lists it).
+pub fn is_mounted(mnt: &Path) -> bool {
+    fs::read_to_string("/proc/mounts")
         .map(|m| {
             m.lines()
                 .any(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap_or("")))
         })
-        .unwrap_or(false);
-    if mounted {
+        .unwrap_or(false)
+}
+
+/// Runs a command, asserting success.
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A small ext4 filesystem on a loop device (for full-disk tests),
+/// unmounted with its loop device and removed on drop, also when the test
+/// panics.
+pub struct SmallDisk {
+    dir: PathBuf,
+    /// Where it is mounted.
+    pub mnt: PathBuf,
+}
+
+impl SmallDisk {
+    /// Makes and mounts a `size` (as `truncate -s` takes it) filesystem.
+    pub fn new(name: &str, size: &str) -> SmallDisk {
+        let dir = test_dir(name);
+        let disk = SmallDisk {
+            mnt: dir.join("disk"),
+            dir,
+        };
+        disk.cleanup();
+        fs::create_dir_all(&disk.mnt).expect("create the disk's mount point");
+        let img = disk.dir.join("img");
+        run(Command::new("truncate").arg("-s").arg(size).arg(&img));
+        run(Command::new("mkfs.ext4").arg("-q").arg(&img));
+        run(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&img)
+            .arg(&disk.mnt));
+        disk
+    }
+
+    fn cleanup(&self) {
+        if is_mounted(&self.mnt) {
+            let ok = Command::new("umount")
+                .arg("-d")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg("-d")
+                    .arg(&self.mnt)
+                    .status();
+            }
+        }
+        if !is_mounted(&self.mnt) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// Unmounts whatever is mounted at `mnt`, lazily if needed.
+pub fn detach(mnt: &Path) {
+    if is_mounted(mnt) {
         let ok = Command::new("umount")
             .arg(mnt)
             .stderr(Stdio::null())

@@ -8,87 +8,15 @@
 //! fit goes through, and everything reads back after a remount.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 
 use super::support::{
     ctl, expired_of, run_gc, script, set, set_policy, snapshot_names, version_files, xxh, MIB,
 };
-use crate::common::{hash_file, heavy, noise, python, Mount};
-
-/// A small ext4 filesystem on a loop device, unmounted (with its loop
-/// device) and removed on drop, also when the test panics.
-struct SmallDisk {
-    dir: PathBuf,
-    mnt: PathBuf,
-}
-
-fn is_mounted(p: &Path) -> bool {
-    let mounts = fs::read_to_string("/proc/mounts").unwrap();
-    mounts.lines().any(|l| l.split(' ').nth(1) == p.to_str())
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl SmallDisk {
-    fn new(name: &str, size: &str) -> SmallDisk {
-        let base = std::env::var_os("CKPTFS_TEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
-        let dir = base.join(format!("{name}-{}", std::process::id()));
-        let disk = SmallDisk {
-            mnt: dir.join("disk"),
-            dir,
-        };
-        disk.cleanup();
-        fs::create_dir_all(&disk.mnt).unwrap();
-        let img = disk.dir.join("img");
-        run(Command::new("truncate").arg("-s").arg(size).arg(&img));
-        run(Command::new("mkfs.ext4").arg("-q").arg(&img));
-        run(Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(&img)
-            .arg(&disk.mnt));
-        disk
-    }
-
-    fn cleanup(&self) {
-        if is_mounted(&self.mnt) {
-            let ok = Command::new("umount")
-                .arg("-d")
-                .arg(&self.mnt)
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                let _ = Command::new("umount")
-                    .arg("-l")
-                    .arg("-d")
-                    .arg(&self.mnt)
-                    .status();
-            }
-        }
-        if !is_mounted(&self.mnt) {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        self.cleanup();
-    }
-}
+use crate::common::{hash_file, heavy, noise, python, Mount, SmallDisk};
 
 /// (total, available) bytes of the filesystem holding `p`.
 fn space(p: &Path) -> (u64, u64) {

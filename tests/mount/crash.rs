@@ -6,15 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use crate::common::{hash_file, heavy, noise, Mount};
+use crate::common::{hash_file, heavy, is_mounted, noise, Mount, SmallDisk};
 
 const MIB: usize = 1 << 20;
 
@@ -56,11 +55,6 @@ fn names_in(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()))
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect()
-}
-
-fn is_mounted(mnt: &Path) -> bool {
-    let mounts = fs::read_to_string("/proc/mounts").unwrap();
-    mounts.lines().any(|l| l.split(' ').nth(1) == mnt.to_str())
 }
 
 #[test]
@@ -533,75 +527,6 @@ fn sigterm_commits_files_still_open_for_writing_unmounts_and_exits_0() {
     let got = fs::read(m.path("old.bin")).unwrap();
     assert_eq!(got.len(), newer.len(), "old.bin: size after SIGTERM");
     assert!(got == newer, "old.bin: content after SIGTERM");
-}
-
-/// A small ext4 filesystem on a loop device, unmounted and removed on drop
-/// (also when the test panics).
-struct SmallDisk {
-    dir: PathBuf,
-    mnt: PathBuf,
-}
-
-impl SmallDisk {
-    fn new(name: &str, size: &str) -> SmallDisk {
-        let base = std::env::var_os("CKPTFS_TEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("ckptfs-tests"));
-        let dir = base.join(format!("{name}-{}", std::process::id()));
-        let mnt = dir.join("disk");
-        let disk = SmallDisk {
-            dir: dir.clone(),
-            mnt: mnt.clone(),
-        };
-        disk.cleanup();
-        fs::create_dir_all(&mnt).unwrap();
-        let img = dir.join("img");
-        run(Command::new("truncate").arg("-s").arg(size).arg(&img));
-        run(Command::new("mkfs.ext4").arg("-q").arg(&img));
-        run(Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(&img)
-            .arg(&mnt));
-        disk
-    }
-
-    fn cleanup(&self) {
-        if is_mounted(&self.mnt) {
-            let ok = Command::new("umount")
-                .arg("-d")
-                .arg(&self.mnt)
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if !ok {
-                let _ = Command::new("umount")
-                    .arg("-l")
-                    .arg("-d")
-                    .arg(&self.mnt)
-                    .status();
-            }
-        }
-        if !is_mounted(&self.mnt) {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        self.cleanup();
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn avail_bytes(path: &Path) -> u64 {
