@@ -136,18 +136,13 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         let mut stale = 0u64;
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_CHUNK_INDEX));
-        it.seek_to_first();
-        while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            let entry = IndexEntry::decode(value)?;
-            if entry.packed.is_some_and(|loc| !self.packs.is_durable(loc)) {
-                batch.delete_cf(self.cf(CF_CHUNK_INDEX), key);
+        self.for_each_chunk(|c| {
+            if c.packed.is_some_and(|loc| !self.packs.is_durable(loc)) {
+                batch.delete_cf(self.cf(CF_CHUNK_INDEX), chunk_key(c.id));
                 stale += 1;
             }
-            it.next();
-        }
-        it.status()?;
-        drop(it);
+            Ok(())
+        })?;
         if stale > 0 {
             let mut wo = rocksdb::WriteOptions::default();
             wo.set_sync(true);
@@ -426,6 +421,36 @@ mod tests {
             store.read_chunk(missing),
             Err(StoreError::ChunkMissing(_))
         ));
+    }
+
+    #[test]
+    fn packed_chunks_no_commit_persisted_are_gone_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept: Vec<u8> = (0..40000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let lost: Vec<u8> = (0..40000u32).map(|i| (i * 11 % 253) as u8).collect();
+        let (kept_id, lost_id) = (chunk_id(&kept), chunk_id(&lost));
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_chunk(kept_id, &kept, Some(1)).unwrap();
+            store.persist_chunks().unwrap();
+            // Written after the last persist: a crash may lose its bytes.
+            store.put_chunk(lost_id, &lost, Some(1)).unwrap();
+            assert!(store.has_chunk(lost_id).unwrap());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(&*store.read_chunk(kept_id).unwrap(), &kept[..]);
+        assert!(!store.has_chunk(lost_id).unwrap(), "dedup must not hit it");
+        let mut indexed = Vec::new();
+        store
+            .for_each_chunk(|c| {
+                indexed.push(c.id);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(indexed, [kept_id], "its index entry is purged");
+        // Stored again, it reads back.
+        store.put_chunk(lost_id, &lost, Some(2)).unwrap();
+        assert_eq!(&*store.read_chunk(lost_id).unwrap(), &lost[..]);
     }
 
     #[test]

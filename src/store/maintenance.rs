@@ -19,6 +19,8 @@ pub struct IndexedChunk {
     pub raw_len: u32,
     /// Length as stored.
     pub stored_len: u32,
+    /// Where its record is, when it is in a pack.
+    pub(crate) packed: Option<super::packs::PackLocation>,
 }
 
 impl Store {
@@ -52,38 +54,29 @@ impl Store {
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
             let id = ChunkId::from_slice(key)
                 .ok_or_else(|| StoreError::Corrupt("chunk index key".into()))?;
-            let raw: [u8; 4] = value
-                .get(..4)
-                .and_then(|v| v.try_into().ok())
-                .unwrap_or_default();
-            let stored: [u8; 4] = value
-                .get(4..8)
-                .and_then(|v| v.try_into().ok())
-                .unwrap_or_default();
+            let entry = super::chunks::IndexEntry::decode(value)?;
             f(IndexedChunk {
                 id,
-                raw_len: u32::from_le_bytes(raw),
-                stored_len: u32::from_le_bytes(stored),
+                raw_len: entry.raw_len,
+                stored_len: entry.stored_len,
+                packed: entry.packed,
             })?;
             it.next();
         }
         it.status().map_err(StoreError::from)
     }
 
-    /// Deletes chunks (value or pack record, and index entry). The index
-    /// deletions are made durable before the pack records are punched, so
-    /// a crash can never leave an index entry over a punched record.
-    pub fn delete_chunks(&self, ids: &[ChunkId]) -> Result<()> {
+    /// Deletes chunks (value or pack record, and index entry), as
+    /// [`Store::for_each_chunk`] described them. The index deletions are
+    /// made durable before the pack records are punched, so a crash can
+    /// never leave an index entry over a punched record.
+    pub fn delete_chunks(&self, chunks: &[IndexedChunk]) -> Result<()> {
         let mut batch = WriteBatch::default();
         let mut punched = Vec::new();
-        for id in ids {
-            let key = chunk_key(*id);
-            if let Some(v) = self.db.get_pinned_cf(self.cf(CF_CHUNK_INDEX), key)? {
-                if let Some(loc) = super::chunks::IndexEntry::decode(&v)?.packed {
-                    punched.push(loc);
-                }
-            }
-            batch.delete_cf(self.cf(chunk_shard(*id)), key);
+        for c in chunks {
+            let key = chunk_key(c.id);
+            punched.extend(c.packed);
+            batch.delete_cf(self.cf(chunk_shard(c.id)), key);
             batch.delete_cf(self.cf(CF_CHUNK_INDEX), key);
         }
         let mut wo = rocksdb::WriteOptions::default();
@@ -99,16 +92,10 @@ impl Store {
         // and the scan below starts after it.
         let appending = self.packs.appending();
         let mut live = std::collections::HashSet::new();
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_CHUNK_INDEX));
-        it.seek_to_first();
-        while let Some(value) = it.value() {
-            if let Some(loc) = super::chunks::IndexEntry::decode(value)?.packed {
-                live.insert(loc.pack);
-            }
-            it.next();
-        }
-        it.status()?;
-        drop(it);
+        self.for_each_chunk(|c| {
+            live.extend(c.packed.map(|loc| loc.pack));
+            Ok(())
+        })?;
         let removed = self.packs.remove_dead(&live, &appending)?;
         let mut batch = WriteBatch::default();
         for (id, _) in &removed {

@@ -264,18 +264,18 @@ impl Tree {
         }
         for batch in candidates.chunks(SWEEP_BATCH) {
             let _gate = self.gc_guard.exclusive();
-            let mut ids = Vec::with_capacity(batch.len());
+            let mut dead = Vec::with_capacity(batch.len());
             for c in batch {
                 if self.gc_guard.is_protected(&c.id) {
                     stats.chunks_kept += 1;
                     stats.bytes_kept += c.stored_len as u64;
                 } else {
-                    ids.push(c.id);
+                    dead.push(*c);
                     stats.bytes_freed += c.stored_len as u64;
                 }
             }
-            store.delete_chunks(&ids)?;
-            stats.chunks_deleted += ids.len() as u64;
+            store.delete_chunks(&dead)?;
+            stats.chunks_deleted += dead.len() as u64;
         }
         Ok(())
     }
