@@ -1,4 +1,5 @@
-//! The chunk layer: content-defined chunking, hashing and the stored codec.
+//! The chunk layer: content-defined chunking, hashing and the stored codec
+//! (lz4, or byte lanes for float tensors).
 //!
 //! Pure functions over byte slices: no I/O, no RocksDB, no FUSE. Everything
 //! above uses it to turn a byte stream into content-addressed chunks.
@@ -6,6 +7,7 @@
 pub mod cdc;
 pub mod codec;
 pub mod hash;
+pub mod lanes;
 
 pub use cdc::{ChunkParams, Chunker};
 pub use codec::{decode, decode_cow, encode, encode_parts, CodecError, MAX_CHUNK_LEN};

@@ -21,8 +21,13 @@ use super::schema::{
 };
 use super::StoreError;
 
-/// The store format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The store format this build writes. It reads every earlier one.
+///
+/// - 1: chunks stored raw or as lz4 blocks.
+/// - 2: chunks may also be lane-coded (`chunk::lanes`). A format-1 store is
+///   marked 2 when this build opens it, so that older builds refuse it
+///   instead of failing on the first lane-coded chunk.
+pub const FORMAT_VERSION: u32 = 2;
 const MARKER: &str = "CKPTFS";
 const MARKER_PREFIX: &str = "ckptfs store format ";
 
@@ -65,10 +70,14 @@ pub fn claim(root: &Path) -> Result<StoreDir, StoreError> {
         });
     }
     let marker = root.join(MARKER);
+    let mut found = FORMAT_VERSION;
     match fs::read_to_string(&marker) {
-        Ok(text) => check_marker(&root, &text)?,
+        Ok(text) => found = check_marker(&root, &text)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut entries = fs::read_dir(&root).map_err(|e| StoreError::io(&root, e))?;
+            // A marker left half-written by a crash does not count.
+            let mut entries = fs::read_dir(&root)
+                .map_err(|e| StoreError::io(&root, e))?
+                .filter(|e| !e.as_ref().is_ok_and(|e| e.file_name() == "CKPTFS.new"));
             if entries.next().is_some() {
                 return Err(StoreError::NotAStore {
                     path: root,
@@ -80,6 +89,13 @@ pub fn claim(root: &Path) -> Result<StoreDir, StoreError> {
         Err(e) => return Err(StoreError::io(&marker, e)),
     }
     let lock = lock(&root)?;
+    if found < FORMAT_VERSION {
+        write_marker(&marker)?;
+        log::info!(
+            "{}: store format {found} upgraded to {FORMAT_VERSION} (older ckptfs builds will refuse it)",
+            root.display()
+        );
+    }
     let dir = StoreDir { root, _lock: lock };
     let staging = dir.staging_path();
     // Staging files only matter while their writer's handle is open: after
@@ -91,7 +107,8 @@ pub fn claim(root: &Path) -> Result<StoreDir, StoreError> {
     Ok(dir)
 }
 
-fn check_marker(root: &Path, text: &str) -> Result<(), StoreError> {
+/// The format version the marker names, if this build can open it.
+fn check_marker(root: &Path, text: &str) -> Result<u32, StoreError> {
     let version = text
         .trim()
         .strip_prefix(MARKER_PREFIX)
@@ -107,14 +124,22 @@ fn check_marker(root: &Path, text: &str) -> Result<(), StoreError> {
             supported: FORMAT_VERSION,
         });
     }
-    Ok(())
+    Ok(version)
 }
 
+/// Writes the marker atomically (a temp file renamed over it, then the
+/// directory synced): a crash leaves the old marker or the new one.
 fn write_marker(marker: &Path) -> Result<(), StoreError> {
-    let mut f = File::create(marker).map_err(|e| StoreError::io(marker, e))?;
+    let temp = marker.with_extension("new");
+    let mut f = File::create(&temp).map_err(|e| StoreError::io(&temp, e))?;
     f.write_all(format!("{MARKER_PREFIX}{FORMAT_VERSION}\n").as_bytes())
         .and_then(|_| f.sync_all())
-        .map_err(|e| StoreError::io(marker, e))
+        .map_err(|e| StoreError::io(&temp, e))?;
+    fs::rename(&temp, marker).map_err(|e| StoreError::io(marker, e))?;
+    let dir = marker.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
 }
 
 fn lock(root: &Path) -> Result<Flock<File>, StoreError> {
@@ -238,4 +263,32 @@ pub fn sealed_pack_lengths(db: &DB) -> Result<std::collections::HashMap<u32, u64
     }
     it.status()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_format_one_store_is_marked_with_this_format_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(crate::store::Store::open(dir.path()).unwrap());
+        let marker = dir.path().join(MARKER);
+        fs::write(&marker, format!("{MARKER_PREFIX}1\n")).unwrap();
+        drop(crate::store::Store::open(dir.path()).unwrap());
+        assert_eq!(
+            fs::read_to_string(&marker).unwrap(),
+            format!("{MARKER_PREFIX}{FORMAT_VERSION}\n")
+        );
+        assert!(!dir.path().join("CKPTFS.new").exists());
+    }
+
+    #[test]
+    fn a_marker_left_half_written_does_not_make_an_empty_dir_foreign() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("CKPTFS.new"), "ckptfs sto").unwrap();
+        drop(crate::store::Store::open(dir.path()).unwrap());
+        let text = fs::read_to_string(dir.path().join(MARKER)).unwrap();
+        assert_eq!(text, format!("{MARKER_PREFIX}{FORMAT_VERSION}\n"));
+    }
 }

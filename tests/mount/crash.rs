@@ -420,7 +420,7 @@ fn sigkill_in_the_middle_of_writes_and_commits_never_loses_a_closed_file_or_show
                 // committed extra.bin mid-rewrite: then it is whole blocks,
                 // each either A's block or a hole A had not reached yet.
                 let bytes = fs::read(dir.join(name)).unwrap();
-                let whole_blocks = bytes.len() % a_block.len() == 0;
+                let whole_blocks = bytes.len().is_multiple_of(a_block.len());
                 let each_ok = bytes
                     .chunks(a_block.len())
                     .all(|b| b == &a_block[..] || b.iter().all(|&x| x == 0));
