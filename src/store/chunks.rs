@@ -1,4 +1,5 @@
-//! Chunk storage: the dedup check, writes of new chunks and verified reads.
+//! Chunk storage: the index, the dedup check and writes of new chunks
+//! (verified reads are in `chunk_reads.rs`).
 //!
 //! `chunk_index` holds a few bytes per chunk so that the dedup check is a
 //! bloom-filtered point lookup that never touches chunk values:
@@ -16,10 +17,6 @@
 //! the last commit and records their durable lengths, so no commit can
 //! name a chunk that a crash would lose.
 
-use std::borrow::Cow;
-use std::ops::Deref;
-use std::sync::Arc;
-
 use rocksdb::WriteBatch;
 
 use super::packs::{PackLocation, RECORD_HEADER};
@@ -27,33 +24,6 @@ use super::schema::{chunk_key, chunk_shard, pack_len_key, CF_CHUNK_INDEX, CF_MET
 use super::{Result, Store, StoreError};
 use crate::chunk;
 use crate::ids::ChunkId;
-
-/// A chunk's verified bytes: its own buffer, or a slice of a larger read
-/// shared with its neighbours (no copy per chunk).
-#[derive(Clone, Debug)]
-pub struct ChunkBytes {
-    buf: Arc<Vec<u8>>,
-    start: usize,
-    len: usize,
-}
-
-impl ChunkBytes {
-    fn owned(bytes: Vec<u8>) -> Self {
-        let len = bytes.len();
-        ChunkBytes {
-            buf: Arc::new(bytes),
-            start: 0,
-            len,
-        }
-    }
-}
-
-impl Deref for ChunkBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.buf[self.start..self.start + self.len]
-    }
-}
 
 /// What the index says of a chunk.
 #[derive(Clone, Copy, Debug)]
@@ -233,93 +203,6 @@ impl Store {
         Ok(total)
     }
 
-    /// Reads a chunk, decodes it and checks that it hashes to its id.
-    pub fn read_chunk(&self, id: ChunkId) -> Result<ChunkBytes> {
-        let entry = self.index_entry(id)?.ok_or(StoreError::ChunkMissing(id))?;
-        match entry.packed {
-            Some(loc) => {
-                let record = self
-                    .packs
-                    .read(loc.pack, loc.offset, loc.len as usize)
-                    .map_err(|e| packed_read_error(id, e))?;
-                decode_record(id, &Arc::new(record), 0, loc.len as usize)
-            }
-            None => self.read_inline_chunk(id),
-        }
-    }
-
-    fn read_inline_chunk(&self, id: ChunkId) -> Result<ChunkBytes> {
-        let stored = match self
-            .db
-            .get_pinned_cf(self.cf(chunk_shard(id)), chunk_key(id))
-        {
-            Ok(Some(v)) => v,
-            Ok(None) => return Err(StoreError::ChunkMissing(id)),
-            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
-                return Err(StoreError::ChunkCorrupt(id))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let raw = chunk::decode(&stored).map_err(|_| StoreError::ChunkCorrupt(id))?;
-        check_hash(id, &raw)?;
-        Ok(ChunkBytes::owned(raw))
-    }
-
-    /// Reads several chunks, in one `pread` per run of neighbouring pack
-    /// records: what a sequential reader's prefetch asks for.
-    pub fn read_chunks(&self, ids: &[ChunkId]) -> Vec<(ChunkId, Result<ChunkBytes>)> {
-        /// Longest run read with one `pread`.
-        const MAX_RUN: u64 = 2 << 20;
-        let mut out = Vec::with_capacity(ids.len());
-        let mut packed: Vec<(PackLocation, ChunkId)> = Vec::new();
-        for &id in ids {
-            match self.index_entry(id) {
-                Ok(Some(IndexEntry {
-                    packed: Some(loc), ..
-                })) => packed.push((loc, id)),
-                Ok(Some(_)) => out.push((id, self.read_inline_chunk(id))),
-                Ok(None) => out.push((id, Err(StoreError::ChunkMissing(id)))),
-                Err(e) => out.push((id, Err(e))),
-            }
-        }
-        packed.sort_unstable_by_key(|(loc, _)| (loc.pack, loc.offset));
-        let mut rest = &packed[..];
-        while let Some((first, _)) = rest.first() {
-            let mut n = 1;
-            let mut end = first.offset + first.len as u64;
-            while let Some((loc, _)) = rest.get(n) {
-                if loc.pack != first.pack || loc.offset != end || end - first.offset > MAX_RUN {
-                    break;
-                }
-                end += loc.len as u64;
-                n += 1;
-            }
-            let (run, tail) = rest.split_at(n);
-            rest = tail;
-            match self
-                .packs
-                .read(first.pack, first.offset, (end - first.offset) as usize)
-            {
-                Ok(bytes) => {
-                    let bytes = Arc::new(bytes);
-                    for (loc, id) in run {
-                        let at = (loc.offset - first.offset) as usize;
-                        out.push((*id, decode_record(*id, &bytes, at, loc.len as usize)));
-                    }
-                }
-                Err(e) => {
-                    // Fall back to one read per record, so one bad record
-                    // does not fail its neighbours.
-                    log::debug!("run read failed ({e}); reading records one by one");
-                    for (_, id) in run {
-                        out.push((*id, self.read_chunk(*id)));
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// Overwrites a chunk's stored bytes (its value, or the payload of its
     /// pack record) with arbitrary bytes. Only for tests and `verify`
     /// drills that need a corrupt store.
@@ -344,52 +227,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// A failed pack read: bytes missing from the pack mean a damaged store.
-fn packed_read_error(id: ChunkId, e: StoreError) -> StoreError {
-    match e {
-        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
-            StoreError::ChunkCorrupt(id)
-        }
-        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            StoreError::ChunkMissing(id)
-        }
-        other => other,
-    }
-}
-
-/// Checks the pack record at `buf[at..at + len]` against the chunk it
-/// should hold, then decodes and verifies its value. A raw value is
-/// returned as a slice of `buf`.
-fn decode_record(id: ChunkId, buf: &Arc<Vec<u8>>, at: usize, len: usize) -> Result<ChunkBytes> {
-    let corrupt = || StoreError::ChunkCorrupt(id);
-    let record = buf.get(at..at + len).ok_or_else(corrupt)?;
-    let (header, value) = record.split_at_checked(RECORD_HEADER).ok_or_else(corrupt)?;
-    let stored_len = header[16..]
-        .try_into()
-        .map(u32::from_le_bytes)
-        .map_err(|_| corrupt())?;
-    if header[..16] != id.to_bytes() || stored_len as usize != value.len() {
-        return Err(corrupt());
-    }
-    let raw = chunk::decode_cow(value).map_err(|_| corrupt())?;
-    check_hash(id, &raw)?;
-    Ok(match raw {
-        Cow::Borrowed(slice) => ChunkBytes {
-            buf: buf.clone(),
-            start: slice.as_ptr() as usize - buf.as_ptr() as usize,
-            len: slice.len(),
-        },
-        Cow::Owned(v) => ChunkBytes::owned(v),
-    })
-}
-
-fn check_hash(id: ChunkId, raw: &[u8]) -> Result<()> {
-    if chunk::chunk_id(raw) != id {
-        return Err(StoreError::ChunkCorrupt(id));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! last commit.
 
 mod bytes;
+mod chunk_reads;
 mod chunks;
 mod counters;
 mod history;
@@ -34,7 +35,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use thiserror::Error;
 
 use crate::ids::{ChunkId, Ino, ManifestId};
-pub use chunks::ChunkBytes;
+pub use chunk_reads::ChunkBytes;
 use counters::Counter;
 pub use counters::{MAX_INO, MAX_PATH_ID, MAX_SNAP_ID};
 pub use history::CopyStats;

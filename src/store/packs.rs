@@ -66,7 +66,7 @@ pub struct PackLocation {
 }
 
 impl PackLocation {
-    fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.offset + self.len as u64
     }
 }

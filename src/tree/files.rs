@@ -329,12 +329,8 @@ impl Tree {
             return Ok(Vec::new());
         }
         let n = (size as u64).min(len - offset) as usize;
-        let mut buf = vec![0u8; n];
         let mut hint = hint.lock();
-        self.data
-            .reader
-            .read(manifest, offset, &mut buf, &mut hint)?;
-        Ok(buf)
+        Ok(self.data.reader.read_vec(manifest, offset, n, &mut hint)?)
     }
 
     /// Writes `data` at `offset` (at the end for O_APPEND handles).

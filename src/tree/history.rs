@@ -74,9 +74,7 @@ impl Tree {
             return Ok(Vec::new());
         }
         let n = (len as u64).min(size - offset) as usize;
-        let mut buf = vec![0u8; n];
-        self.data.reader.read(manifest, offset, &mut buf, hint)?;
-        Ok(buf)
+        Ok(self.data.reader.read_vec(manifest, offset, n, hint)?)
     }
 
     /// The retention policy text last stored, if any.

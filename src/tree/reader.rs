@@ -68,6 +68,21 @@ impl Segment {
     }
 }
 
+/// A stretch of file content handed out by [`ContentReader::read_pieces`].
+enum Piece<'a> {
+    Bytes(&'a [u8]),
+    Zeros(usize),
+}
+
+impl Piece<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(bytes) => bytes.len(),
+            Piece::Zeros(n) => *n,
+        }
+    }
+}
+
 /// Where a sequential reader left off: saves a segment lookup per read.
 pub type ReadHint = Option<Arc<Segment>>;
 
@@ -106,13 +121,13 @@ impl Shared {
     /// Fetches `ids` (marked in flight by [`Shared::claim`]) in one batch,
     /// caches what verified and clears the marks. Failures are reported
     /// when a reader asks for the chunk itself.
-    fn fetch(&self, ids: &[ChunkId]) {
-        for (id, result) in self.store.read_chunks(ids) {
+    fn fetch(&self, wanted: &[(ChunkId, u32)]) {
+        for (id, result) in self.store.read_chunks(wanted) {
             if let Ok(bytes) = result {
                 self.chunks.insert(id, bytes);
             }
         }
-        self.release(ids.iter().copied());
+        self.release(wanted.iter().map(|&(id, _)| id));
     }
 
     fn release(&self, ids: impl Iterator<Item = ChunkId>) {
@@ -123,10 +138,12 @@ impl Shared {
         self.in_flight.done.notify_all();
     }
 
-    /// Marks the ids that are neither cached nor in flight; returns them.
-    fn claim(&self, ids: impl Iterator<Item = ChunkId>) -> Vec<ChunkId> {
+    /// Marks the chunks that are neither cached nor in flight; returns
+    /// them, with their lengths, in file order.
+    fn claim(&self, chunks: impl Iterator<Item = (ChunkId, u32)>) -> Vec<(ChunkId, u32)> {
         let mut marks = self.in_flight.ids.lock();
-        ids.filter(|id| !self.chunks.contains_key(id) && marks.insert(*id))
+        chunks
+            .filter(|(id, _)| !self.chunks.contains_key(id) && marks.insert(*id))
             .collect()
     }
 
@@ -159,7 +176,7 @@ impl Shared {
 /// Reads file content out of manifests.
 pub struct ContentReader {
     shared: Arc<Shared>,
-    prefetch: Option<Sender<Vec<ChunkId>>>,
+    prefetch: Option<Sender<Vec<(ChunkId, u32)>>>,
     prefetchers: Vec<JoinHandle<()>>,
 }
 
@@ -175,7 +192,7 @@ impl ContentReader {
             ),
             in_flight: InFlight::default(),
         });
-        let (tx, rx) = bounded::<Vec<ChunkId>>(64);
+        let (tx, rx) = bounded::<Vec<(ChunkId, u32)>>(64);
         let mut prefetchers = Vec::new();
         for i in 0..PREFETCH_THREADS {
             let (rx, shared) = (rx.clone(), shared.clone());
@@ -203,8 +220,9 @@ impl ContentReader {
         self.shared.chunk(id)
     }
 
-    /// The chunk ids of `seg` from entry `i` on, up to `bytes` of file data.
-    fn chunk_ids(seg: &Segment, i: usize, bytes: u64) -> impl Iterator<Item = ChunkId> + '_ {
+    /// The chunks of `seg` (ids and lengths) from entry `i` on, up to
+    /// `bytes` of file data.
+    fn chunks_of(seg: &Segment, i: usize, bytes: u64) -> impl Iterator<Item = (ChunkId, u32)> + '_ {
         let mut covered = 0u64;
         seg.entries[i.min(seg.entries.len())..]
             .iter()
@@ -214,7 +232,7 @@ impl ContentReader {
                 more
             })
             .filter_map(|e| match e {
-                Entry::Chunk { id, .. } => Some(*id),
+                Entry::Chunk { id, len } => Some((*id, *len)),
                 Entry::Hole { .. } => None,
             })
     }
@@ -223,12 +241,13 @@ impl ContentReader {
     /// neither cached nor in flight, up to `bytes` of file data.
     fn prefetch(&self, seg: &Segment, i: usize, bytes: u64) {
         let Some(tx) = &self.prefetch else { return };
-        let ids = self.shared.claim(Self::chunk_ids(seg, i, bytes));
+        let ids = self.shared.claim(Self::chunks_of(seg, i, bytes));
         let per_batch = (PREFETCH_BATCH / 16384).max(1) as usize;
         for batch in ids.chunks(per_batch) {
             if let Err(e) = tx.try_send(batch.to_vec()) {
                 // The pool is busy: drop the marks; readers fetch these.
-                self.shared.release(e.into_inner().into_iter());
+                self.shared
+                    .release(e.into_inner().into_iter().map(|(id, _)| id));
             }
         }
     }
@@ -262,42 +281,78 @@ impl ContentReader {
         buf: &mut [u8],
         hint: &mut ReadHint,
     ) -> Result<(), StoreError> {
+        let mut at = 0usize;
+        self.read_pieces(manifest, offset, buf.len(), hint, |piece| {
+            let out = &mut buf[at..at + piece.len()];
+            match piece {
+                Piece::Bytes(bytes) => out.copy_from_slice(bytes),
+                Piece::Zeros(_) => out.fill(0),
+            }
+            at += out.len();
+        })
+    }
+
+    /// The manifest's `len` bytes from `offset`, in a new buffer that is
+    /// filled once (never zeroed first): what a FUSE read replies with.
+    pub fn read_vec(
+        &self,
+        manifest: ManifestId,
+        offset: u64,
+        len: usize,
+        hint: &mut ReadHint,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::with_capacity(len);
+        self.read_pieces(manifest, offset, len, hint, |piece| match piece {
+            Piece::Bytes(bytes) => out.extend_from_slice(bytes),
+            Piece::Zeros(n) => out.resize(out.len() + n, 0),
+        })?;
+        Ok(out)
+    }
+
+    /// Hands the manifest's `len` bytes from `offset` to `emit`, in order.
+    fn read_pieces(
+        &self,
+        manifest: ManifestId,
+        offset: u64,
+        len: usize,
+        hint: &mut ReadHint,
+        mut emit: impl FnMut(Piece<'_>),
+    ) -> Result<(), StoreError> {
         let mut done = 0usize;
-        while done < buf.len() {
+        while done < len {
             let at = offset + done as u64;
             let Some(seg) = (if manifest == ManifestId::EMPTY {
                 None
             } else {
                 self.segment(manifest, at, hint)?
             }) else {
-                buf[done..].fill(0);
+                emit(Piece::Zeros(len - done));
                 return Ok(());
             };
             let Some((mut i, mut entry_start)) = seg.locate(at) else {
-                buf[done..].fill(0);
+                emit(Piece::Zeros(len - done));
                 return Ok(());
             };
             // What this read needs, fetched together; then what comes next.
-            let wanted = (buf.len() - done) as u64 + (at - entry_start);
-            let missing = self.shared.claim(Self::chunk_ids(&seg, i, wanted));
+            let wanted = (len - done) as u64 + (at - entry_start);
+            let missing = self.shared.claim(Self::chunks_of(&seg, i, wanted));
             if !missing.is_empty() {
                 self.shared.fetch(&missing);
             }
             self.prefetch(&seg, i, wanted + READ_AHEAD);
-            while i < seg.entries.len() && done < buf.len() {
+            while i < seg.entries.len() && done < len {
                 let at = offset + done as u64;
                 let entry = seg.entries[i];
                 let skip = (at - entry_start) as usize;
-                let take = ((entry.len() - skip as u64) as usize).min(buf.len() - done);
-                let out = &mut buf[done..done + take];
+                let take = ((entry.len() - skip as u64) as usize).min(len - done);
                 match entry {
-                    Entry::Hole { .. } => out.fill(0),
+                    Entry::Hole { .. } => emit(Piece::Zeros(take)),
                     Entry::Chunk { id, len } => {
                         let data = self.chunk(id)?;
                         if data.len() != len as usize {
                             return Err(StoreError::ChunkCorrupt(id));
                         }
-                        out.copy_from_slice(&data[skip..skip + take]);
+                        emit(Piece::Bytes(&data[skip..skip + take]));
                     }
                 }
                 done += take;

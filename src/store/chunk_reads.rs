@@ -1,0 +1,352 @@
+//! Verified chunk reads: one chunk by its index entry, or a file's chunks
+//! in batches, read as runs of neighbouring pack records.
+//!
+//! Every chunk read is decoded and checked against its id (xxh3-128) before
+//! it is handed out: a damaged record is an error, never wrong bytes.
+
+use std::borrow::Cow;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use super::chunks::IndexEntry;
+use super::packs::{PackLocation, RECORD_HEADER};
+use super::schema::{chunk_key, chunk_shard, CF_CHUNK_INDEX};
+use super::{Result, Store, StoreError};
+use crate::chunk;
+use crate::ids::ChunkId;
+
+/// Longest run of pack records read with one `pread`.
+const MAX_RUN: u64 = 2 << 20;
+
+/// A chunk's verified bytes: its own buffer, or a slice of a larger read
+/// shared with its neighbours (no copy per chunk).
+#[derive(Clone, Debug)]
+pub struct ChunkBytes {
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl ChunkBytes {
+    fn owned(bytes: Vec<u8>) -> Self {
+        let len = bytes.len();
+        ChunkBytes {
+            buf: Arc::new(bytes),
+            start: 0,
+            len,
+        }
+    }
+}
+
+impl Deref for ChunkBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl Store {
+    /// Reads a chunk, decodes it and checks that it hashes to its id.
+    pub fn read_chunk(&self, id: ChunkId) -> Result<ChunkBytes> {
+        let entry = self.index_entry(id)?.ok_or(StoreError::ChunkMissing(id))?;
+        match entry.packed {
+            Some(loc) => {
+                let record = self
+                    .packs
+                    .read(loc.pack, loc.offset, loc.len as usize)
+                    .map_err(|e| packed_read_error(id, e))?;
+                decode_record(id, &Arc::new(record), 0, loc.len as usize)
+            }
+            None => self.read_inline_chunk(id),
+        }
+    }
+
+    fn read_inline_chunk(&self, id: ChunkId) -> Result<ChunkBytes> {
+        let stored = match self
+            .db
+            .get_pinned_cf(self.cf(chunk_shard(id)), chunk_key(id))
+        {
+            Ok(Some(v)) => v,
+            Ok(None) => return Err(StoreError::ChunkMissing(id)),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
+                return Err(StoreError::ChunkCorrupt(id))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let raw = chunk::decode(&stored).map_err(|_| StoreError::ChunkCorrupt(id))?;
+        check_hash(id, &raw)?;
+        Ok(ChunkBytes::owned(raw))
+    }
+
+    /// Index entries of several chunks, in one batched lookup.
+    fn index_entries(&self, ids: &[ChunkId]) -> Vec<Result<Option<IndexEntry>>> {
+        let keys: Vec<[u8; 16]> = ids.iter().map(|&id| chunk_key(id)).collect();
+        self.db
+            .batched_multi_get_cf(self.cf(CF_CHUNK_INDEX), &keys, false)
+            .into_iter()
+            .map(|found| {
+                let Some(v) = found? else { return Ok(None) };
+                let entry = IndexEntry::decode(&v)?;
+                Ok(entry
+                    .packed
+                    .is_none_or(|loc| self.packs.is_durable(loc))
+                    .then_some(entry))
+            })
+            .collect()
+    }
+
+    /// Reads several chunks of one file, given in file order with their
+    /// raw lengths: what a sequential reader's prefetch asks for.
+    ///
+    /// A stream's chunks sit side by side in its pack (see
+    /// [`Store::put_chunk`]), so the batch is first taken as one run: the
+    /// index is asked only where the first and the last chunk are, the run
+    /// is read with one `pread`, and each record's header must name the
+    /// chunk expected there. Whatever does not line up is looked up chunk
+    /// by chunk and read in one `pread` per group of neighbouring records.
+    pub fn read_chunks(&self, wanted: &[(ChunkId, u32)]) -> Vec<(ChunkId, Result<ChunkBytes>)> {
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut rest = wanted;
+        while !rest.is_empty() {
+            let (run, next) = rest.split_at(self.run_len(rest));
+            rest = next;
+            let read = self.read_run(run, &mut out);
+            self.read_scattered(&run[read..], &mut out);
+        }
+        out
+    }
+
+    /// How many chunks from the front of `wanted` one run read may cover:
+    /// as many as fit in [`MAX_RUN`] even if none of them compressed.
+    fn run_len(&self, wanted: &[(ChunkId, u32)]) -> usize {
+        let record_bound =
+            |raw_len: u32| (RECORD_HEADER + chunk::codec::HEADER_LEN) as u64 + raw_len as u64;
+        let mut span = 0u64;
+        let n = wanted
+            .iter()
+            .take_while(|(_, raw_len)| {
+                span += record_bound(*raw_len);
+                span <= MAX_RUN
+            })
+            .count();
+        n.max(1)
+    }
+
+    /// Reads `run` as neighbouring records of one pack if the index puts
+    /// its first and last chunk so; returns how many chunks it read (from
+    /// the front), each verified.
+    fn read_run(
+        &self,
+        run: &[(ChunkId, u32)],
+        out: &mut Vec<(ChunkId, Result<ChunkBytes>)>,
+    ) -> usize {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return 0;
+        };
+        if run.len() < 2 {
+            return 0;
+        }
+        let ends = self.index_entries(&[first.0, last.0]);
+        let located = |found: &Result<Option<IndexEntry>>| match found {
+            Ok(Some(IndexEntry {
+                packed: Some(loc), ..
+            })) => Some(*loc),
+            _ => None,
+        };
+        let (Some(start), Some(end)) = (located(&ends[0]), located(&ends[1])) else {
+            return 0;
+        };
+        if start.pack != end.pack
+            || end.offset <= start.offset
+            || end.end() - start.offset > MAX_RUN
+        {
+            return 0;
+        }
+        let Ok(bytes) = self.packs.read(
+            start.pack,
+            start.offset,
+            (end.end() - start.offset) as usize,
+        ) else {
+            return 0;
+        };
+        let bytes = Arc::new(bytes);
+        let mut at = 0usize;
+        for (done, &(id, _)) in run.iter().enumerate() {
+            let Some(header) = bytes.get(at..at + RECORD_HEADER) else {
+                return done;
+            };
+            if header[..16] != id.to_bytes() {
+                return done;
+            }
+            let stored_len = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+            let len = RECORD_HEADER + stored_len as usize;
+            out.push((id, decode_record(id, &bytes, at, len)));
+            at += len;
+        }
+        run.len()
+    }
+
+    /// Reads chunks wherever the index puts them: one `pread` per group of
+    /// neighbouring pack records.
+    fn read_scattered(&self, ids: &[(ChunkId, u32)], out: &mut Vec<(ChunkId, Result<ChunkBytes>)>) {
+        if ids.is_empty() {
+            return;
+        }
+        let just_ids: Vec<ChunkId> = ids.iter().map(|&(id, _)| id).collect();
+        let mut packed: Vec<(PackLocation, ChunkId)> = Vec::new();
+        for (id, found) in just_ids.iter().copied().zip(self.index_entries(&just_ids)) {
+            match found {
+                Ok(Some(IndexEntry {
+                    packed: Some(loc), ..
+                })) => packed.push((loc, id)),
+                Ok(Some(_)) => out.push((id, self.read_inline_chunk(id))),
+                Ok(None) => out.push((id, Err(StoreError::ChunkMissing(id)))),
+                Err(e) => out.push((id, Err(e))),
+            }
+        }
+        packed.sort_unstable_by_key(|(loc, _)| (loc.pack, loc.offset));
+        let mut rest = &packed[..];
+        while let Some((first, _)) = rest.first() {
+            let mut n = 1;
+            let mut end = first.end();
+            while let Some((loc, _)) = rest.get(n) {
+                if loc.pack != first.pack || loc.offset != end || end - first.offset > MAX_RUN {
+                    break;
+                }
+                end = loc.end();
+                n += 1;
+            }
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            match self
+                .packs
+                .read(first.pack, first.offset, (end - first.offset) as usize)
+            {
+                Ok(bytes) => {
+                    let bytes = Arc::new(bytes);
+                    for (loc, id) in group {
+                        let at = (loc.offset - first.offset) as usize;
+                        out.push((*id, decode_record(*id, &bytes, at, loc.len as usize)));
+                    }
+                }
+                Err(e) => {
+                    // Fall back to one read per record, so one bad record
+                    // does not fail its neighbours.
+                    log::debug!("run read failed ({e}); reading records one by one");
+                    for (_, id) in group {
+                        out.push((*id, self.read_chunk(*id)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A failed pack read: bytes missing from the pack mean a damaged store.
+fn packed_read_error(id: ChunkId, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+            StoreError::ChunkCorrupt(id)
+        }
+        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            StoreError::ChunkMissing(id)
+        }
+        other => other,
+    }
+}
+
+/// Checks the pack record at `buf[at..at + len]` against the chunk it
+/// should hold, then decodes and verifies its value. A raw value is
+/// returned as a slice of `buf`.
+fn decode_record(id: ChunkId, buf: &Arc<Vec<u8>>, at: usize, len: usize) -> Result<ChunkBytes> {
+    let corrupt = || StoreError::ChunkCorrupt(id);
+    let record = buf.get(at..at + len).ok_or_else(corrupt)?;
+    let (header, value) = record.split_at_checked(RECORD_HEADER).ok_or_else(corrupt)?;
+    let stored_len = header[16..]
+        .try_into()
+        .map(u32::from_le_bytes)
+        .map_err(|_| corrupt())?;
+    if header[..16] != id.to_bytes() || stored_len as usize != value.len() {
+        return Err(corrupt());
+    }
+    let raw = chunk::decode_cow(value).map_err(|_| corrupt())?;
+    check_hash(id, &raw)?;
+    Ok(match raw {
+        Cow::Borrowed(slice) => ChunkBytes {
+            buf: buf.clone(),
+            start: slice.as_ptr() as usize - buf.as_ptr() as usize,
+            len: slice.len(),
+        },
+        Cow::Owned(v) => ChunkBytes::owned(v),
+    })
+}
+
+fn check_hash(id: ChunkId, raw: &[u8]) -> Result<()> {
+    if chunk::chunk_id(raw) != id {
+        return Err(StoreError::ChunkCorrupt(id));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::chunk::chunk_id;
+    use crate::store::{Store, StoreError};
+
+    fn chunk(seed: u32, len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) ^ seed).to_le_bytes()[1])
+            .collect()
+    }
+
+    #[test]
+    fn batches_read_runs_and_whatever_breaks_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Stream 1 holds a file's chunks side by side; stream 2 one chunk
+        // that a later version put in the middle of the file.
+        let file: Vec<Vec<u8>> = (0..12).map(|i| chunk(i, 9000 + 37 * i as usize)).collect();
+        for c in &file {
+            store.put_chunk(chunk_id(c), c, Some(1)).unwrap();
+        }
+        let changed = chunk(99, 12_000);
+        store
+            .put_chunk(chunk_id(&changed), &changed, Some(2))
+            .unwrap();
+        let small = chunk(7, 3000);
+        store.put_chunk(chunk_id(&small), &small, None).unwrap();
+        store.persist_chunks().unwrap();
+        // Read whole, the file is one run.
+        let whole: Vec<_> = file.iter().map(|c| (chunk_id(c), c.len() as u32)).collect();
+        for ((id, result), c) in store.read_chunks(&whole).into_iter().zip(&file) {
+            assert_eq!(id, chunk_id(c));
+            assert_eq!(&*result.unwrap(), &c[..]);
+        }
+        let victim = chunk_id(&file[1]);
+        let mut damaged = crate::chunk::encode(&file[1]);
+        damaged[100] ^= 0x40;
+        store
+            .overwrite_chunk_value_for_test(victim, &damaged)
+            .unwrap();
+
+        let mut version: Vec<&Vec<u8>> = file.iter().collect();
+        version[5] = &changed;
+        version.insert(8, &small);
+        let mut wanted: Vec<_> = version
+            .iter()
+            .map(|c| (chunk_id(c), c.len() as u32))
+            .collect();
+        wanted.insert(3, (chunk_id(b"never stored"), 10));
+        let got = store.read_chunks(&wanted);
+        assert_eq!(got.len(), wanted.len());
+        for (id, result) in got {
+            match version.iter().find(|c| chunk_id(c) == id) {
+                Some(_) if id == victim => {
+                    assert!(matches!(result, Err(StoreError::ChunkCorrupt(_))))
+                }
+                Some(c) => assert_eq!(&*result.unwrap(), &c[..]),
+                None => assert!(matches!(result, Err(StoreError::ChunkMissing(_)))),
+            }
+        }
+    }
+}
