@@ -350,7 +350,7 @@ impl CkptFs {
 
     pub(super) fn op_write(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -366,7 +366,7 @@ impl CkptFs {
                 Err(e) => reply.error(e),
             };
         }
-        match self.tree.write(fh.0, offset, data) {
+        match self.tree.write(fh.0, offset, data, req.pid()) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(self.fail("write", ino(i), &e)),
         }
@@ -374,7 +374,7 @@ impl CkptFs {
 
     pub(super) fn op_flush(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
@@ -383,7 +383,10 @@ impl CkptFs {
         if is_ctl_fh(fh.0) {
             return reply_empty(reply, self.ctl.flush(fh.0));
         }
-        self.done(reply, "close", ino(i), self.tree.flush(fh.0))
+        let flushed = self
+            .tree
+            .flush(fh.0, req.pid(), super::process::same_process);
+        self.done(reply, "close", ino(i), flushed)
     }
 
     pub(super) fn op_release(

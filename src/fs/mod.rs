@@ -11,6 +11,7 @@ mod ckpt;
 mod ckpt_io;
 mod errno;
 mod live;
+mod process;
 mod route;
 mod vino;
 mod xattrs;

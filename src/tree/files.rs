@@ -5,7 +5,7 @@
 //! mmap arrive after `close()`), and by `truncate(2)` on a file that no one
 //! has open for writing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -95,18 +95,24 @@ pub struct FileHandle {
     file: Arc<OpenFile>,
     mode: OpenMode,
     hint: Arc<Mutex<ReadHint>>,
-    /// This handle changed the file since its last flush: its next
-    /// `close()` commits, whatever other handles are open (a forked child
-    /// may hold an old descriptor of the file for a long time).
-    wrote: Arc<AtomicBool>,
+    /// Who changed the file through this handle since its last flush
+    /// ([`NOBODY`], [`ANYONE`], or the writing task's id): the writer's
+    /// next `close()` commits, whatever other handles are open (a forked
+    /// child may hold an old descriptor of the file for a long time).
+    wrote: Arc<AtomicU32>,
 }
+
+/// No change through a handle since its last flush.
+const NOBODY: u32 = 0;
+/// A change whose task is not known: any close of the handle commits it.
+pub const ANYONE: u32 = u32::MAX;
 
 /// What a request needs of a handle.
 struct HandleView {
     file: Arc<OpenFile>,
     mode: OpenMode,
     hint: Arc<Mutex<ReadHint>>,
-    wrote: Arc<AtomicBool>,
+    wrote: Arc<AtomicU32>,
 }
 
 impl Tree {
@@ -264,7 +270,7 @@ impl Tree {
             file,
             mode,
             hint: Arc::new(Mutex::new(None)),
-            wrote: Arc::new(AtomicBool::new(false)),
+            wrote: Arc::new(AtomicU32::new(NOBODY)),
         };
         self.handles.write().insert(fh, handle);
         fh
@@ -333,8 +339,9 @@ impl Tree {
         Ok(self.data.reader.read_vec(manifest, offset, n, &mut hint)?)
     }
 
-    /// Writes `data` at `offset` (at the end for O_APPEND handles).
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+    /// Writes `data` at `offset` (at the end for O_APPEND handles) for the
+    /// task `writer` (the FUSE request's pid; [`ANYONE`] if unknown).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8], writer: u32) -> Result<usize> {
         self.writable()?;
         let HandleView {
             file, mode, wrote, ..
@@ -348,7 +355,7 @@ impl Tree {
         let offset = if mode.append { ws.size } else { offset };
         ws.write(&self.data, offset, data)?;
         *file.live.lock() = Some((ws.size, ws.mtime));
-        wrote.store(true, Ordering::Release);
+        wrote.store(writer.max(1), Ordering::Release);
         drop(st);
         self.touch_activity();
         Ok(data.len())
@@ -392,14 +399,31 @@ impl Tree {
     }
 
     /// `close()` of a handle: commits when it is the file's last writer.
-    pub fn flush(&self, fh: u64) -> Result<()> {
+    pub fn flush(
+        &self,
+        fh: u64,
+        closer: u32,
+        same_process: impl Fn(u32, u32) -> bool,
+    ) -> Result<()> {
         let h = self.handle(fh)?;
         // A close commits what its handle wrote. A handle that changed
         // nothing (a reader opened O_RDWR, a dup already flushed) commits
         // nothing, even if another writer left unsaved data.
-        if !h.mode.write || !h.wrote.swap(false, Ordering::AcqRel) {
+        let writer = h.wrote.load(Ordering::Acquire);
+        if !h.mode.write || writer == NOBODY {
             return Ok(());
         }
+        // Another process closing its inherited copy of the descriptor (a
+        // fork's child at exec or exit) while the writer goes on: the
+        // writer's own close commits, so no half-written version appears.
+        if writer != ANYONE && writer != closer && !same_process(writer, closer) {
+            log::debug!(
+                "{}: close by task {closer}, which did not write: not a version yet",
+                self.path_of(h.file.ino)
+            );
+            return Ok(());
+        }
+        h.wrote.store(NOBODY, Ordering::Release);
         let file = h.file;
         let mut st = file.state.lock();
         if st.write.as_ref().is_some_and(|ws| ws.pristine) {
@@ -589,7 +613,7 @@ impl Tree {
                 if mode.write {
                     let mut st = file.state.lock();
                     self.truncate_locked(&file, &mut st, size)?;
-                    wrote.store(true, Ordering::Release);
+                    wrote.store(ANYONE, Ordering::Release);
                     return Ok(());
                 }
             }

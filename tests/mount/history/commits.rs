@@ -1,7 +1,8 @@
 //! When versions are committed: at each close, also while a forked child
 //! (a DataLoader worker, a subprocess) still holds a copy of an earlier
-//! descriptor of the file; and a file created and closed without a write
-//! keeps the mtime `stat` showed.
+//! descriptor of the file; not when such a child closes its copy while the
+//! writer goes on; and a file created and closed without a write keeps the
+//! mtime `stat` showed.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
@@ -81,6 +82,30 @@ fn each_close_commits_a_version_while_a_forked_child_holds_an_old_descriptor() {
         check(epoch);
     }
     writeln!(stdin, "go").unwrap();
+}
+
+#[test]
+fn a_subprocess_closing_its_inherited_descriptor_mid_save_makes_no_half_version() {
+    let m = Mount::new("hist-ver-exec-close");
+    let f = m.path("ckpt.bin");
+    let mut file = File::create(&f).unwrap();
+    file.write_all(&vec![1u8; 1 << 20]).unwrap();
+    // The child inherits the descriptor and closes it at exec: the kernel
+    // sends a close for it, from the child's task.
+    assert!(Command::new("true").status().unwrap().success());
+    file.write_all(&vec![2u8; 1 << 20]).unwrap();
+    drop(file);
+    let dir = vdir(&m, "ckpt.bin");
+    let vs = wait_for("the version of ckpt.bin", Duration::from_secs(10), || {
+        fs::metadata(&dir)
+            .ok()
+            .map(|_| versions(&dir))
+            .filter(|vs| !vs.is_empty())
+    });
+    assert_eq!(vs.len(), 1, "versions: {vs:?}");
+    let data = fs::read(dir.join(&vs[0])).unwrap();
+    assert_eq!(data.len(), 2 << 20);
+    assert!(data[..1 << 20].iter().all(|&b| b == 1) && data[1 << 20..].iter().all(|&b| b == 2));
 }
 
 #[test]
