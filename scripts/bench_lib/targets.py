@@ -18,6 +18,8 @@ import time
 CHUNK = 4 << 20
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target", "release", "ckptfs")
+# Extra `ckptfs mount` options for every ckptfs pass (`bench --ckptfs-args`).
+MOUNT_ARGS = []
 
 
 def du(path):
@@ -199,7 +201,8 @@ class Daemon:
     def __init__(self, store, mnt):
         self.mnt = mnt
         # Own session: a Ctrl-C reaches the harness, which unmounts cleanly.
-        self.proc = subprocess.Popen([BIN, "mount", store, mnt, "--log-level", "warn"], start_new_session=True)
+        self.proc = subprocess.Popen([BIN, "mount", store, mnt, "--log-level", "warn", *MOUNT_ARGS],
+                                     start_new_session=True)
         for _ in range(600):
             if os.path.ismount(mnt) and os.stat(mnt).st_ino == 1:
                 return

@@ -48,9 +48,43 @@ fn shrinks(raw: &[u8], compressed_len: usize) -> bool {
     compressed_len + compressed_len / 16 < raw.len()
 }
 
+/// Which codings new chunks may get (`ckptfs mount --compression`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// lz4 where it pays, else the float lanes where they pay.
+    #[default]
+    Auto,
+    /// lz4 only: float data stays raw, and reads it with a plain copy.
+    Lz4,
+    /// Everything raw.
+    None,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Compression::Auto),
+            "lz4" => Ok(Compression::Lz4),
+            "none" => Ok(Compression::None),
+            _ => Err(format!("unknown compression {s:?} (auto, lz4 or none)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::Auto => "auto",
+            Compression::Lz4 => "lz4",
+            Compression::None => "none",
+        })
+    }
+}
+
 /// Encodes `raw` for storage, compressing only when it pays.
 pub fn encode(raw: &[u8]) -> Vec<u8> {
-    let (header, payload) = encode_parts(raw);
+    let (header, payload) = encode_parts(raw, Compression::Auto);
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&header);
     out.extend_from_slice(&payload);
@@ -59,16 +93,18 @@ pub fn encode(raw: &[u8]) -> Vec<u8> {
 
 /// The stored form of `raw` as its header and its payload (`raw` itself
 /// when it is stored raw), so a caller can write both without a copy.
-pub fn encode_parts(raw: &[u8]) -> ([u8; HEADER_LEN], Cow<'_, [u8]>) {
+pub fn encode_parts(raw: &[u8], compression: Compression) -> ([u8; HEADER_LEN], Cow<'_, [u8]>) {
     let probe = &raw[..raw.len().min(PROBE_LEN)];
-    let promising =
-        raw.len() <= PROBE_LEN || shrinks(probe, lz4_flex::block::compress(probe).len());
+    let promising = compression != Compression::None
+        && (raw.len() <= PROBE_LEN || shrinks(probe, lz4_flex::block::compress(probe).len()));
     let compressed = promising
         .then(|| lz4_flex::block::compress(raw))
         .filter(|c| shrinks(raw, c.len()))
         .map(|c| (TAG_LZ4, c))
         .or_else(|| {
-            lanes::encode(raw)
+            (compression == Compression::Auto)
+                .then(|| lanes::encode(raw))
+                .flatten()
                 .filter(|c| shrinks(raw, c.len()))
                 .map(|c| (TAG_LANES, c))
         });
@@ -167,6 +203,23 @@ mod tests {
         assert_eq!(stored[0], TAG_LANES);
         assert!(stored.len() < raw.len() * 15 / 16);
         assert_eq!(decode(&stored).unwrap(), raw);
+    }
+
+    #[test]
+    fn compression_modes_choose_the_codings() {
+        let floats: Vec<u8> = (0..4096u32)
+            .flat_map(|i| (((i * 2_654_435_761) >> 8) as f32 * 1e-9 - 0.008).to_le_bytes())
+            .collect();
+        let zeros = vec![0u8; 16384];
+        let tag = |raw: &[u8], c: Compression| encode_parts(raw, c).0[0];
+        assert_eq!(tag(&floats, Compression::Auto), TAG_LANES);
+        assert_eq!(tag(&floats, Compression::Lz4), TAG_RAW);
+        assert_eq!(tag(&zeros, Compression::Lz4), TAG_LZ4);
+        assert_eq!(tag(&zeros, Compression::None), TAG_RAW);
+        for c in ["auto", "lz4", "none"] {
+            assert_eq!(c.parse::<Compression>().unwrap().to_string(), c);
+        }
+        assert!("zstd".parse::<Compression>().is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod hash;
 pub mod lanes;
 
 pub use cdc::{ChunkParams, Chunker};
-pub use codec::{decode, decode_cow, encode, encode_parts, CodecError, MAX_CHUNK_LEN};
+pub use codec::{decode, decode_cow, encode, encode_parts, CodecError, Compression, MAX_CHUNK_LEN};
 pub use hash::chunk_id;
 
 /// True when every byte is zero: such chunks are stored as holes.

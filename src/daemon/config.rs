@@ -78,6 +78,9 @@ pub struct ConfigFile {
     /// `cache-size`: "64M" or bytes.
     #[serde(default, deserialize_with = "size")]
     pub cache_size: Option<u64>,
+    /// `compression`: "auto", "lz4" or "none".
+    #[serde(default, deserialize_with = "compression")]
+    pub compression: Option<crate::chunk::Compression>,
     /// `control-dir`.
     #[serde(default, deserialize_with = "control_dir")]
     pub control_dir: Option<String>,
@@ -294,6 +297,13 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let t = text_or_number(d)?;
     parse_interval(&t).map(Some).map_err(de::Error::custom)
+}
+
+fn compression<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::chunk::Compression>, D::Error> {
+    let t = String::deserialize(d)?;
+    t.parse().map(Some).map_err(de::Error::custom)
 }
 
 fn level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<log::LevelFilter>, D::Error> {

@@ -38,6 +38,7 @@ read-only = false
 fuse-threads = 8
 workers = 2
 cache-size = "256M"
+compression = "lz4"
 
 [retention]
 policy = """
@@ -48,6 +49,7 @@ keep-daily = 7
     assert_eq!(f.store, Some(PathBuf::from("/srv/ckptfs/runs")));
     assert_eq!(f.mountpoint, Some(PathBuf::from("/srv/runs")));
     assert_eq!(f.chunk_size, Some(64 << 10));
+    assert_eq!(f.compression, Some(crate::chunk::Compression::Lz4));
     assert_eq!(f.control_dir.as_deref(), Some(".history"));
     assert_eq!(f.show_control_dir, Some(true));
     assert_eq!(f.snapshot_wait, Some(120));
@@ -113,6 +115,7 @@ fn bad_values_name_the_line_and_the_reason() {
     for (text, line, needle) in [
         ("\nchunk-size = \"16Q\"\n", 2, "16Q"),
         ("cache-size = \"lots\"\n", 1, "lots"),
+        ("\ncompression = \"zstd\"\n", 2, "zstd"),
         ("a = 1\n", 1, "unknown field"),
         ("log-level = \"loud\"\n", 1, "loud"),
         ("\n\nfuse-threads = 0\n", 3, "1..=64"),

@@ -48,6 +48,7 @@ pub fn serve(args: &MountOptions) -> Result<()> {
     init_logging(args.log_level);
     check_mountpoint(&args.mountpoint)?;
     let store = Arc::new(Store::open(&args.store)?);
+    store.set_compression(args.compression);
     let mut opts = TreeOptions {
         chunk: ChunkParams::with_average(args.chunk_size as usize),
         read_only: args.read_only,
@@ -106,10 +107,11 @@ pub fn serve(args: &MountOptions) -> Result<()> {
     .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
     log::info!(
-        "serving store {} on {} (chunks avg {} KiB{})",
+        "serving store {} on {} (chunks avg {} KiB, compression {}{})",
         args.store.display(),
         args.mountpoint.display(),
         args.chunk_size / 1024,
+        args.compression,
         if args.read_only { ", read-only" } else { "" }
     );
 

@@ -44,6 +44,8 @@ pub struct MountOptions {
     pub workers: Option<u16>,
     /// Decoded-chunk cache in bytes.
     pub cache_size: u64,
+    /// How new chunks are compressed.
+    pub compression: crate::chunk::Compression,
     /// Name of the control directory.
     pub control_dir: String,
     /// List the control directory in the root.
@@ -117,6 +119,7 @@ impl MountOptions {
                 .cache_size
                 .or(file.cache_size)
                 .unwrap_or(DEFAULT_CACHE_SIZE),
+            compression: args.compression.or(file.compression).unwrap_or_default(),
             control_dir: args
                 .control_dir
                 .clone()

@@ -142,7 +142,7 @@ impl Store {
     /// other, so reading the file back reads long runs.
     pub fn put_chunk(&self, id: ChunkId, raw: &[u8], packed: Option<u64>) -> Result<usize> {
         if let Some(stream) = packed {
-            let (codec_header, payload) = chunk::encode_parts(raw);
+            let (codec_header, payload) = chunk::encode_parts(raw, self.compression());
             let stored_len = (codec_header.len() + payload.len()) as u32;
             let mut header = [0u8; RECORD_HEADER];
             header[..16].copy_from_slice(&id.to_bytes());
@@ -161,7 +161,8 @@ impl Store {
                 })?;
             return Ok(stored_len as usize);
         }
-        let stored = chunk::encode(raw);
+        let (codec_header, payload) = chunk::encode_parts(raw, self.compression());
+        let stored = [&codec_header[..], &payload].concat();
         let entry = IndexEntry {
             raw_len: raw.len() as u32,
             stored_len: stored.len() as u32,

@@ -156,6 +156,8 @@ pub struct Store {
     paths: Counter,
     snaps: Counter,
     packs: packs::Packs,
+    /// How new chunks are coded (`chunk::Compression` as a u8).
+    compression: std::sync::atomic::AtomicU8,
 }
 
 impl Store {
@@ -182,6 +184,7 @@ impl Store {
             db,
             dir,
             packs,
+            compression: std::sync::atomic::AtomicU8::new(0),
         };
         store.init_if_new()?;
         store.recover_packs()?;
@@ -217,6 +220,29 @@ impl Store {
         txn.batch
             .put_cf(self.cf(CF_META), META_CHUNK_SHARDS, shards);
         self.commit(txn, true)
+    }
+
+    /// Sets how chunks stored from now on are coded. Chunks already
+    /// stored keep their coding: every build reads all of them.
+    pub fn set_compression(&self, compression: crate::chunk::Compression) {
+        use crate::chunk::Compression;
+        let code = match compression {
+            Compression::Auto => 0,
+            Compression::Lz4 => 1,
+            Compression::None => 2,
+        };
+        self.compression
+            .store(code, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How new chunks are coded.
+    pub fn compression(&self) -> crate::chunk::Compression {
+        use crate::chunk::Compression;
+        match self.compression.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => Compression::Auto,
+            1 => Compression::Lz4,
+            _ => Compression::None,
+        }
     }
 
     /// The store directory.

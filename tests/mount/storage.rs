@@ -1,5 +1,6 @@
-//! What the store costs on disk (dedup, zero runs), read-only mounts, and
-//! the daemon's memory on a file far larger than RAM budgets.
+//! What the store costs on disk (dedup, zero runs, float compression),
+//! read-only mounts, and the daemon's memory on a file far larger than RAM
+//! budgets.
 //!
 //! Store sizes are measured with `du -s -B1` (allocated blocks) on the
 //! store directory. Every
@@ -321,5 +322,51 @@ fn writing_and_reading_10_gib_keeps_the_daemon_under_512_mib_of_rss() {
         peak < 512 * 1024,
         "daemon peak RSS {} KiB is over 512 MiB",
         peak
+    );
+}
+
+/// `n` float32 values as trained weights are: N(0, 0.02), little-endian.
+fn float_weights(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut uniform = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n)
+        .flat_map(|_| {
+            let (u, v) = (uniform(), uniform());
+            let normal = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+            ((0.02 * normal) as f32).to_le_bytes()
+        })
+        .collect()
+}
+
+#[test]
+fn float_weights_store_at_under_nine_tenths_by_default_and_raw_with_lz4() {
+    let weights = float_weights(16 << 20, 0x5eed_0004); // 64 MiB
+    let mut stored = Vec::new();
+    for (name, args) in [("auto", &[][..]), ("lz4", &["--compression", "lz4"][..])] {
+        let mut m = Mount::with_args(&format!("storage-floats-{name}"), args);
+        let empty = settled_du(&mut m);
+        write_closed(&m.path("weights.bin"), &weights);
+        let used = settled_du(&mut m) - empty;
+        assert_eq!(hash_file(&m.path("weights.bin")), xxh(&weights), "{name}");
+        eprintln!(
+            "float weights, compression {name}: {:.1} MiB stored for 64 MiB",
+            mib(used)
+        );
+        stored.push(used as f64 / weights.len() as f64);
+    }
+    assert!(
+        stored[0] < 0.9,
+        "default compression stored {:.3} of raw",
+        stored[0]
+    );
+    assert!(
+        stored[1] > 0.98,
+        "--compression lz4 stored {:.3} of raw",
+        stored[1]
     );
 }
