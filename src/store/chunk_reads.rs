@@ -5,6 +5,7 @@
 //! it is handed out: a damaged record is an error, never wrong bytes.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -110,8 +111,8 @@ impl Store {
         while !rest.is_empty() {
             let (run, next) = rest.split_at(self.run_len(rest));
             rest = next;
-            let read = self.read_run(run, &mut out);
-            self.read_scattered(&run[read..], &mut out);
+            let missed = self.read_run(run, &mut out);
+            self.read_scattered(&missed, &mut out);
         }
         out
     }
@@ -132,19 +133,21 @@ impl Store {
         n.max(1)
     }
 
-    /// Reads `run` as neighbouring records of one pack if the index puts
-    /// its first and last chunk so; returns how many chunks it read (from
-    /// the front), each verified.
+    /// Reads the span of one pack between where the index puts the first
+    /// and the last chunk of `run`, with one `pread`, and takes from it
+    /// every chunk of `run` whose record it holds (walking the records'
+    /// headers, so chunks of older versions in between cost nothing).
+    /// Returns the chunks it did not find there.
     fn read_run(
         &self,
         run: &[(ChunkId, u32)],
         out: &mut Vec<(ChunkId, Result<ChunkBytes>)>,
-    ) -> usize {
+    ) -> Vec<(ChunkId, u32)> {
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
-            return 0;
+            return Vec::new();
         };
         if run.len() < 2 {
-            return 0;
+            return run.to_vec();
         }
         let ends = self.index_entries(&[first.0, last.0]);
         let located = |found: &Result<Option<IndexEntry>>| match found {
@@ -154,36 +157,31 @@ impl Store {
             _ => None,
         };
         let (Some(start), Some(end)) = (located(&ends[0]), located(&ends[1])) else {
-            return 0;
+            return run.to_vec();
         };
         if start.pack != end.pack
             || end.offset <= start.offset
             || end.end() - start.offset > MAX_RUN
         {
-            return 0;
+            return run.to_vec();
         }
         let Ok(bytes) = self.packs.read(
             start.pack,
             start.offset,
             (end.end() - start.offset) as usize,
         ) else {
-            return 0;
+            return run.to_vec();
         };
         let bytes = Arc::new(bytes);
-        let mut at = 0usize;
-        for (done, &(id, _)) in run.iter().enumerate() {
-            let Some(header) = bytes.get(at..at + RECORD_HEADER) else {
-                return done;
-            };
-            if header[..16] != id.to_bytes() {
-                return done;
+        let records = record_spans(&bytes);
+        let mut missed = Vec::new();
+        for &(id, raw_len) in run {
+            match records.get(&id) {
+                Some(&(at, len)) => out.push((id, decode_record(id, &bytes, at, len))),
+                None => missed.push((id, raw_len)),
             }
-            let stored_len = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
-            let len = RECORD_HEADER + stored_len as usize;
-            out.push((id, decode_record(id, &bytes, at, len)));
-            at += len;
         }
-        run.len()
+        missed
     }
 
     /// Reads chunks wherever the index puts them: one `pread` per group of
@@ -253,6 +251,28 @@ fn packed_read_error(id: ChunkId, e: StoreError) -> StoreError {
         }
         other => other,
     }
+}
+
+/// Where each record of a stretch of a pack starts and how long it is, by
+/// its header. The stretch starts at a record; a walk that runs into bytes
+/// that are not a record (a punched hole, garbage) stops there. Only a hint:
+/// every record taken from it is checked against its id and hash.
+fn record_spans(bytes: &[u8]) -> HashMap<ChunkId, (usize, usize)> {
+    let mut spans = HashMap::new();
+    let mut at = 0usize;
+    while let Some(header) = bytes.get(at..at + RECORD_HEADER) {
+        let stored_len = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+        let len = RECORD_HEADER + stored_len as usize;
+        if stored_len as usize <= chunk::codec::HEADER_LEN || at + len > bytes.len() {
+            break;
+        }
+        let Some(id) = ChunkId::from_slice(&header[..16]) else {
+            break;
+        };
+        spans.insert(id, (at, len));
+        at += len;
+    }
+    spans
 }
 
 /// Checks the pack record at `buf[at..at + len]` against the chunk it
