@@ -162,6 +162,7 @@ pub fn decode_cow(stored: &[u8]) -> Result<Cow<'_, [u8]>, CodecError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testdata::{noise, weights};
     use super::*;
 
     #[test]
@@ -179,15 +180,7 @@ mod tests {
 
     #[test]
     fn incompressible_data_is_stored_raw() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let raw: Vec<u8> = (0..20000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let raw = noise(20000, 0x9E37_79B9_7F4A_7C15);
         let stored = encode(&raw);
         assert_eq!(stored[0], TAG_RAW);
         assert_eq!(stored.len(), raw.len() + HEADER_LEN);
@@ -196,9 +189,7 @@ mod tests {
 
     #[test]
     fn float_tensors_get_their_lanes_coded() {
-        let raw: Vec<u8> = (0..4096u32)
-            .flat_map(|i| (((i * 2_654_435_761) >> 8) as f32 * 1e-9 - 0.008).to_le_bytes())
-            .collect();
+        let raw = weights(4096, 5);
         let stored = encode(&raw);
         assert_eq!(stored[0], TAG_LANES);
         assert!(stored.len() < raw.len() * 15 / 16);
@@ -207,9 +198,7 @@ mod tests {
 
     #[test]
     fn compression_modes_choose_the_codings() {
-        let floats: Vec<u8> = (0..4096u32)
-            .flat_map(|i| (((i * 2_654_435_761) >> 8) as f32 * 1e-9 - 0.008).to_le_bytes())
-            .collect();
+        let floats = weights(4096, 5);
         let zeros = vec![0u8; 16384];
         let tag = |raw: &[u8], c: Compression| encode_parts(raw, c).0[0];
         assert_eq!(tag(&floats, Compression::Auto), TAG_LANES);

@@ -382,25 +382,8 @@ fn decode_one<const LANE: usize>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testdata::{noise, weights};
     use super::*;
-
-    /// Float32 values like trained weights: N(0, 0.02) by a fixed generator.
-    fn weights(count: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64
-        };
-        (0..count)
-            .flat_map(|_| {
-                let (u, v) = (next().max(1e-12), next());
-                let normal = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
-                ((0.02 * normal) as f32).to_le_bytes()
-            })
-            .collect()
-    }
 
     #[test]
     fn float_weights_shrink_to_seven_eighths_and_round_trip() {
@@ -433,15 +416,7 @@ mod tests {
 
     #[test]
     fn noise_is_left_alone() {
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let raw: Vec<u8> = (0..16384)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let raw = noise(16384, 0x2545_F491_4F6C_DD1D);
         assert!(encode(&raw).is_none());
     }
 

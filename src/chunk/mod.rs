@@ -8,6 +8,8 @@ pub mod cdc;
 pub mod codec;
 pub mod hash;
 pub mod lanes;
+#[cfg(test)]
+mod testdata;
 
 pub use cdc::{ChunkParams, Chunker};
 pub use codec::{decode, decode_cow, encode, encode_parts, CodecError, Compression, MAX_CHUNK_LEN};
