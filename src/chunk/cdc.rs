@@ -147,19 +147,8 @@ fn cut_in(p: &ChunkParams, mask_s: u64, mask_l: u64, window: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testdata::noise;
     use super::*;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
 
     fn chunk_all(data: &[u8], piece: usize) -> Vec<Vec<u8>> {
         let mut c = Chunker::new(ChunkParams::default());
