@@ -421,6 +421,35 @@ mod tests {
     }
 
     #[test]
+    fn randomly_damaged_payloads_never_panic() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let fp32 = weights(4099, 21);
+        let bf16: Vec<u8> = fp32.chunks_exact(4).flat_map(|f| [f[2], f[3]]).collect();
+        for raw in [&fp32[..], &bf16[..]] {
+            let coded = encode(raw).unwrap();
+            for _ in 0..2000 {
+                let mut bad = coded.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() % bad.len() as u64) as usize;
+                    bad[at] ^= 1 + (next() % 255) as u8;
+                }
+                if next() % 4 == 0 {
+                    bad.truncate((next() % bad.len() as u64) as usize);
+                }
+                // An error or some bytes, never a panic; the caller's hash
+                // check rejects wrong bytes.
+                let _ = decode(&bad, raw.len());
+            }
+        }
+    }
+
+    #[test]
     fn damaged_payloads_are_errors() {
         let raw = weights(4096, 11);
         let coded = encode(&raw).unwrap();
