@@ -355,7 +355,10 @@ impl Tree {
         let offset = if mode.append { ws.size } else { offset };
         ws.write(&self.data, offset, data)?;
         *file.live.lock() = Some((ws.size, ws.mtime));
-        wrote.store(writer.max(1), Ordering::Release);
+        // Writes the kernel sends on its own (mmap writeback, pid 0) may
+        // be any process's: any close commits them.
+        let writer = if writer == 0 { ANYONE } else { writer };
+        wrote.store(writer, Ordering::Release);
         drop(st);
         self.touch_activity();
         Ok(data.len())

@@ -108,6 +108,48 @@ fn a_subprocess_closing_its_inherited_descriptor_mid_save_makes_no_half_version(
     assert!(data[..1 << 20].iter().all(|&b| b == 1) && data[1 << 20..].iter().all(|&b| b == 2));
 }
 
+/// Writes through a shared mapping reach the daemon as the kernel's own
+/// writeback (no process id); the close after them still commits.
+const MMAP_WRITER: &str = r#"
+import mmap, os, sys
+path, vdir = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"\0" * (1 << 20))
+os.close(fd)
+fd = os.open(path, os.O_RDWR)
+m = mmap.mmap(fd, 1 << 20)
+m[:] = b"\7" * (1 << 20)
+m.close()
+held = os.dup(fd)  # keeps the file from being released: only the close commits
+os.close(fd)
+print(len([v for v in os.listdir(vdir) if v != "latest"]))
+os.close(held)
+"#;
+
+#[test]
+fn a_close_after_writes_through_a_shared_mapping_commits_them() {
+    let m = Mount::new("hist-ver-mmap-close");
+    let f = m.path("weights.bin");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(MMAP_WRITER)
+        .arg(&f)
+        .arg(vdir(&m, "weights.bin"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(seen, "2", "versions right after the second close");
+    let dir = vdir(&m, "weights.bin");
+    let last = versions(&dir).pop().unwrap();
+    let data = fs::read(dir.join(last)).unwrap();
+    assert!(data.len() == 1 << 20 && data.iter().all(|&b| b == 7));
+}
+
 #[test]
 fn a_file_closed_without_writes_keeps_the_mtime_stat_showed() {
     let m = Mount::new("hist-ver-empty-mtime");
