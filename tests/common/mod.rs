@@ -470,6 +470,23 @@ pub fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `python -c script args...`, asserting success; returns stdout.
+pub fn run_python<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", python()));
+    assert!(
+        out.status.success(),
+        "python failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The python interpreter with numpy (CKPTFS_TEST_PYTHON or python3).
 pub fn python() -> String {
     std::env::var("CKPTFS_TEST_PYTHON").unwrap_or_else(|_| "python3".into())

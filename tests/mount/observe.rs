@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{python, Mount};
+use crate::common::{python, run_python, Mount};
 
 fn events(m: &Mount) -> Vec<serde_json::Value> {
     fs::read_to_string(m.path(".ckpt/events"))
@@ -184,17 +184,7 @@ fn the_mlflow_example_logs_every_snapshot_with_its_metric() {
          runs = c.search_runs([e.experiment_id])\n\
          print(json.dumps(sorted([[r.data.tags['ckptfs.snapshot'], r.data.metrics.get('eval_loss'), r.data.metrics.get('files')] for r in runs])))\n"
     );
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(&query)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "query failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = run_python(&query, &[] as &[&str]);
     let runs: Vec<(String, Option<f64>, Option<f64>)> =
         serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(runs.len(), 3, "{runs:?}");

@@ -3,9 +3,8 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 
-use crate::common::{noise, python, sh, Mount};
+use crate::common::{noise, run_python, sh, Mount};
 
 const MIB: usize = 1 << 20;
 
@@ -294,30 +293,14 @@ print("loaded-ok" if bad == 0 else f"loaded-bad {bad}", file=sys.stderr)
 sys.exit(1 if bad else 0)
 "#;
 
-fn run_python(script: &str, dir: &Path) -> String {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", python()));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python failed ({}):\n{stderr}",
-        out.status
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn numpy_arrays_saved_through_the_mount_load_and_mmap_identically_after_remount() {
     let mut m = Mount::new("tools-numpy");
     fs::create_dir(m.path("ckpt")).unwrap();
-    let saved = run_python(NUMPY_SAVE, &m.path("ckpt"));
+    let saved = run_python(NUMPY_SAVE, &[m.path("ckpt")]);
     assert_eq!(saved.lines().count(), 7, "save output:\n{saved}");
     m.remount();
-    let loaded = run_python(NUMPY_LOAD, &m.path("ckpt"));
+    let loaded = run_python(NUMPY_LOAD, &[m.path("ckpt")]);
     assert_eq!(
         loaded, saved,
         "sha256 of the .npy files changed across the remount"

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::{mtime_of, vdir, versions, wait_for};
-use crate::common::{python, Mount};
+use crate::common::{python, run_python, Mount};
 
 /// A training process that forks (a DataLoader worker, a subprocess)
 /// while a checkpoint file is open; the child keeps its copy of the
@@ -130,19 +130,8 @@ os.close(held)
 fn a_close_after_writes_through_a_shared_mapping_commits_them() {
     let m = Mount::new("hist-ver-mmap-close");
     let f = m.path("weights.bin");
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(MMAP_WRITER)
-        .arg(&f)
-        .arg(vdir(&m, "weights.bin"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = run_python(MMAP_WRITER, &[f, vdir(&m, "weights.bin")]);
+    let seen = out.trim();
     assert_eq!(seen, "2", "versions right after the second close");
     let dir = vdir(&m, "weights.bin");
     let last = versions(&dir).pop().unwrap();

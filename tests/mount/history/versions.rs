@@ -15,7 +15,7 @@ use super::{
     assert_stamp_within, compact_utc, expect_errno, mtime_of, names, parse_version, put, readlink,
     set, vdir, versions, Writer,
 };
-use crate::common::{hash_file, noise, python, sh, Mount};
+use crate::common::{hash_file, noise, python, run_python, sh, Mount};
 
 /// The content of every version of `dir`, oldest first.
 fn contents(dir: &Path) -> Vec<Vec<u8>> {
@@ -237,18 +237,12 @@ fn versions_read_back_exactly_through_cat_cp_and_mmap() {
         \x20       mm.close()\n\
         \x20       assert got == exp, (path, len(got), len(exp))\n\
         print('mmap ok', len(sys.argv) // 2)\n";
-    let mut cmd = Command::new(python());
-    cmd.arg("-c").arg(script);
+    let mut args = Vec::new();
     for (i, v) in vs.iter().enumerate() {
-        cmd.arg(dir.join(v)).arg(out.join(format!("want{i}")));
+        args.push(dir.join(v));
+        args.push(out.join(format!("want{i}")));
     }
-    let py = cmd.output().expect("run python");
-    assert!(
-        py.status.success(),
-        "python mmap: {}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "mmap ok 4");
+    assert_eq!(run_python(script, &args).trim(), "mmap ok 4");
     // latest reads the newest; the live file is unaffected by all this.
     assert_eq!(fs::read(dir.join("latest")).unwrap(), v4);
     assert_eq!(fs::read(&f).unwrap(), v4);
