@@ -442,9 +442,11 @@ mod tests {
                 if next() % 4 == 0 {
                     bad.truncate((next() % bad.len() as u64) as usize);
                 }
-                // An error or some bytes, never a panic; the caller's hash
-                // check rejects wrong bytes.
-                let _ = decode(&bad, raw.len());
+                // An error or bytes of the claimed length, never a panic;
+                // the caller's hash check rejects wrong bytes.
+                if let Ok(out) = decode(&bad, raw.len()) {
+                    assert_eq!(out.len(), raw.len());
+                }
             }
         }
     }

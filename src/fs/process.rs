@@ -36,9 +36,11 @@ mod tests {
     #[test]
     fn threads_share_a_process_and_children_do_not() {
         let me = std::process::id();
-        let thread = std::thread::spawn(gettid).join().unwrap();
-        // The thread has exited: its process cannot be told, so it counts.
-        assert!(same_process(me, thread));
+        // A task that cannot exist (above any pid_max): its process cannot
+        // be told, so a close by it (or of its writes) commits.
+        let gone = u32::MAX - 1;
+        assert_eq!(process_of(gone), None);
+        assert!(same_process(me, gone));
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let live = std::thread::spawn(move || {
