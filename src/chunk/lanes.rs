@@ -141,47 +141,27 @@ fn compact_one<const LANE: usize>(out: &mut Vec<u8>, groups: &[[u8; 4]]) {
     }
 }
 
-/// The inverse of [`compact`]: fills `out`'s groups from the packed
-/// uncoded bytes `rest` and the decoded lanes.
+/// The inverse of [`compact`] for chunks with several coded lanes (one
+/// coded lane goes through [`decode_one`]): fills `out`'s groups from the
+/// packed uncoded bytes `rest` and the decoded lanes.
 fn spread(
     out: &mut [[u8; 4]],
     rest: &[u8],
     lanes: &[Vec<u8>; 4],
     mask: u8,
 ) -> Result<(), CodecError> {
-    match mask {
-        1 => spread_one::<0>(out, rest, &lanes[0]),
-        2 => spread_one::<1>(out, rest, &lanes[1]),
-        4 => spread_one::<2>(out, rest, &lanes[2]),
-        8 => spread_one::<3>(out, rest, &lanes[3]),
-        _ => {
-            let mut rest = rest.iter();
-            for (i, group) in out.iter_mut().enumerate() {
-                for (lane, slot) in group.iter_mut().enumerate() {
-                    *slot = if mask & (1 << lane) != 0 {
-                        lanes[lane].get(i).copied()
-                    } else {
-                        rest.next().copied()
-                    }
-                    .ok_or(CodecError::Malformed("short lane rest"))?;
-                }
+    let mut rest = rest.iter();
+    for (i, group) in out.iter_mut().enumerate() {
+        for (lane, slot) in group.iter_mut().enumerate() {
+            *slot = if mask & (1 << lane) != 0 {
+                lanes[lane].get(i).copied()
+            } else {
+                rest.next().copied()
             }
+            .ok_or(CodecError::Malformed("short lane rest"))?;
         }
     }
     Ok(())
-}
-
-/// [`spread`] with one coded lane, `LANE`, known at compile time.
-fn spread_one<const LANE: usize>(out: &mut [[u8; 4]], rest: &[u8], lane: &[u8]) {
-    let (rests, _) = rest.as_chunks::<3>();
-    for ((group, &[a, b, c]), &l) in out.iter_mut().zip(rests).zip(lane) {
-        *group = match LANE {
-            0 => [l, a, b, c],
-            1 => [a, l, b, c],
-            2 => [a, b, l, c],
-            _ => [a, b, c, l],
-        };
-    }
 }
 
 fn write_lane(out: &mut Vec<u8>, groups: &[[u8; 4]], lane: usize, code: &LaneCode) {
@@ -315,17 +295,12 @@ pub fn decode(payload: &[u8], len: usize) -> Result<Vec<u8>, CodecError> {
         return Err(CodecError::Malformed("lane rest length mismatch"));
     }
     let (rest, tail) = body.split_at(kept * n);
-    if let [Some(lane), None, None, None] = &coded {
-        return decode_one::<0>(lane, rest, tail, n);
-    }
-    if let [None, Some(lane), None, None] = &coded {
-        return decode_one::<1>(lane, rest, tail, n);
-    }
-    if let [None, None, Some(lane), None] = &coded {
-        return decode_one::<2>(lane, rest, tail, n);
-    }
-    if let [None, None, None, Some(lane)] = &coded {
-        return decode_one::<3>(lane, rest, tail, n);
+    match &coded {
+        [Some(lane), None, None, None] => return decode_one::<0>(lane, rest, tail, n),
+        [None, Some(lane), None, None] => return decode_one::<1>(lane, rest, tail, n),
+        [None, None, Some(lane), None] => return decode_one::<2>(lane, rest, tail, n),
+        [None, None, None, Some(lane)] => return decode_one::<3>(lane, rest, tail, n),
+        _ => {}
     }
     let mut lanes: [Vec<u8>; 4] = Default::default();
     for (bytes, lane) in lanes.iter_mut().zip(&coded) {
