@@ -253,6 +253,17 @@ fn an_unknown_flag_prints_usage_and_fails() {
         Some(&mnt),
     );
     assert_refused(&out, &["lots"]);
+    let out = run(
+        &[
+            "mount".as_ref(),
+            "--compression".as_ref(),
+            "zstd".as_ref(),
+            store.as_os_str(),
+            mnt.as_os_str(),
+        ],
+        Some(&mnt),
+    );
+    assert_refused(&out, &["zstd", "auto, lz4 or none"]);
     assert!(!store.exists(), "a refused command created the store");
 }
 
@@ -283,6 +294,7 @@ fn help_succeeds_and_lists_the_mount_options() {
         "--allow-other",
         "--read-only",
         "--chunk-size",
+        "--compression",
         "--log-level",
         "STORE",
         "MOUNTPOINT",
