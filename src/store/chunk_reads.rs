@@ -101,10 +101,11 @@ impl Store {
     ///
     /// A stream's chunks sit side by side in its pack (see
     /// [`Store::put_chunk`]), so the batch is first taken as one run: the
-    /// index is asked only where the first and the last chunk are, the run
-    /// is read with one `pread`, and each record's header must name the
-    /// chunk expected there. Whatever does not line up is looked up chunk
-    /// by chunk and read in one `pread` per group of neighbouring records.
+    /// index is asked only where the first and the last chunk are, that
+    /// span is read with one `pread`, and every wanted chunk whose record
+    /// the span holds (by the records' headers) is taken from it. The rest
+    /// is looked up chunk by chunk and read in one `pread` per group of
+    /// neighbouring records.
     pub fn read_chunks(&self, wanted: &[(ChunkId, u32)]) -> Vec<(ChunkId, Result<ChunkBytes>)> {
         let mut out = Vec::with_capacity(wanted.len());
         let mut rest = wanted;
