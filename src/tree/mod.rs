@@ -302,9 +302,10 @@ impl Tree {
         Ok(self.data.store.sync()?)
     }
 
-    /// Space on the store's disk, for statfs.
+    /// Space on the store's disk, for statfs: available is what writes
+    /// through the mount may still take before they get ENOSPC.
     pub fn disk_space(&self) -> Result<DiskSpace> {
-        Ok(self.data.store.disk_space()?)
+        self.space.statfs(&self.data.store)
     }
 }
 
