@@ -38,6 +38,7 @@ pub mod cli;
 pub mod daemon;
 pub mod fs;
 pub mod ids;
+pub mod remote;
 pub mod retention;
 pub mod store;
 pub mod tree;

@@ -1,12 +1,13 @@
 //! Command-line parsing (clap) and dispatch to the subcommands. Each
 //! subcommand's arguments live in their own file; the operator commands
 //! (snapshot, snapshots, versions, restore, pin, unpin, gc, stats, verify,
-//! unmount) work on a mount point through its `.ckpt/` tree or on a store
+//! unmount, remote, push) work on a mount point through its `.ckpt/` tree or on a store
 //! that no daemon serves (`target.rs`).
 
 mod gc;
 mod mount;
 mod progress;
+mod remote;
 mod restore;
 mod restore_plan;
 mod show;
@@ -19,6 +20,7 @@ mod versions;
 
 pub use gc::GcArgs;
 pub use mount::{parse_size, MountArgs};
+pub use remote::{PushArgs, RemoteArgs};
 pub use restore::RestoreArgs;
 pub use snapshot::{PinArgs, SnapshotArgs, SnapshotsArgs};
 pub use stats::StatsArgs;
@@ -75,6 +77,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Unmount a ckptfs mount and wait for its daemon to commit and exit.
     Unmount(UnmountArgs),
+    /// Add, list or remove the remotes (S3 or a directory) snapshots are
+    /// replicated to, or list what a remote holds.
+    Remote(RemoteArgs),
+    /// Upload the snapshots a remote lacks (only the chunks it lacks).
+    Push(PushArgs),
 }
 
 /// Parses the arguments and runs the command.
@@ -96,6 +103,8 @@ pub fn run() -> ExitCode {
         Command::Stats(args) => stats::stats(&args),
         Command::Verify(args) => verify::verify(&args),
         Command::Unmount(args) => unmount::unmount(&args),
+        Command::Remote(args) => remote::remote(&args),
+        Command::Push(args) => remote::push(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

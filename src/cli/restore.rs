@@ -24,6 +24,7 @@ use super::restore_plan::{self, Data, Item, Kind};
 use super::show;
 use super::target::{self, open_store, Target, TargetArgs};
 use super::versions::join;
+use crate::remote::{Remote, RemoteReader};
 use crate::tree::{ReadHint, Tree};
 
 /// Bytes copied per read.
@@ -44,6 +45,28 @@ pub struct RestoreArgs {
     /// Replace DEST if it exists.
     #[arg(long)]
     force: bool,
+    /// With a remote URL as TARGET: the node whose snapshot to restore,
+    /// when several nodes pushed one of that name.
+    #[arg(long, value_name = "ID")]
+    node: Option<String>,
+    /// With an s3:// URL as TARGET: the S3 endpoint (else
+    /// AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// With an s3:// URL as TARGET: the region (else AWS_REGION).
+    #[arg(long)]
+    region: Option<String>,
+}
+
+/// Where file content is read from.
+#[derive(Clone, Copy)]
+enum Content<'a> {
+    /// Through the mount (`Data::Path`).
+    Mount,
+    /// An opened store.
+    Store(&'a Tree),
+    /// A remote.
+    Remote(&'a RemoteReader<'a>),
 }
 
 /// What a restore wrote.
@@ -116,21 +139,48 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
 
     let progress = Progress::new("restore", Unit::Bytes);
     let shown = args.source.to_string_lossy().into_owned();
-    let counts = match target::resolve(&args.target)? {
-        Target::Mount(ctl) => {
+    let url = args.target.target.to_string_lossy().into_owned();
+    let is_url = url.starts_with("s3://") || url.starts_with("file://");
+    let counts = match if is_url {
+        None
+    } else {
+        Some(target::resolve(&args.target)?)
+    } {
+        None => {
+            let remote = Remote::open_url(&url, args.endpoint.as_deref(), args.region.as_deref())?;
+            let reader = RemoteReader::new(&remote)?;
+            let snaps = reader.snapshots()?;
+            let node = args.node.as_deref();
+            let source = restore_plan::parse_source(&args.source, None, |first| {
+                Ok(restore_plan::pick_remote(&snaps, first, node)?
+                    .map(|s| crate::remote::layout::from_text(&s.name).unwrap_or_default()))
+            })?;
+            let (name, path) = match &source {
+                restore_plan::Source::Snapshot(name, path) => (name, path),
+                restore_plan::Source::Version(..) => {
+                    bail!("a remote holds snapshots only; restore SNAPSHOT[/PATH] from it")
+                }
+            };
+            let snap = restore_plan::pick_remote(&snaps, name, node)?.with_context(|| {
+                format!("{url} has no snapshot {}", String::from_utf8_lossy(name))
+            })?;
+            let items = restore_plan::remote_items(snap, path)?;
+            write_items(&items, &staging, Content::Remote(&reader), &progress)
+        }
+        Some(Target::Mount(ctl)) => {
             let source = restore_plan::parse_source(&args.source, Some(&ctl.mnt), |first| {
                 restore_plan::mount_snapshot(&ctl, first)
             })?;
             let items = restore_plan::mount_items(&ctl, &source)?;
-            write_items(&items, &staging, None, &progress)
+            write_items(&items, &staging, Content::Mount, &progress)
         }
-        Target::Store(root) => {
+        Some(Target::Store(root)) => {
             let opened = open_store(&root, false)?;
             let source = restore_plan::parse_source(&args.source, None, |first| {
                 restore_plan::store_snapshot(&opened, first)
             })?;
             let items = restore_plan::store_items(&opened, &source)?;
-            write_items(&items, &staging, Some(&opened.tree), &progress)
+            write_items(&items, &staging, Content::Store(&opened.tree), &progress)
         }
     }
     .with_context(|| format!("restoring {shown}"))?;
@@ -229,11 +279,11 @@ fn place(staging: &Path, dest: &Path, force: bool) -> Result<bool> {
 }
 
 /// Writes every item under `staging` (the first item is `staging`
-/// itself). `tree` reads `Data::Manifest` content.
+/// itself), reading file content from `content`.
 fn write_items(
     items: &[Item],
     staging: &Path,
-    tree: Option<&Tree>,
+    content: Content<'_>,
     progress: &Progress,
 ) -> Result<Counts> {
     let mut guard = Staging {
@@ -286,7 +336,7 @@ fn write_items(
                     counts.hardlinks += 1;
                     continue;
                 }
-                write_file(item, &path, tree, &mut |n| {
+                write_file(item, &path, content, &mut |n| {
                     counts.bytes += n;
                     progress.update("", counts.bytes, total);
                 })
@@ -335,7 +385,7 @@ fn set_meta(item: &Item, path: &Path, root: bool) -> Result<()> {
 fn write_file(
     item: &Item,
     path: &Path,
-    tree: Option<&Tree>,
+    content: Content<'_>,
     done: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let mut out = OpenOptions::new().write(true).create_new(true).open(path)?;
@@ -366,7 +416,9 @@ fn write_file(
             }
         }
         Data::Manifest(m) => {
-            let tree = tree.context("no store to read from")?;
+            let Content::Store(tree) = content else {
+                bail!("no store to read from");
+            };
             let mut hint: ReadHint = None;
             while written < item.size {
                 let buf = tree.read_content(*m, item.size, written, BUF as u32, &mut hint)?;
@@ -376,6 +428,18 @@ fn write_file(
                 put(&mut out, &buf)?;
                 written += buf.len() as u64;
             }
+        }
+        Data::Remote(hash) => {
+            let Content::Remote(reader) = content else {
+                bail!("no remote to read from");
+            };
+            reader.read_file(hash, |buf| {
+                put(&mut out, buf).map_err(|e| {
+                    crate::remote::RemoteError::Local(path.to_path_buf(), std::io::Error::other(e))
+                })?;
+                written += buf.len() as u64;
+                Ok(())
+            })?;
         }
     }
     if written != item.size {

@@ -1,7 +1,7 @@
 //! What `ckptfs restore` copies out: SOURCE parsed against the target's
 //! snapshots (`SNAPSHOT[/PATH]` or `PATH@VERSION`), then turned into a
 //! list of items (directories before their contents) read either through
-//! the mount's `.ckpt/` tree or from an opened store.
+//! the mount's `.ckpt/` tree, from an opened store, or from a remote.
 
 use std::ffi::OsStr;
 use std::io;
@@ -14,6 +14,7 @@ use anyhow::{bail, Result};
 use super::target::{self, Ctl, Opened};
 use super::versions::{self, components, display};
 use crate::ids::{Ino, ManifestId, SnapId};
+use crate::remote::layout::{self, RemoteSnapshot};
 use crate::tree::{FileKind, InodeRecord, Scope, Time, Tree, TreeError};
 
 /// What an item is.
@@ -38,6 +39,8 @@ pub enum Data {
     Path(PathBuf),
     /// Content in the opened store.
     Manifest(ManifestId),
+    /// Content on a remote: a `manifests/` hash.
+    Remote(String),
 }
 
 /// One thing to create under DEST.
@@ -338,5 +341,107 @@ pub fn store_items(opened: &Opened, source: &Source) -> Result<Vec<Item>> {
                 },
             }])
         }
+    }
+}
+
+/// The items of a restore from a remote snapshot: the item at `path`
+/// (empty: the whole snapshot) and everything below it, in the snapshot's
+/// order (directories before their contents).
+pub fn remote_items(snap: &RemoteSnapshot, path: &[Vec<u8>]) -> Result<Vec<Item>> {
+    let want = path.join(&b'/');
+    let mut items = Vec::new();
+    for ri in &snap.items {
+        let Some(full) = layout::from_text(&ri.path) else {
+            bail!(
+                "snapshot {} holds a malformed path {:?}",
+                snap.name,
+                ri.path
+            );
+        };
+        let rel: Vec<Vec<u8>> = if want.is_empty() {
+            full.split(|&b| b == b'/')
+                .filter(|c| !c.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect()
+        } else if full == want {
+            Vec::new()
+        } else if full.starts_with(&want) && full.get(want.len()) == Some(&b'/') {
+            full[want.len() + 1..]
+                .split(|&b| b == b'/')
+                .map(<[u8]>::to_vec)
+                .collect()
+        } else {
+            continue;
+        };
+        let kind = match ri.kind.as_str() {
+            "dir" => Kind::Dir,
+            "file" => Kind::File,
+            "symlink" => Kind::Symlink(
+                ri.target
+                    .as_deref()
+                    .and_then(layout::from_text)
+                    .unwrap_or_default(),
+            ),
+            "fifo" => Kind::Special("FIFO"),
+            "socket" => Kind::Special("socket"),
+            _ => Kind::Special("device node"),
+        };
+        let top = rel.is_empty();
+        items.push(Item {
+            rel,
+            perm: ri.perm & 0o7777,
+            uid: ri.uid,
+            gid: ri.gid,
+            mtime: Time {
+                secs: ri.mtime_secs,
+                nanos: ri.mtime_nanos.min(999_999_999),
+            },
+            size: ri.size,
+            link: ri.link,
+            data: match &ri.manifest {
+                Some(h) if kind == Kind::File && ri.size > 0 => Data::Remote(h.clone()),
+                _ => Data::None,
+            },
+            kind,
+        });
+        if top {
+            // The item itself comes first, whatever the walk order.
+            let last = items.len() - 1;
+            items.swap(0, last);
+        }
+    }
+    if items.is_empty() {
+        bail!("snapshot {} has no {}", snap.name, display(path));
+    }
+    Ok(items)
+}
+
+/// Picks a remote snapshot by name (`latest`: the newest), optionally of
+/// one node; a name several nodes use needs `--node`.
+pub fn pick_remote<'s>(
+    snaps: &'s [RemoteSnapshot],
+    name: &[u8],
+    node: Option<&str>,
+) -> Result<Option<&'s RemoteSnapshot>> {
+    let of_node = |s: &&RemoteSnapshot| node.is_none_or(|n| s.node == n);
+    if name == b"latest" {
+        return Ok(snaps.iter().rfind(|s| of_node(s)));
+    }
+    let found: Vec<&RemoteSnapshot> = snaps
+        .iter()
+        .filter(of_node)
+        .filter(|s| layout::from_text(&s.name).as_deref() == Some(name))
+        .collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        many => bail!(
+            "snapshot {} exists on nodes {}; pass --node NODE",
+            String::from_utf8_lossy(name),
+            many.iter()
+                .map(|s| s.node.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }

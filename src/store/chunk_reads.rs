@@ -62,6 +62,38 @@ impl Store {
         }
     }
 
+    /// A chunk's stored form (codec header and payload), as replication
+    /// copies it elsewhere: checked first by decoding it and hashing the
+    /// result, so damage is never copied on.
+    pub fn read_stored_chunk(&self, id: ChunkId) -> Result<Vec<u8>> {
+        let entry = self.index_entry(id)?.ok_or(StoreError::ChunkMissing(id))?;
+        let stored = match entry.packed {
+            Some(loc) => {
+                let record = self
+                    .packs
+                    .read(loc.pack, loc.offset, loc.len as usize)
+                    .map_err(|e| packed_read_error(id, e))?;
+                let record = Arc::new(record);
+                decode_record(id, &record, 0, loc.len as usize)?;
+                record.get(RECORD_HEADER..).unwrap_or_default().to_vec()
+            }
+            None => {
+                let stored = self
+                    .db
+                    .get_cf(self.cf(chunk_shard(id)), chunk_key(id))
+                    .map_err(|e| match e.kind() {
+                        rocksdb::ErrorKind::Corruption => StoreError::ChunkCorrupt(id),
+                        _ => e.into(),
+                    })?
+                    .ok_or(StoreError::ChunkMissing(id))?;
+                let raw = chunk::decode(&stored).map_err(|_| StoreError::ChunkCorrupt(id))?;
+                check_hash(id, &raw)?;
+                stored
+            }
+        };
+        Ok(stored)
+    }
+
     fn read_inline_chunk(&self, id: ChunkId) -> Result<ChunkBytes> {
         let stored = match self
             .db

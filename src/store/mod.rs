@@ -40,7 +40,7 @@ use counters::Counter;
 pub use counters::{MAX_INO, MAX_PATH_ID, MAX_SNAP_ID};
 pub use history::CopyStats;
 pub use maintenance::IndexedChunk;
-use manifest::Entry;
+pub use manifest::Entry;
 pub use namespace::Scope;
 pub use open::{FORMAT_VERSION, WAL_PREALLOC_BYTES};
 use records::{FileKind, InodeRecord};

@@ -19,6 +19,7 @@ mod bloom;
 mod browse;
 mod builder;
 mod events;
+mod export;
 mod extents;
 mod files;
 mod gc;
@@ -57,7 +58,7 @@ pub use crate::store::records::{
     FileKind, InodeRecord, PathRecord, SnapshotRecord, Time, VersionRecord,
 };
 pub use crate::store::Scope;
-pub use crate::store::{DiskSpace, StoreError};
+pub use crate::store::{DiskSpace, Entry, StoreError};
 pub use reader::ReadHint;
 
 /// The longest name a directory entry may have.

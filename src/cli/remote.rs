@@ -1,0 +1,328 @@
+//! `ckptfs remote add|list|remove|snapshots` and `ckptfs push`: which
+//! remotes a store replicates to (kept in `STORE/remotes.json`), and an
+//! upload of the snapshots a remote lacks. On a mount, push asks the
+//! daemon through `.ckpt/remotes/push`; on a store, this process pushes.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use super::show;
+use super::target::{self, open_store, Target, TargetArgs};
+use crate::remote::{self, spec, Remote, RemoteSpec, Remotes};
+
+/// `ckptfs remote ...`.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// What to do with the remotes.
+    #[command(subcommand)]
+    command: RemoteCommand,
+}
+
+/// The remote subcommands.
+#[derive(Debug, Clone, Subcommand)]
+enum RemoteCommand {
+    /// Add a remote NAME at URL: s3://bucket/prefix (endpoint, region and
+    /// keys from --endpoint/--region or the AWS_* variables) or
+    /// file:///path (a directory, e.g. on another disk).
+    Add(AddArgs),
+    /// List the remotes and this store's node id.
+    List(ListArgs),
+    /// Forget a remote (what it holds is left as it is).
+    Remove(RemoveArgs),
+    /// List the snapshots a remote holds, from every node.
+    Snapshots(RemoteSnapshotsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct AddArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The remote's name.
+    name: String,
+    /// s3://bucket/prefix or file:///path.
+    url: String,
+    /// S3 endpoint, e.g. http://127.0.0.1:7480 (else AWS_ENDPOINT_URL,
+    /// else AWS itself).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// S3 region (else AWS_REGION, else us-east-1).
+    #[arg(long)]
+    region: Option<String>,
+    /// This store's node id on every remote (default: the host name; set
+    /// once, by the first `remote add`).
+    #[arg(long, value_name = "ID")]
+    node: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ListArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+struct RemoveArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The remote's name.
+    name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+struct RemoteSnapshotsArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The remote's name.
+    name: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of `ckptfs push`.
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The remote to push to (default: every remote).
+    name: Option<String>,
+    /// Push only this snapshot.
+    #[arg(long, value_name = "NAME")]
+    snapshot: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The store directory TARGET is or serves.
+fn store_dir(args: &TargetArgs) -> Result<PathBuf> {
+    match target::resolve(args)? {
+        Target::Store(root) => Ok(root),
+        Target::Mount(ctl) => {
+            let mnt = std::fs::canonicalize(&ctl.mnt).unwrap_or(ctl.mnt.clone());
+            target::mounts()
+                .into_iter()
+                .find(|m| m.is_ckptfs() && m.mountpoint == mnt)
+                .and_then(|m| m.store_path(None))
+                .with_context(|| format!("cannot tell which store {} serves", mnt.display()))
+        }
+    }
+}
+
+/// The host name, as a node id.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let clean: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    if clean.is_empty() || clean.starts_with('.') {
+        "node".to_string()
+    } else {
+        clean
+    }
+}
+
+/// `ckptfs remote ...`.
+pub fn remote(args: &RemoteArgs) -> Result<()> {
+    match &args.command {
+        RemoteCommand::Add(a) => add(a),
+        RemoteCommand::List(a) => list(a),
+        RemoteCommand::Remove(a) => {
+            let dir = store_dir(&a.target)?;
+            let mut remotes = Remotes::load(&dir)?;
+            let gone = remotes.remove(&a.name)?;
+            remotes.save(&dir)?;
+            println!(
+                "removed remote {} ({}); its objects are left as they are",
+                gone.name, gone.url
+            );
+            Ok(())
+        }
+        RemoteCommand::Snapshots(a) => remote_snapshots(a),
+    }
+}
+
+fn add(a: &AddArgs) -> Result<()> {
+    let dir = store_dir(&a.target)?;
+    let mut remotes = Remotes::load(&dir)?;
+    match (&a.node, remotes.node.is_empty()) {
+        (Some(n), true) => remotes.node = n.clone(),
+        (Some(n), false) if *n != remotes.node => bail!(
+            "this store pushes as node {}; its node id cannot change once set",
+            remotes.node
+        ),
+        (None, true) => remotes.node = host_name(),
+        _ => {}
+    }
+    spec::check_name(&remotes.node, "node")?;
+    let spec = RemoteSpec {
+        name: a.name.clone(),
+        url: a.url.clone(),
+        endpoint: a.endpoint.clone(),
+        region: a.region.clone(),
+    };
+    remotes.add(spec.clone())?;
+    // Reachable and usable now, rather than at the first push.
+    let r = Remote::open(&spec)?;
+    r.list("snapshots")
+        .with_context(|| format!("remote {} at {} does not answer a listing", a.name, a.url))?;
+    remotes.save(&dir)?;
+    println!(
+        "added remote {} at {} (this store pushes as node {})",
+        a.name, a.url, remotes.node
+    );
+    Ok(())
+}
+
+fn list(a: &ListArgs) -> Result<()> {
+    let dir = store_dir(&a.target)?;
+    let remotes = Remotes::load(&dir)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&remotes)?);
+        return Ok(());
+    }
+    if remotes.remotes.is_empty() {
+        println!("no remotes (add one with `ckptfs remote add TARGET NAME URL`)");
+        return Ok(());
+    }
+    println!("node: {}", remotes.node);
+    let rows: Vec<Vec<String>> = remotes
+        .remotes
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.url.clone(),
+                r.endpoint.clone().unwrap_or_default(),
+                r.region.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    show::table(&["NAME", "URL", "ENDPOINT", "REGION"], &rows);
+    Ok(())
+}
+
+fn remote_snapshots(a: &RemoteSnapshotsArgs) -> Result<()> {
+    let dir = store_dir(&a.target)?;
+    let remotes = Remotes::load(&dir)?;
+    let spec = remotes.get(&a.name)?;
+    let r = Remote::open(spec)?;
+    let reader = remote::RemoteReader::new(&r)?;
+    let snaps = reader.snapshots()?;
+    if a.json {
+        let list: Vec<serde_json::Value> = snaps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "node": s.node, "name": s.name, "seq": s.seq,
+                    "created": crate::tree::rfc3339(crate::tree::Time {
+                        secs: s.created_secs, nanos: s.created_nanos }),
+                    "logical_bytes": s.logical_bytes,
+                    "files": s.items.iter().filter(|i| i.kind == "file").count(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = snaps
+        .iter()
+        .map(|s| {
+            vec![
+                s.node.clone(),
+                s.name.clone(),
+                crate::tree::rfc3339(crate::tree::Time {
+                    secs: s.created_secs,
+                    nanos: s.created_nanos,
+                }),
+                show::bytes(s.logical_bytes),
+            ]
+        })
+        .collect();
+    show::table(&["NODE", "NAME", "CREATED", "SIZE"], &rows);
+    Ok(())
+}
+
+/// `ckptfs push`.
+pub fn push(a: &PushArgs) -> Result<()> {
+    let dir = store_dir(&a.target)?;
+    let remotes = Remotes::load(&dir)?;
+    let chosen: Vec<&RemoteSpec> = match &a.name {
+        Some(n) => vec![remotes.get(n)?],
+        None => remotes.remotes.iter().collect(),
+    };
+    if chosen.is_empty() {
+        bail!("this store has no remotes; add one with `ckptfs remote add TARGET NAME URL`");
+    }
+    let opened = match target::resolve(&a.target)? {
+        Target::Store(root) => open_store(&root, false)?,
+        Target::Mount(ctl) => return push_through_mount(&ctl, a),
+    };
+    let mut reports = Vec::new();
+    for spec in chosen {
+        let r = Remote::open(spec)?;
+        let cache = dir.join("remote-cache").join(&spec.name);
+        let report = remote::push(
+            &opened.tree,
+            &r,
+            &remotes.node,
+            a.snapshot.as_deref().map(str::as_bytes),
+            Some(&cache),
+        )
+        .with_context(|| format!("pushing to {} ({})", spec.name, spec.url))?;
+        reports.push((spec.name.clone(), report));
+    }
+    print_reports(&reports, a.json)
+}
+
+fn push_through_mount(ctl: &target::Ctl, a: &PushArgs) -> Result<()> {
+    let _ = (ctl, a);
+    bail!("pushing from a mount is done by its daemon; run `ckptfs push` on an unmounted store")
+}
+
+/// A push report as JSON.
+pub fn report_json(name: &str, r: &remote::PushReport) -> serde_json::Value {
+    serde_json::json!({
+        "remote": name,
+        "snapshots": r.snapshots,
+        "already": r.already,
+        "logical_bytes": r.logical_bytes,
+        "chunks_uploaded": r.chunks_uploaded,
+        "chunk_bytes_uploaded": r.chunk_bytes_uploaded,
+        "chunks_present": r.chunks_present,
+        "packs": r.packs,
+        "manifests": r.manifests,
+        "bytes_uploaded": r.bytes_uploaded,
+        "seconds": r.seconds,
+    })
+}
+
+fn print_reports(reports: &[(String, remote::PushReport)], json: bool) -> Result<()> {
+    if json {
+        let list: Vec<serde_json::Value> = reports.iter().map(|(n, r)| report_json(n, r)).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    for (name, r) in reports {
+        println!(
+            "pushed {} to {name} ({} already there): {} uploaded for {} of files \
+             ({} new chunks in {} packs, {} chunks already on the remote), {:.1} s",
+            show::count(r.snapshots.len() as u64, "snapshot", "snapshots"),
+            r.already,
+            show::bytes(r.bytes_uploaded),
+            show::bytes(r.logical_bytes),
+            r.chunks_uploaded,
+            r.packs,
+            r.chunks_present,
+            r.seconds
+        );
+    }
+    Ok(())
+}
