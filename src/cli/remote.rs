@@ -1,7 +1,8 @@
 //! `ckptfs remote add|list|remove|snapshots` and `ckptfs push`: which
 //! remotes a store replicates to (kept in `STORE/remotes.json`), and an
 //! upload of the snapshots a remote lacks. On a mount, push asks the
-//! daemon through `.ckpt/remotes/push`; on a store, this process pushes.
+//! daemon through `.ckpt/remotes/push` (the daemon also pushes by itself
+//! after every snapshot); on a store, this process pushes.
 
 use std::path::PathBuf;
 
@@ -269,44 +270,104 @@ pub fn push(a: &PushArgs) -> Result<()> {
     for spec in chosen {
         let r = Remote::open(spec)?;
         let cache = dir.join("remote-cache").join(&spec.name);
-        let report = remote::push(
-            &opened.tree,
-            &r,
-            &remotes.node,
-            a.snapshot.as_deref().map(str::as_bytes),
-            Some(&cache),
-        )
-        .with_context(|| format!("pushing to {} ({})", spec.name, spec.url))?;
+        let opts = remote::PushOptions {
+            only: a.snapshot.as_deref().map(str::as_bytes),
+            cache: Some(&cache),
+            cancel: None,
+        };
+        let report = remote::push(&opened.tree, &r, &remotes.node, opts)
+            .with_context(|| format!("pushing to {} ({})", spec.name, spec.url))?;
         reports.push((spec.name.clone(), report));
     }
     print_reports(&reports, a.json)
 }
 
+/// Asks the daemon to push now (`.ckpt/remotes/push`) and prints its
+/// reports; a failure is explained from `.ckpt/remotes/status`.
 fn push_through_mount(ctl: &target::Ctl, a: &PushArgs) -> Result<()> {
-    let _ = (ctl, a);
-    bail!("pushing from a mount is done by its daemon; run `ckptfs push` on an unmounted store")
-}
-
-/// A push report as JSON.
-pub fn report_json(name: &str, r: &remote::PushReport) -> serde_json::Value {
-    serde_json::json!({
-        "remote": name,
-        "snapshots": r.snapshots,
-        "already": r.already,
-        "logical_bytes": r.logical_bytes,
-        "chunks_uploaded": r.chunks_uploaded,
-        "chunk_bytes_uploaded": r.chunk_bytes_uploaded,
-        "chunks_present": r.chunks_present,
-        "packs": r.packs,
-        "manifests": r.manifests,
-        "bytes_uploaded": r.bytes_uploaded,
-        "seconds": r.seconds,
-    })
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    if a.snapshot.is_some() {
+        bail!("on a mount the daemon pushes every snapshot a remote lacks; --snapshot works on an unmounted store");
+    }
+    let path = ctl.path("remotes/push");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EROFS) => anyhow::anyhow!("{} is mounted read-only", ctl.mnt.display()),
+            _ => target::io_context(e, path.display()),
+        })?;
+    let name = a.name.as_deref().unwrap_or("all");
+    if let Err(e) = file.write_all(format!("{name}\n").as_bytes()) {
+        let why = std::fs::read(ctl.path("remotes/status"))
+            .ok()
+            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+            .and_then(|v| {
+                let errors: Vec<String> = v
+                    .as_object()?
+                    .iter()
+                    .filter(|(n, _)| a.name.as_deref().is_none_or(|w| w == n.as_str()))
+                    .filter_map(|(n, s)| Some(format!("{n}: {}", s["last_error"].as_str()?)))
+                    .collect();
+                (!errors.is_empty()).then(|| errors.join("; "))
+            });
+        return match (e.raw_os_error(), why) {
+            (Some(libc::ENOENT), _) => Err(remote::RemoteError::NoSuchRemote(name.into()).into()),
+            (_, Some(why)) => bail!("push failed: {why}"),
+            _ => Err(target::io_context(e, "push failed")),
+        };
+    }
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = file
+            .read_at(&mut buf, text.len() as u64)
+            .map_err(|e| target::io_context(e, path.display()))?;
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&text)
+        .with_context(|| format!("{} did not return a push report", path.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let reports: Vec<(String, remote::PushReport)> = list
+        .iter()
+        .map(|v| {
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            let report = remote::PushReport {
+                snapshots: v["snapshots"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                already: n("already"),
+                logical_bytes: n("logical_bytes"),
+                chunks_uploaded: n("chunks_uploaded"),
+                chunk_bytes_uploaded: n("chunk_bytes_uploaded"),
+                chunks_present: n("chunks_present"),
+                packs: n("packs"),
+                manifests: n("manifests"),
+                bytes_uploaded: n("bytes_uploaded"),
+                seconds: v["seconds"].as_f64().unwrap_or(0.0),
+            };
+            (v["remote"].as_str().unwrap_or("?").to_string(), report)
+        })
+        .collect();
+    print_reports(&reports, false)
 }
 
 fn print_reports(reports: &[(String, remote::PushReport)], json: bool) -> Result<()> {
     if json {
-        let list: Vec<serde_json::Value> = reports.iter().map(|(n, r)| report_json(n, r)).collect();
+        let list: Vec<serde_json::Value> = reports.iter().map(|(n, r)| r.to_json(n)).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }

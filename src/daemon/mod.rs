@@ -7,6 +7,7 @@ pub mod config;
 mod logging;
 mod notify;
 mod options;
+mod replication;
 pub mod values;
 
 use std::path::Path;
@@ -23,6 +24,7 @@ use signal_hook::iterator::Signals;
 use crate::chunk::ChunkParams;
 use crate::cli::MountArgs;
 use crate::fs::{CkptFs, ControlOptions};
+use crate::remote::Replicator;
 use crate::retention::Retention;
 use crate::store::Store;
 use crate::tree::{AutoSnapshotOptions, Tree, TreeOptions};
@@ -30,6 +32,9 @@ use crate::tree::{AutoSnapshotOptions, Tree, TreeOptions};
 pub use config::{ConfigError, ConfigFile};
 pub use logging::init as init_logging;
 pub use options::MountOptions;
+
+/// How long a failed or pending push waits before it is tried again.
+const PUSH_RETRY: Duration = Duration::from_secs(30);
 
 /// Why the serving loop ended.
 enum Stop {
@@ -48,6 +53,8 @@ pub fn serve(args: &MountOptions) -> Result<()> {
     init_logging(args.log_level);
     check_mountpoint(&args.mountpoint)?;
     let store = Arc::new(Store::open(&args.store)?);
+    // Absolute, so that `/proc/mounts` names the store whatever the cwd.
+    let store_dir = std::fs::canonicalize(&args.store).unwrap_or_else(|_| args.store.clone());
     store.set_compression(args.compression);
     let mut opts = TreeOptions {
         chunk: ChunkParams::with_average(args.chunk_size as usize),
@@ -74,14 +81,28 @@ pub fn serve(args: &MountOptions) -> Result<()> {
         .map_err(anyhow::Error::msg)?;
         start_gc_timer(&retention, args.gc_interval);
     }
+    // Replication pushes each new snapshot to the store's remotes in the
+    // background; a read-only mount takes no snapshots.
+    let replicator = if args.read_only {
+        None
+    } else {
+        Some(Arc::new(Replicator::start(
+            tree.clone(),
+            store_dir.clone(),
+            PUSH_RETRY,
+        )?))
+    };
     let control = ControlOptions {
         name: args.control_dir.clone().into_bytes(),
         show: args.show_control_dir,
+        replication: replicator
+            .clone()
+            .map(|r| r as Arc<dyn crate::fs::Replication>),
     };
 
     let mut config = Config::default();
     config.mount_options = vec![
-        MountOption::FSName(format!("ckptfs:{}", args.store.display())),
+        MountOption::FSName(format!("ckptfs:{}", store_dir.display())),
         MountOption::Subtype("ckptfs".into()),
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
@@ -181,6 +202,10 @@ pub fn serve(args: &MountOptions) -> Result<()> {
     signal_handle.close();
     if serving.is_finished() {
         let _ = serving.join();
+    }
+    if let Some(r) = &replicator {
+        // A push under way stops at its next chunk; the next mount resumes.
+        r.stop();
     }
     tree.sync()?;
     // A settled store restarts without replaying the WAL and shows its

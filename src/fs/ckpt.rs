@@ -42,13 +42,16 @@ const CHILD_OFFSET: u64 = 1 << 32;
 /// How long computed listings (plan, stats) are reused.
 const CACHE_FOR: Duration = Duration::from_secs(2);
 
-/// How the control directory appears.
-#[derive(Clone, Debug)]
+/// How the control directory appears, and what it controls besides the
+/// tree and retention.
+#[derive(Clone)]
 pub struct ControlOptions {
     /// Its name at the mount root.
     pub name: Vec<u8>,
     /// Listed in the root's readdir (hidden by default, like ZFS's .zfs).
     pub show: bool,
+    /// Replication to remotes (`.ckpt/remotes/`); none on a read-only mount.
+    pub replication: Option<Arc<dyn super::Replication>>,
 }
 
 /// The control directory of one mount.
@@ -175,9 +178,15 @@ impl ControlDir {
     pub fn getattr(&self, node: VNode) -> CResult<FileAttr> {
         let ino = vino(node)?;
         Ok(match node {
-            VNode::Ctl(Ctl::Root | Ctl::Retention | Ctl::Kept | Ctl::Expiring) => {
+            VNode::Ctl(Ctl::Root | Ctl::Retention | Ctl::Kept | Ctl::Expiring | Ctl::Remotes) => {
                 self.fixed(ino, FileType::Directory, 0o555, 0)
             }
+            VNode::Ctl(Ctl::RemotesPush) => self.fixed(
+                ino,
+                FileType::RegularFile,
+                0o644,
+                self.push_text().len() as u64,
+            ),
             VNode::Ctl(Ctl::Snapshots) => self.fixed(ino, FileType::Directory, 0o755, 0),
             VNode::Ctl(Ctl::Policy) => self.fixed(
                 ino,
@@ -191,7 +200,7 @@ impl ControlDir {
                 0o644,
                 self.gc_text().len() as u64,
             ),
-            VNode::Ctl(c @ (Ctl::Status | Ctl::Stats)) => self.fixed(
+            VNode::Ctl(c @ (Ctl::Status | Ctl::Stats | Ctl::RemotesStatus)) => self.fixed(
                 ino,
                 FileType::RegularFile,
                 0o444,
@@ -311,8 +320,12 @@ impl ControlDir {
                     (b"stats", Ctl::Stats),
                     (b"events", Ctl::Events),
                     (b"verify", Ctl::Verify),
+                    (b"remotes", Ctl::Remotes),
                 ]),
             },
+            VNode::Ctl(Ctl::Remotes) => {
+                fixed(&[(b"status", Ctl::RemotesStatus), (b"push", Ctl::RemotesPush)])
+            }
             VNode::Ctl(Ctl::Retention) => fixed(&[
                 (b"policy", Ctl::Policy),
                 (b"status", Ctl::Status),
@@ -384,9 +397,8 @@ impl ControlDir {
         let me = vino(node)?;
         let parent = match node {
             VNode::Ctl(Ctl::Root) => INodeNo::ROOT,
-            VNode::Ctl(Ctl::Snapshots | Ctl::Retention) | VNode::Path(PathId::ROOT) => {
-                self.root_ino()
-            }
+            VNode::Ctl(Ctl::Snapshots | Ctl::Retention | Ctl::Remotes)
+            | VNode::Path(PathId::ROOT) => self.root_ino(),
             VNode::Ctl(Ctl::Kept | Ctl::Expiring) => vino(VNode::Ctl(Ctl::Retention))?,
             VNode::Path(p) => vino(VNode::Path(self.tree.history_path(p).map_err(te)?.parent))?,
             VNode::Snap(_, Ino::ROOT) => vino(VNode::Ctl(Ctl::Snapshots))?,
@@ -420,6 +432,18 @@ impl ControlDir {
                     (b"stats", VNode::Ctl(Ctl::Stats), FileType::RegularFile),
                     (b"events", VNode::Ctl(Ctl::Events), FileType::RegularFile),
                     (b"verify", VNode::Ctl(Ctl::Verify), FileType::RegularFile),
+                    (b"remotes", VNode::Ctl(Ctl::Remotes), dir),
+                ],
+                &mut items,
+            )?,
+            VNode::Ctl(Ctl::Remotes) => fixed(
+                &[
+                    (
+                        b"status",
+                        VNode::Ctl(Ctl::RemotesStatus),
+                        FileType::RegularFile,
+                    ),
+                    (b"push", VNode::Ctl(Ctl::RemotesPush), FileType::RegularFile),
                 ],
                 &mut items,
             )?,

@@ -1,7 +1,8 @@
 //! `.ckpt/` I/O and controls: reading snapshot and version files and the
 //! generated JSON files, and the only writable things under `.ckpt/`:
 //! `mkdir`/`rmdir`/`mv` in `snapshots/`, writing `retention/policy`,
-//! writing `retention/gc` (runs GC), and the `user.ckpt.pinned` xattr of a
+//! writing `retention/gc` (runs GC), writing `remotes/push` (pushes to a
+//! remote now), and the `user.ckpt.pinned` xattr of a
 //! snapshot directory. Everything else fails with EROFS.
 
 use std::sync::atomic::Ordering;
@@ -38,6 +39,8 @@ pub enum VHandle {
     },
     /// `retention/gc`: a write runs GC.
     Gc(Vec<u8>),
+    /// `remotes/push`: a write (a remote's name, or `all`) pushes now.
+    Push(Vec<u8>),
     /// `.ckpt/events`: reads go to the live log, so `tail -f` follows it.
     Events,
 }
@@ -66,6 +69,7 @@ impl ControlDir {
         let value = match c {
             Ctl::Status => self.retention.status_json(),
             Ctl::Stats => self.stats_json(),
+            Ctl::RemotesStatus => self.remotes_json(),
             _ => serde_json::Value::Null,
         };
         let mut text = serde_json::to_vec_pretty(&value).unwrap_or_default();
@@ -84,10 +88,27 @@ impl ControlDir {
     }
 
     fn stats_json(&self) -> serde_json::Value {
-        match self.tree.stats() {
+        let mut value = match self.tree.stats() {
             Ok(s) => serde_json::to_value(&s).unwrap_or_default(),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("remotes".into(), self.remotes_json());
         }
+        value
+    }
+
+    /// Each remote's replication status (empty without replication).
+    fn remotes_json(&self) -> serde_json::Value {
+        match &self.opts.replication {
+            Some(r) => r.status(),
+            None => serde_json::json!({}),
+        }
+    }
+
+    /// What `remotes/push` shows until a push is written to it.
+    pub(super) fn push_text(&self) -> Vec<u8> {
+        b"write a remote's name (or all) here to push now; see remotes/status\n".to_vec()
     }
 
     fn add_handle(&self, h: VHandle) -> u64 {
@@ -111,9 +132,12 @@ impl ControlDir {
                 failed: false,
             },
             VNode::Ctl(Ctl::Gc) => VHandle::Gc(self.gc_text()),
+            VNode::Ctl(Ctl::RemotesPush) => VHandle::Push(self.push_text()),
             _ if write => return Err(Errno::EROFS),
             VNode::Ctl(Ctl::Policy) => VHandle::Text(self.retention.policy_text().into_bytes()),
-            VNode::Ctl(c @ (Ctl::Status | Ctl::Stats)) => VHandle::Text(self.generated(c)),
+            VNode::Ctl(c @ (Ctl::Status | Ctl::Stats | Ctl::RemotesStatus)) => {
+                VHandle::Text(self.generated(c))
+            }
             VNode::Ctl(Ctl::Events) => VHandle::Events,
             VNode::Ctl(Ctl::Verify) => {
                 let report = self.tree.verify(&|_, _, _| {}).map_err(te)?;
@@ -161,7 +185,10 @@ impl ControlDir {
             b[start..end].to_vec()
         };
         match h {
-            VHandle::Text(b) | VHandle::Gc(b) | VHandle::Policy { buf: b, .. } => Ok(slice(b)),
+            VHandle::Text(b)
+            | VHandle::Gc(b)
+            | VHandle::Push(b)
+            | VHandle::Policy { buf: b, .. } => Ok(slice(b)),
             VHandle::Events => Ok(self.tree.read_events(offset, size)),
             VHandle::Content {
                 manifest,
@@ -226,6 +253,29 @@ impl ControlDir {
                     Err(e) => Err(te(e)),
                 }
             }
+            VHandle::Push(_) => {
+                drop(handles);
+                let Some(replication) = &self.opts.replication else {
+                    return Err(Errno::EROFS);
+                };
+                let text = String::from_utf8_lossy(data);
+                let name = text.trim();
+                let only = (!name.is_empty() && name != "all").then_some(name);
+                match replication.push(only) {
+                    Ok(report) => {
+                        if let Some(VHandle::Push(text)) = self.handles.lock().get_mut(&fh) {
+                            *text = serde_json::to_vec_pretty(&report).unwrap_or_default();
+                            text.push(b'\n');
+                        }
+                        Ok(data.len() as u32)
+                    }
+                    Err(super::PushFailure::NoSuchRemote) => Err(Errno::ENOENT),
+                    Err(super::PushFailure::Failed(why)) => {
+                        log::error!("push through .ckpt/remotes/push ({name}) failed: {why}");
+                        Err(Errno::EIO)
+                    }
+                }
+            }
             _ => Err(Errno::EBADF),
         }
     }
@@ -285,7 +335,7 @@ impl ControlDir {
                 }
                 self.getattr(node)
             }
-            (VNode::Ctl(Ctl::Gc), Some(_)) if only_size => self.getattr(node),
+            (VNode::Ctl(Ctl::Gc | Ctl::RemotesPush), Some(_)) if only_size => self.getattr(node),
             _ => Err(Errno::EROFS),
         }
     }

@@ -12,6 +12,7 @@ mod ckpt_io;
 mod errno;
 mod live;
 mod process;
+mod replication;
 mod route;
 mod vino;
 mod xattrs;
@@ -37,6 +38,7 @@ pub use attr::kind_of_mode;
 use attr::{file_attr, file_type, time_of};
 use ckpt::ControlDir;
 pub use ckpt::{version_name, ControlOptions};
+pub use replication::{PushFailure, Replication};
 use route::{is_ctl, is_ctl_fh, reply_attr, reply_data, reply_empty, reply_entry};
 
 /// How long the kernel may cache names and attributes. Every change goes

@@ -4,7 +4,7 @@
 //! the same object always has the same number.
 //!
 //! ```text
-//! 1 000 ............................ ctl    fixed nodes (.ckpt, versions/, stats, ...)
+//! 1 000 ............................ ctl    fixed nodes (.ckpt, versions/, stats, remotes/, ...)
 //! 1 001 snap:24 ino:36                snap   a node of a snapshot (ino 1: its root)
 //! 1 010 path:60                       path   a directory of .ckpt/versions/
 //! 1 011 path:32 seq:28                ver    one version file
@@ -47,10 +47,16 @@ pub enum Ctl {
     Events,
     /// `.ckpt/verify`
     Verify,
+    /// `.ckpt/remotes`
+    Remotes,
+    /// `.ckpt/remotes/status`
+    RemotesStatus,
+    /// `.ckpt/remotes/push`
+    RemotesPush,
 }
 
 impl Ctl {
-    const ALL: [Ctl; 13] = [
+    const ALL: [Ctl; 16] = [
         Ctl::Root,
         Ctl::Snapshots,
         Ctl::SnapLatest,
@@ -64,6 +70,9 @@ impl Ctl {
         Ctl::Stats,
         Ctl::Events,
         Ctl::Verify,
+        Ctl::Remotes,
+        Ctl::RemotesStatus,
+        Ctl::RemotesPush,
     ];
 }
 

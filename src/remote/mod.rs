@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod fetch;
 pub mod layout;
 pub mod push;
+pub mod replicate;
 pub mod spec;
 
 use std::path::PathBuf;
@@ -33,7 +34,8 @@ use thiserror::Error;
 
 pub use catalog::ChunkCatalog;
 pub use fetch::RemoteReader;
-pub use push::{push, PushReport};
+pub use push::{push, PushOptions, PushReport};
+pub use replicate::Replicator;
 pub use spec::{Location, RemoteSpec, Remotes};
 
 use crate::tree::TreeError;
@@ -82,6 +84,9 @@ pub enum RemoteError {
         /// What was looked for.
         what: String,
     },
+    /// The push was stopped (the daemon is stopping).
+    #[error("stopped before it finished")]
+    Cancelled,
     /// Reading the local tree failed.
     #[error(transparent)]
     Tree(#[from] TreeError),

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::catalog::{self, ChunkCatalog};
@@ -51,16 +52,44 @@ pub struct PushReport {
     pub seconds: f64,
 }
 
-/// Pushes the snapshots of `tree` that `remote` lacks (or only the one
-/// named `only`) under node id `node`. `cache` keeps downloaded pack
-/// indexes between pushes.
-pub fn push(
-    tree: &Tree,
-    remote: &Remote,
-    node: &str,
-    only: Option<&[u8]>,
-    cache: Option<&Path>,
-) -> Result<PushReport> {
+impl PushReport {
+    /// The report as JSON, for remote `name`.
+    pub fn to_json(&self, name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "remote": name,
+            "snapshots": self.snapshots,
+            "already": self.already,
+            "logical_bytes": self.logical_bytes,
+            "chunks_uploaded": self.chunks_uploaded,
+            "chunk_bytes_uploaded": self.chunk_bytes_uploaded,
+            "chunks_present": self.chunks_present,
+            "packs": self.packs,
+            "manifests": self.manifests,
+            "bytes_uploaded": self.bytes_uploaded,
+            "seconds": self.seconds,
+        })
+    }
+}
+
+/// What to push and how.
+#[derive(Default, Clone, Copy)]
+pub struct PushOptions<'a> {
+    /// Only the snapshot of this name.
+    pub only: Option<&'a [u8]>,
+    /// A directory that keeps downloaded pack indexes between pushes.
+    pub cache: Option<&'a Path>,
+    /// Set to stop early (between chunks): what was written stays, no
+    /// snapshot record names anything missing.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// Pushes the snapshots of `tree` that `remote` lacks under node id `node`.
+pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> Result<PushReport> {
+    let PushOptions {
+        only,
+        cache,
+        cancel,
+    } = opts;
     let started = Instant::now();
     let mut report = PushReport::default();
     let have: HashSet<String> = catalog::snapshots(remote, Some(node))?
@@ -97,6 +126,7 @@ pub fn push(
         queued: HashSet::new(),
         present: HashSet::new(),
         in_flight: VecDeque::new(),
+        cancel,
         report: &mut report,
     };
     let mut done_manifests: HashMap<ManifestId, String> = HashMap::new();
@@ -174,11 +204,15 @@ struct Uploader<'a> {
     /// Chunks found on the remote already (counted once each).
     present: HashSet<ChunkId>,
     in_flight: VecDeque<(String, Vec<IndexEntry>, tokio::task::JoinHandle<Result<()>>)>,
+    cancel: Option<&'a AtomicBool>,
     report: &'a mut PushReport,
 }
 
 impl Uploader<'_> {
     fn add_chunk(&mut self, tree: &Tree, id: ChunkId) -> Result<()> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(super::RemoteError::Cancelled);
+        }
         if self.catalog.contains(id) {
             if self.present.insert(id) {
                 self.report.chunks_present += 1;

@@ -196,7 +196,12 @@ pub struct Tree {
     recent_commits: Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
     /// The last GC: when, and what it did.
     last_gc: Mutex<Option<(Time, GcStats)>>,
+    /// Called after each snapshot is committed (replication starts here).
+    snapshot_hooks: Mutex<Vec<SnapshotHook>>,
 }
+
+/// A callback run after each snapshot is taken.
+pub type SnapshotHook = Box<dyn Fn(&SnapshotRecord) + Send + Sync>;
 
 impl Tree {
     /// Serves the tree of `store`.
@@ -229,6 +234,7 @@ impl Tree {
             gc_lock: Mutex::new(()),
             stats_cache: Mutex::new(None),
             auto: Mutex::new(None),
+            snapshot_hooks: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             events: events::EventLog::new(store_root.as_path()),
             recent_commits: Mutex::new(std::collections::VecDeque::new()),

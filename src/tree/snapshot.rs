@@ -152,7 +152,16 @@ impl Tree {
             rec.logical_bytes,
             waited.elapsed()
         );
+        for hook in self.snapshot_hooks.lock().iter() {
+            hook(&rec);
+        }
         Ok((id, rec))
+    }
+
+    /// Runs `hook` after every snapshot taken from now on (it must not
+    /// block: it runs on the thread that took the snapshot).
+    pub fn on_snapshot(&self, hook: super::SnapshotHook) {
+        self.snapshot_hooks.lock().push(hook);
     }
 
     /// Deletes a snapshot; pinned ones are refused (EBUSY).
