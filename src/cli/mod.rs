@@ -1,9 +1,10 @@
 //! Command-line parsing (clap) and dispatch to the subcommands. Each
 //! subcommand's arguments live in their own file; the operator commands
 //! (snapshot, snapshots, versions, restore, pin, unpin, gc, stats, verify,
-//! unmount, remote, push) work on a mount point through its `.ckpt/` tree or on a store
+//! unmount, remote, push, clone) work on a mount point through its `.ckpt/` tree or on a store
 //! that no daemon serves (`target.rs`).
 
+mod clone;
 mod gc;
 mod mount;
 mod progress;
@@ -18,6 +19,7 @@ mod unmount;
 mod verify;
 mod versions;
 
+pub use clone::CloneArgs;
 pub use gc::GcArgs;
 pub use mount::{parse_size, MountArgs};
 pub use remote::{PushArgs, RemoteArgs};
@@ -82,6 +84,9 @@ pub enum Command {
     Remote(RemoteArgs),
     /// Upload the snapshots a remote lacks (only the chunks it lacks).
     Push(PushArgs),
+    /// Make a new store from a remote: its snapshots show under
+    /// .ckpt/remotes/origin/ and are fetched on first read.
+    Clone(CloneArgs),
 }
 
 /// Parses the arguments and runs the command.
@@ -105,6 +110,7 @@ pub fn run() -> ExitCode {
         Command::Unmount(args) => unmount::unmount(&args),
         Command::Remote(args) => remote::remote(&args),
         Command::Push(args) => remote::push(&args),
+        Command::Clone(args) => clone::clone(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

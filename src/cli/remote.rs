@@ -116,7 +116,7 @@ fn store_dir(args: &TargetArgs) -> Result<PathBuf> {
 }
 
 /// The host name, as a node id.
-fn host_name() -> String {
+pub(super) fn host_name() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let clean: String = name
         .chars()

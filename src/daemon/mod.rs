@@ -82,16 +82,15 @@ pub fn serve(args: &MountOptions) -> Result<()> {
         start_gc_timer(&retention, args.gc_interval);
     }
     // Replication pushes each new snapshot to the store's remotes in the
-    // background; a read-only mount takes no snapshots.
-    let replicator = if args.read_only {
-        None
-    } else {
-        Some(Arc::new(Replicator::start(
-            tree.clone(),
-            store_dir.clone(),
-            PUSH_RETRY,
-        )?))
-    };
+    // background (not on a read-only mount, which takes no snapshots) and
+    // shows what they hold under .ckpt/remotes/.
+    let replicator = Some(Arc::new(Replicator::start(
+        tree.clone(),
+        store_dir.clone(),
+        PUSH_RETRY,
+        !args.read_only,
+        args.cache_size,
+    )?));
     let control = ControlOptions {
         name: args.control_dir.clone().into_bytes(),
         show: args.show_control_dir,

@@ -149,7 +149,7 @@ impl ControlDir {
         *self.plan_cache.lock() = None;
     }
 
-    fn fixed(&self, ino: INodeNo, kind: FileType, perm: u16, size: u64) -> FileAttr {
+    pub(super) fn fixed(&self, ino: INodeNo, kind: FileType, perm: u16, size: u64) -> FileAttr {
         let t = self.started.into();
         FileAttr {
             ino,
@@ -261,6 +261,9 @@ impl ControlDir {
                 }
             }
             VNode::Latest(_) | VNode::Link(..) => self.link_attr(ino, &self.readlink(node)?),
+            VNode::RemoteDir(_) | VNode::RemoteNode(..) | VNode::RemoteItem(..) => {
+                self.remote_getattr(node)?
+            }
         })
     }
 
@@ -293,6 +296,7 @@ impl ControlDir {
                 Ok(t)
             }
             VNode::Snap(s, i) => self.tree.readlink_in(Scope::Snapshot(s), i).map_err(te),
+            VNode::RemoteItem(r, s, i) => self.remote_readlink(r, s, i),
             _ => Err(Errno::EINVAL),
         }
     }
@@ -323,9 +327,10 @@ impl ControlDir {
                     (b"remotes", Ctl::Remotes),
                 ]),
             },
-            VNode::Ctl(Ctl::Remotes) => {
-                fixed(&[(b"status", Ctl::RemotesStatus), (b"push", Ctl::RemotesPush)])
-            }
+            VNode::Ctl(Ctl::Remotes)
+            | VNode::RemoteDir(_)
+            | VNode::RemoteNode(..)
+            | VNode::RemoteItem(..) => self.remote_resolve(parent, name),
             VNode::Ctl(Ctl::Retention) => fixed(&[
                 (b"policy", Ctl::Policy),
                 (b"status", Ctl::Status),
@@ -402,6 +407,9 @@ impl ControlDir {
             VNode::Ctl(Ctl::Kept | Ctl::Expiring) => vino(VNode::Ctl(Ctl::Retention))?,
             VNode::Path(p) => vino(VNode::Path(self.tree.history_path(p).map_err(te)?.parent))?,
             VNode::Snap(_, Ino::ROOT) => vino(VNode::Ctl(Ctl::Snapshots))?,
+            VNode::RemoteDir(_) | VNode::RemoteNode(..) | VNode::RemoteItem(..) => {
+                self.remote_parent(node)?
+            }
             VNode::Snap(s, dir) => vino(VNode::Snap(
                 s,
                 self.tree
@@ -436,17 +444,10 @@ impl ControlDir {
                 ],
                 &mut items,
             )?,
-            VNode::Ctl(Ctl::Remotes) => fixed(
-                &[
-                    (
-                        b"status",
-                        VNode::Ctl(Ctl::RemotesStatus),
-                        FileType::RegularFile,
-                    ),
-                    (b"push", VNode::Ctl(Ctl::RemotesPush), FileType::RegularFile),
-                ],
-                &mut items,
-            )?,
+            VNode::Ctl(Ctl::Remotes)
+            | VNode::RemoteDir(_)
+            | VNode::RemoteNode(..)
+            | VNode::RemoteItem(..) => self.remote_items(node, &mut items)?,
             VNode::Ctl(Ctl::Retention) => fixed(
                 &[
                     (b"policy", VNode::Ctl(Ctl::Policy), FileType::RegularFile),

@@ -43,6 +43,15 @@ pub enum VHandle {
     Push(Vec<u8>),
     /// `.ckpt/events`: reads go to the live log, so `tail -f` follows it.
     Events,
+    /// A file of a remote snapshot, read through its remote's view.
+    Remote {
+        /// The remote.
+        view: std::sync::Arc<crate::remote::RemoteView>,
+        /// Its manifest (none when empty).
+        manifest: Option<String>,
+        /// Its size.
+        size: u64,
+    },
 }
 
 const PINNED: &[u8] = b"user.ckpt.pinned";
@@ -139,6 +148,14 @@ impl ControlDir {
                 VHandle::Text(self.generated(c))
             }
             VNode::Ctl(Ctl::Events) => VHandle::Events,
+            VNode::RemoteItem(r, s, i) => {
+                let (view, manifest, size) = self.remote_content(r, s, i)?;
+                VHandle::Remote {
+                    view,
+                    manifest,
+                    size,
+                }
+            }
             VNode::Ctl(Ctl::Verify) => {
                 let report = self.tree.verify(&|_, _, _| {}).map_err(te)?;
                 let mut text = serde_json::to_vec_pretty(&report.to_json()).unwrap_or_default();
@@ -172,7 +189,10 @@ impl ControlDir {
     /// True when the handle shows generated text (opened with direct I/O,
     /// so the kernel does not cache it and the size need not be exact).
     pub fn is_generated(&self, fh: u64) -> bool {
-        !matches!(self.handles.lock().get(&fh), Some(VHandle::Content { .. }))
+        !matches!(
+            self.handles.lock().get(&fh),
+            Some(VHandle::Content { .. } | VHandle::Remote { .. })
+        )
     }
 
     /// Reads from a virtual file.
@@ -190,6 +210,22 @@ impl ControlDir {
             | VHandle::Push(b)
             | VHandle::Policy { buf: b, .. } => Ok(slice(b)),
             VHandle::Events => Ok(self.tree.read_events(offset, size)),
+            VHandle::Remote {
+                view,
+                manifest,
+                size: len,
+            } => {
+                let (view, manifest, len) = (view.clone(), manifest.clone(), *len);
+                drop(handles);
+                let Some(hash) = manifest.filter(|_| offset < len) else {
+                    return Ok(Vec::new());
+                };
+                let want = (len - offset).min(size as u64) as u32;
+                view.read(&hash, offset, want).map_err(|e| {
+                    log::error!("read of remote file (manifest {hash}) at {offset}: {e}");
+                    Errno::EIO
+                })
+            }
             VHandle::Content {
                 manifest,
                 size: len,

@@ -9,6 +9,7 @@
 mod attr;
 mod ckpt;
 mod ckpt_io;
+mod ckpt_remote;
 mod errno;
 mod live;
 mod process;

@@ -1,6 +1,8 @@
 //! What the control tree asks of replication (`.ckpt/remotes/`, the
-//! `remotes` part of `.ckpt/stats`). The daemon injects the implementation,
-//! so this layer knows nothing of object stores.
+//! `remotes` part of `.ckpt/stats`). The daemon injects the implementation;
+//! this layer sees remotes only as [`RemoteView`]s (listings and reads).
+
+use crate::remote::RemoteView;
 
 /// Why a push asked for through `.ckpt/remotes/push` failed.
 #[derive(Debug)]
@@ -18,4 +20,8 @@ pub trait Replication: Send + Sync {
     fn status(&self) -> serde_json::Value;
     /// Pushes now, to one remote or to all, and returns the reports.
     fn push(&self, remote: Option<&str>) -> Result<serde_json::Value, PushFailure>;
+    /// The store's remotes, in the order they were added.
+    fn remote_names(&self) -> Vec<String>;
+    /// A remote's browsable view; the error says why it cannot be opened.
+    fn view(&self, name: &str) -> Result<std::sync::Arc<RemoteView>, String>;
 }

@@ -10,6 +10,8 @@
 //! 1 011 path:32 seq:28                ver    one version file
 //! 1 100 path:60                       latest the `latest` link of a path
 //! 1 101 kept:1 snap:24                link   an entry of retention/kept or expiring
+//! 1 110 sub:4 remote:8 node:16        remote .ckpt/remotes/NAME (sub 0), NAME/NODE (sub 1)
+//! 1 111 remote:8 snap:24 item:28      ritem  an item of a remote snapshot (item 0: its root)
 //! ```
 
 use crate::ids::{Ino, PathId, SnapId};
@@ -91,6 +93,12 @@ pub enum VNode {
     Latest(PathId),
     /// A link in `retention/kept` (true) or `retention/expiring` (false).
     Link(bool, SnapId),
+    /// `.ckpt/remotes/NAME`: a remote, by its position in the store's list.
+    RemoteDir(u8),
+    /// `.ckpt/remotes/NAME/NODE`: a node that pushed to it.
+    RemoteNode(u8, u16),
+    /// An item of a remote snapshot: remote, snapshot id in its view, item.
+    RemoteItem(u8, u32, u32),
 }
 
 /// True for inode numbers of the control tree.
@@ -112,6 +120,11 @@ pub fn encode(node: VNode) -> Option<u64> {
         VNode::Version(p, seq) if p.0 < 1 << 32 && seq < 1 << 28 => make(3, (p.0 << 28) | seq),
         VNode::Latest(p) if p.0 <= LOW60 => make(4, p.0),
         VNode::Link(kept, s) if s.0 < 1 << 24 => make(5, ((kept as u64) << 24) | s.0),
+        VNode::RemoteDir(r) => make(6, (r as u64) << 16),
+        VNode::RemoteNode(r, n) => make(6, (1 << 56) | ((r as u64) << 16) | n as u64),
+        VNode::RemoteItem(r, s, i) if s < 1 << 24 && i < 1 << 28 => {
+            make(7, ((r as u64) << 52) | ((s as u64) << 28) | i as u64)
+        }
         _ => return None,
     })
 }
@@ -129,6 +142,19 @@ pub fn decode(ino: u64) -> Option<VNode> {
         3 => VNode::Version(PathId(low >> 28), low & ((1 << 28) - 1)),
         4 => VNode::Latest(PathId(low)),
         5 => VNode::Link(low >> 24 & 1 == 1, SnapId(low & ((1 << 24) - 1))),
+        6 => {
+            let r = (low >> 16 & 0xff) as u8;
+            match low >> 56 {
+                0 => VNode::RemoteDir(r),
+                1 => VNode::RemoteNode(r, (low & 0xffff) as u16),
+                _ => return None,
+            }
+        }
+        7 => VNode::RemoteItem(
+            (low >> 52 & 0xff) as u8,
+            (low >> 28 & ((1 << 24) - 1)) as u32,
+            (low & ((1 << 28) - 1)) as u32,
+        ),
         _ => return None,
     })
 }
@@ -149,6 +175,12 @@ mod tests {
             VNode::Latest(PathId(7)),
             VNode::Link(true, SnapId(9)),
             VNode::Link(false, SnapId(9)),
+            VNode::RemoteDir(0),
+            VNode::RemoteDir(255),
+            VNode::RemoteNode(3, 7),
+            VNode::RemoteNode(255, u16::MAX),
+            VNode::RemoteItem(0, 1, 0),
+            VNode::RemoteItem(255, (1 << 24) - 1, (1 << 28) - 1),
         ];
         let mut seen = std::collections::HashSet::new();
         for n in nodes {

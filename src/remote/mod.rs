@@ -22,6 +22,7 @@ pub mod layout;
 pub mod push;
 pub mod replicate;
 pub mod spec;
+pub mod view;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use fetch::RemoteReader;
 pub use push::{push, PushOptions, PushReport};
 pub use replicate::Replicator;
 pub use spec::{Location, RemoteSpec, Remotes};
+pub use view::RemoteView;
 
 use crate::tree::TreeError;
 

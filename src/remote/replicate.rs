@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{push, PushOptions, PushReport, Remote, RemoteError, RemoteSpec, Remotes};
+use super::{push, PushOptions, PushReport, Remote, RemoteError, RemoteSpec, RemoteView, Remotes};
 use crate::tree::{rfc3339, Time, Tree};
 
 /// How a remote is doing, as `.ckpt/stats` shows it.
@@ -58,6 +58,12 @@ struct Shared {
     pushing: Mutex<()>,
     /// Set at stop: a running push ends at its next chunk.
     cancel: AtomicBool,
+    /// Pushes happen (false on a read-only mount, which only browses).
+    pushes: bool,
+    /// Browsable views of the remotes, by name.
+    views: Mutex<BTreeMap<String, Arc<RemoteView>>>,
+    /// Bytes of fetched chunks each view keeps.
+    cache_bytes: u64,
 }
 
 /// The replication thread of one mounted store.
@@ -70,26 +76,39 @@ impl Replicator {
     /// Starts replicating the snapshots of `tree` (whose store directory
     /// is `store_dir`) to the remotes in its `remotes.json`; failed or
     /// pending pushes are retried every `retry`.
-    pub fn start(tree: Arc<Tree>, store_dir: PathBuf, retry: Duration) -> std::io::Result<Self> {
+    /// `pushes` is false on a read-only mount: the remotes can then only be
+    /// browsed. Each remote's view keeps `cache_bytes` of fetched chunks.
+    pub fn start(
+        tree: Arc<Tree>,
+        store_dir: PathBuf,
+        retry: Duration,
+        pushes: bool,
+        cache_bytes: u64,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             tree: tree.clone(),
             store_dir,
             retry,
             state: Mutex::new(State {
-                requested: true,
+                requested: pushes,
                 ..State::default()
             }),
             wake: Condvar::new(),
             pushing: Mutex::new(()),
             cancel: AtomicBool::new(false),
+            pushes,
+            views: Mutex::new(BTreeMap::new()),
+            cache_bytes,
         });
         let weak = Arc::downgrade(&shared);
-        tree.on_snapshot(Box::new(move |_| {
-            if let Some(s) = weak.upgrade() {
-                s.state.lock().requested = true;
-                s.wake.notify_all();
-            }
-        }));
+        if pushes {
+            tree.on_snapshot(Box::new(move |_| {
+                if let Some(s) = weak.upgrade() {
+                    s.state.lock().requested = true;
+                    s.wake.notify_all();
+                }
+            }));
+        }
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ckptfs-replicate".into())
@@ -102,7 +121,34 @@ impl Replicator {
 
     /// Pushes now, to one remote or to all, and waits for the result.
     pub fn push_now(&self, only: Option<&str>) -> Result<Vec<(String, PushReport)>, RemoteError> {
+        if !self.shared.pushes {
+            return Err(RemoteError::Config(
+                "the mount is read-only: nothing is pushed".into(),
+            ));
+        }
         self.shared.cycle(only, true)
+    }
+
+    /// The names of the store's remotes, in the order they were added.
+    pub fn remote_names(&self) -> Vec<String> {
+        Remotes::load(&self.shared.store_dir)
+            .map(|r| r.remotes.into_iter().map(|s| s.name).collect())
+            .unwrap_or_default()
+    }
+
+    /// The browsable view of a remote (opened on first use).
+    pub fn view(&self, name: &str) -> Result<Arc<RemoteView>, RemoteError> {
+        let mut views = self.shared.views.lock();
+        if let Some(v) = views.get(name) {
+            return Ok(v.clone());
+        }
+        let remotes = Remotes::load(&self.shared.store_dir)?;
+        let view = Arc::new(RemoteView::new(
+            Remote::open(remotes.get(name)?)?,
+            self.shared.cache_bytes,
+        ));
+        views.insert(name.to_string(), view.clone());
+        Ok(view)
     }
 
     /// Every remote's status, as JSON.

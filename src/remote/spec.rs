@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{RemoteError, Result};
 
+/// Names that `.ckpt/remotes/` uses for its own files.
+pub const RESERVED_REMOTE_NAMES: &[&str] = &["status", "push"];
+
 /// The file in a store directory that lists its remotes.
 pub const REMOTES_FILE: &str = "remotes.json";
 
@@ -124,6 +127,12 @@ impl Remotes {
     /// Adds a remote; its name must be new and its URL must parse.
     pub fn add(&mut self, spec: RemoteSpec) -> Result<()> {
         check_name(&spec.name, "remote")?;
+        if RESERVED_REMOTE_NAMES.contains(&spec.name.as_str()) {
+            return Err(RemoteError::Config(format!(
+                "{} is taken by .ckpt/remotes/{}; choose another remote name",
+                spec.name, spec.name
+            )));
+        }
         Location::parse(&spec.url)?;
         if self.remotes.iter().any(|r| r.name == spec.name) {
             return Err(RemoteError::Config(format!(

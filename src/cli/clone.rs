@@ -1,0 +1,107 @@
+//! `ckptfs clone URL STORE`: a new local store whose remote `origin` is
+//! URL. Mounted, it shows every snapshot the remote holds under
+//! `.ckpt/remotes/origin/NODE/NAME/`, and a file's chunks are fetched on
+//! its first read (kept in a bounded cache), so a new machine loads one
+//! checkpoint without downloading the history. New snapshots taken there
+//! are pushed back to `origin` under this store's own node id.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::remote::host_name;
+use crate::remote::{spec, Remote, RemoteReader, RemoteSpec, Remotes};
+use crate::store::Store;
+
+/// Options of `ckptfs clone`.
+#[derive(Debug, Clone, Args)]
+pub struct CloneArgs {
+    /// s3://bucket/prefix or file:///path.
+    url: String,
+    /// The store directory to create (absent or empty).
+    store: PathBuf,
+    /// The remote's name in the new store.
+    #[arg(long, default_value = "origin")]
+    name: String,
+    /// The new store's node id (default: the host name).
+    #[arg(long, value_name = "ID")]
+    node: Option<String>,
+    /// S3 endpoint (else AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// S3 region (else AWS_REGION).
+    #[arg(long)]
+    region: Option<String>,
+}
+
+/// `ckptfs clone`.
+pub fn clone(a: &CloneArgs) -> Result<()> {
+    let node = a.node.clone().unwrap_or_else(host_name);
+    spec::check_name(&node, "node")?;
+    if let Ok(mut entries) = std::fs::read_dir(&a.store) {
+        if entries.next().is_some() {
+            bail!(
+                "{} exists and is not empty; clone makes a new store",
+                a.store.display()
+            );
+        }
+    }
+    let spec = RemoteSpec {
+        name: a.name.clone(),
+        url: a.url.clone(),
+        endpoint: a.endpoint.clone(),
+        region: a.region.clone(),
+    };
+    let mut remotes = Remotes {
+        node: node.clone(),
+        remotes: Vec::new(),
+    };
+    remotes.add(spec.clone())?;
+    // Read the remote first: a wrong URL or key leaves nothing behind.
+    let remote = Remote::open(&spec)?;
+    let snaps = RemoteReader::new(&remote)
+        .and_then(|r| r.snapshots())
+        .with_context(|| format!("reading {}", a.url))?;
+    if snaps.iter().any(|s| s.node == node) {
+        eprintln!(
+            "clone: the remote already holds snapshots of node {node}; this store will push \
+             under the same id (pass --node to use another)"
+        );
+    }
+    let created = !a.store.exists();
+    let made = (|| -> Result<()> {
+        drop(
+            Store::open(&a.store)
+                .with_context(|| format!("creating store {}", a.store.display()))?,
+        );
+        remotes.save(&a.store)?;
+        Ok(())
+    })();
+    if let Err(e) = made {
+        if created {
+            let _ = std::fs::remove_dir_all(&a.store);
+        }
+        return Err(e);
+    }
+    let mut nodes: Vec<&str> = snaps.iter().map(|s| s.node.as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let bytes: u64 = snaps.iter().map(|s| s.logical_bytes).sum();
+    println!(
+        "cloned {} into {}: {} snapshots ({} of files) from {} node(s) ({}); this store is node {node}",
+        a.url,
+        a.store.display(),
+        snaps.len(),
+        super::show::bytes(bytes),
+        nodes.len(),
+        nodes.join(", "),
+    );
+    println!(
+        "mount it (ckptfs mount {} MNT) and read MNT/.ckpt/remotes/{}/NODE/SNAPSHOT/...: \
+         chunks are fetched on first read",
+        a.store.display(),
+        a.name
+    );
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! A remote seen as read-only directories: the snapshots it holds (from
+//! every node), and their files read on demand. Chunks are fetched on
+//! first read, a run of neighbouring records per request with read-ahead,
+//! checked against their ids, and kept in a bounded in-memory cache, so a
+//! new machine can load one checkpoint without downloading the history.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+
+use super::catalog::{self, ChunkCatalog};
+use super::layout::{self, RemoteSnapshot};
+use super::{Remote, RemoteError, Result};
+use crate::ids::ChunkId;
+use crate::tree::Entry;
+
+/// How long a listing of the remote's snapshots is reused.
+const LIST_FOR: Duration = Duration::from_secs(5);
+/// Bytes fetched beyond a read, in the same request, for the next reads.
+const READ_AHEAD: u64 = 8 << 20;
+/// Longest stretch of a pack fetched with one request.
+const MAX_RANGE: u64 = 16 << 20;
+
+#[derive(Clone)]
+struct Weight;
+
+impl Weighter<ChunkId, Arc<Vec<u8>>> for Weight {
+    fn weight(&self, _key: &ChunkId, val: &Arc<Vec<u8>>) -> u64 {
+        val.len() as u64 + 64
+    }
+}
+
+impl Weighter<String, Arc<FileMap>> for Weight {
+    fn weight(&self, _key: &String, val: &Arc<FileMap>) -> u64 {
+        (val.entries.len() * 40 + 64) as u64
+    }
+}
+
+/// A manifest with where each entry starts.
+struct FileMap {
+    entries: Vec<Entry>,
+    starts: Vec<u64>,
+}
+
+#[derive(Default)]
+struct Listing {
+    at: Option<Instant>,
+    /// Snapshot object key → its id here (stable while the view lives).
+    ids: HashMap<String, u32>,
+    /// By id - 1.
+    snaps: Vec<Option<Arc<RemoteSnapshot>>>,
+}
+
+/// One remote, browsable.
+pub struct RemoteView {
+    remote: Remote,
+    listing: Mutex<Listing>,
+    catalog: RwLock<ChunkCatalog>,
+    chunks: Cache<ChunkId, Arc<Vec<u8>>, Weight>,
+    files: Cache<String, Arc<FileMap>, Weight>,
+    trees: Mutex<HashMap<u32, Arc<SnapTree>>>,
+}
+
+impl RemoteView {
+    /// A view of `remote` keeping at most `cache_bytes` of fetched chunks.
+    pub fn new(remote: Remote, cache_bytes: u64) -> Self {
+        RemoteView {
+            remote,
+            listing: Mutex::new(Listing::default()),
+            catalog: RwLock::new(ChunkCatalog::default()),
+            chunks: Cache::with_weighter(
+                (cache_bytes / 16384).max(16) as usize,
+                cache_bytes,
+                Weight,
+            ),
+            files: Cache::with_weighter(1024, 64 << 20, Weight),
+            trees: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The remote's URL.
+    pub fn url(&self) -> &str {
+        self.remote.url()
+    }
+
+    /// Every snapshot the remote holds, with its id here (ids start at 1).
+    /// The listing is refreshed when older than a few seconds; snapshot
+    /// objects are read once.
+    pub fn snapshots(&self) -> Result<Vec<(u32, Arc<RemoteSnapshot>)>> {
+        let mut listing = self.listing.lock();
+        if listing.at.is_none_or(|at| at.elapsed() > LIST_FOR) {
+            for entry in catalog::snapshots(&self.remote, None)? {
+                if listing.ids.contains_key(&entry.key) {
+                    continue;
+                }
+                let snap = catalog::read_snapshot(&self.remote, &entry.key)?;
+                listing.snaps.push(Some(Arc::new(snap)));
+                let id = listing.snaps.len() as u32;
+                listing.ids.insert(entry.key, id);
+            }
+            listing.at = Some(Instant::now());
+        }
+        Ok(listing
+            .snaps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as u32 + 1, s.clone()?)))
+            .collect())
+    }
+
+    /// A snapshot by its id here.
+    pub fn snapshot(&self, id: u32) -> Option<Arc<RemoteSnapshot>> {
+        let listing = self.listing.lock();
+        listing.snaps.get(id.checked_sub(1)? as usize)?.clone()
+    }
+
+    fn file_map(&self, hash: &str) -> Result<Arc<FileMap>> {
+        if let Some(m) = self.files.get(hash) {
+            return Ok(m);
+        }
+        let reader_key = layout::manifest_key(hash);
+        let bytes = self
+            .remote
+            .get(&reader_key)?
+            .ok_or_else(|| RemoteError::Missing {
+                url: self.url().to_string(),
+                what: reader_key.clone(),
+            })?;
+        let entries = layout::decode_manifest(&reader_key, hash, &bytes)?;
+        let mut starts = Vec::with_capacity(entries.len());
+        let mut at = 0u64;
+        for e in &entries {
+            starts.push(at);
+            at += e.len();
+        }
+        let map = Arc::new(FileMap { entries, starts });
+        self.files.insert(hash.to_string(), map.clone());
+        Ok(map)
+    }
+
+    /// Reads `size` bytes at `offset` of the file whose manifest is `hash`.
+    pub fn read(&self, hash: &str, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let map = self.file_map(hash)?;
+        let end = offset.saturating_add(size as u64);
+        let first = map
+            .starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1);
+        // The entries the read covers.
+        let mut wanted = Vec::new();
+        let mut i = first;
+        while i < map.entries.len() && map.starts[i] < end {
+            wanted.push(i);
+            i += 1;
+        }
+        self.fetch_missing(&map, &wanted)?;
+        let mut out = Vec::with_capacity(size as usize);
+        for i in wanted {
+            let start = map.starts[i];
+            let e = map.entries[i];
+            let from = offset.max(start) - start;
+            let to = end.min(start + e.len()) - start;
+            match e {
+                Entry::Hole { .. } => out.resize(out.len() + (to - from) as usize, 0),
+                Entry::Chunk { id, .. } => {
+                    let bytes = match self.chunks.get(&id) {
+                        Some(b) => b,
+                        // Evicted meanwhile by another reader: fetch again.
+                        None => {
+                            self.fetch_missing(&map, &[i])?;
+                            self.chunks.get(&id).ok_or_else(|| RemoteError::Missing {
+                                url: self.url().to_string(),
+                                what: format!("chunk {id}"),
+                            })?
+                        }
+                    };
+                    let piece = bytes.get(from as usize..to as usize).ok_or_else(|| {
+                        RemoteError::Corrupt {
+                            key: layout::manifest_key(hash),
+                            why: format!("chunk {id} is shorter than the manifest says"),
+                        }
+                    })?;
+                    out.extend_from_slice(piece);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fetches the chunks of `wanted` (entry indexes) that the cache lacks,
+    /// with read-ahead over the entries that follow.
+    fn fetch_missing(&self, map: &FileMap, wanted: &[usize]) -> Result<()> {
+        let missing: Vec<usize> = wanted
+            .iter()
+            .copied()
+            .filter(|&i| matches!(map.entries[i], Entry::Chunk { id, .. } if !self.chunks.contains_key(&id)))
+            .collect();
+        let Some(&first) = missing.first() else {
+            return Ok(());
+        };
+        let last = missing.last().copied().unwrap_or(first);
+        // Read-ahead: the chunks after the read, up to READ_AHEAD bytes.
+        let mut ahead_bytes = 0u64;
+        let mut upto = last + 1;
+        while upto < map.entries.len() && ahead_bytes < READ_AHEAD {
+            ahead_bytes += map.entries[upto].len();
+            upto += 1;
+        }
+        let ids: Vec<ChunkId> = (first..upto)
+            .filter_map(|i| match map.entries[i] {
+                Entry::Chunk { id, .. } if !self.chunks.contains_key(&id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        if ids.iter().any(|id| !self.catalog.read().contains(*id)) {
+            // Pushed after the catalog was read: read the new indexes.
+            *self.catalog.write() = ChunkCatalog::load(&self.remote, None)?;
+        }
+        let catalog = self.catalog.read();
+        let mut ranges: Vec<(String, std::ops::Range<u64>)> = Vec::new();
+        let mut members: Vec<Vec<(ChunkId, u64, u32)>> = Vec::new();
+        for id in ids {
+            let Some(place) = catalog.place(id) else {
+                return Err(RemoteError::Missing {
+                    url: self.url().to_string(),
+                    what: format!("chunk {id}"),
+                });
+            };
+            let key = layout::pack_key(&place.pack);
+            let end = place.offset + place.len as u64;
+            match ranges.last_mut() {
+                Some((k, r))
+                    if *k == key && r.end == place.offset && end - r.start <= MAX_RANGE =>
+                {
+                    r.end = end;
+                }
+                _ => {
+                    ranges.push((key, place.offset..end));
+                    members.push(Vec::new());
+                }
+            }
+            if let Some(m) = members.last_mut() {
+                m.push((id, place.offset, place.len));
+            }
+        }
+        drop(catalog);
+        let starts: Vec<u64> = ranges.iter().map(|(_, r)| r.start).collect();
+        let mut n = 0usize;
+        self.remote.get_ranges(ranges, 4, |key, bytes| {
+            let start = starts.get(n).copied().unwrap_or(0);
+            let group = members.get(n).cloned().unwrap_or_default();
+            n += 1;
+            for (id, offset, len) in group {
+                let from = (offset - start) as usize;
+                let record =
+                    bytes
+                        .get(from..from + len as usize)
+                        .ok_or_else(|| RemoteError::Corrupt {
+                            key: key.to_string(),
+                            why: format!("chunk {id}: the object is shorter than its index says"),
+                        })?;
+                let raw = layout::decode_record(key, id, record)?;
+                self.chunks.insert(id, Arc::new(raw));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A remote snapshot's items as a tree: each item's name, parent and
+/// children (item 0 is the root).
+pub struct SnapTree {
+    /// The snapshot.
+    pub snap: Arc<RemoteSnapshot>,
+    /// Each item's last path component (empty for the root).
+    pub names: Vec<Vec<u8>>,
+    /// Each item's parent (the root is its own).
+    pub parents: Vec<u32>,
+    /// Each directory's children, in the snapshot's order.
+    pub children: Vec<Vec<u32>>,
+}
+
+impl SnapTree {
+    /// Indexes a snapshot; items whose parent is missing are left out.
+    pub fn new(snap: Arc<RemoteSnapshot>) -> Self {
+        let n = snap.items.len();
+        let mut names = vec![Vec::new(); n];
+        let mut parents = vec![0u32; n];
+        let mut children = vec![Vec::new(); n];
+        let mut by_path: HashMap<Vec<u8>, u32> = HashMap::new();
+        for (i, item) in snap.items.iter().enumerate() {
+            let Some(path) = layout::from_text(&item.path) else {
+                continue;
+            };
+            if i == 0 {
+                by_path.insert(Vec::new(), 0);
+                continue;
+            }
+            let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
+                Some(at) => (path[..at].to_vec(), path[at + 1..].to_vec()),
+                None => (Vec::new(), path.clone()),
+            };
+            let Some(&p) = by_path.get(&parent) else {
+                continue;
+            };
+            names[i] = name;
+            parents[i] = p;
+            children[p as usize].push(i as u32);
+            if item.kind == "dir" {
+                by_path.insert(path, i as u32);
+            }
+        }
+        SnapTree {
+            snap,
+            names,
+            parents,
+            children,
+        }
+    }
+
+    /// The child of `dir` called `name`.
+    pub fn lookup(&self, dir: u32, name: &[u8]) -> Option<u32> {
+        self.children
+            .get(dir as usize)?
+            .iter()
+            .copied()
+            .find(|&c| self.names[c as usize] == name)
+    }
+}
+
+impl RemoteView {
+    /// A snapshot's items as a tree (cached while the view lives).
+    pub fn tree(&self, id: u32) -> Option<Arc<SnapTree>> {
+        let mut trees = self.trees.lock();
+        if let Some(t) = trees.get(&id) {
+            return Some(t.clone());
+        }
+        let t = Arc::new(SnapTree::new(self.snapshot(id)?));
+        trees.insert(id, t.clone());
+        Some(t)
+    }
+
+    /// The nodes that pushed snapshots, in the order first seen (a node's
+    /// position is stable while the view lives).
+    pub fn nodes(&self) -> Result<Vec<String>> {
+        let mut nodes: Vec<String> = Vec::new();
+        for (_, s) in self.snapshots()? {
+            if !nodes.contains(&s.node) {
+                nodes.push(s.node.clone());
+            }
+        }
+        Ok(nodes)
+    }
+}
