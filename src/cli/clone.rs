@@ -33,6 +33,9 @@ pub struct CloneArgs {
     /// S3 region (else AWS_REGION).
     #[arg(long)]
     region: Option<String>,
+    /// The nodes that each push a part of every global snapshot.
+    #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
+    nodes: Vec<String>,
 }
 
 /// `ckptfs clone`.
@@ -52,10 +55,11 @@ pub fn clone(a: &CloneArgs) -> Result<()> {
         url: a.url.clone(),
         endpoint: a.endpoint.clone(),
         region: a.region.clone(),
+        nodes: a.nodes.clone(),
     };
     let mut remotes = Remotes {
         node: node.clone(),
-        remotes: Vec::new(),
+        ..Remotes::default()
     };
     remotes.add(spec.clone())?;
     // Read the remote first: a wrong URL or key leaves nothing behind.

@@ -55,6 +55,10 @@ struct AddArgs {
     /// once, by the first `remote add`).
     #[arg(long, value_name = "ID")]
     node: Option<String>,
+    /// The nodes that each push a part of every global snapshot
+    /// (comma-separated): a global snapshot shows once all of them have.
+    #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
+    nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -98,6 +102,21 @@ pub struct PushArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Records that this store's snapshot `name` is its part of a global
+/// snapshot (in `remotes.json`, which pushes read).
+pub(super) fn mark_global(target: &TargetArgs, name: &str) -> Result<()> {
+    let dir = store_dir(target)?;
+    let mut remotes = Remotes::load(&dir)?;
+    if remotes.node.is_empty() {
+        bail!("a global snapshot needs a remote and a node id: run `ckptfs remote add TARGET NAME URL --node ID` first");
+    }
+    if !remotes.globals.iter().any(|g| g == name) {
+        remotes.globals.push(name.to_string());
+        remotes.save(&dir)?;
+    }
+    Ok(())
 }
 
 /// The store directory TARGET is or serves.
@@ -168,7 +187,11 @@ fn add(a: &AddArgs) -> Result<()> {
         url: a.url.clone(),
         endpoint: a.endpoint.clone(),
         region: a.region.clone(),
+        nodes: a.nodes.clone(),
     };
+    for n in &spec.nodes {
+        spec::check_name(n, "node")?;
+    }
     remotes.add(spec.clone())?;
     // Reachable and usable now, rather than at the first push.
     let r = Remote::open(&spec)?;
@@ -227,6 +250,7 @@ fn remote_snapshots(a: &RemoteSnapshotsArgs) -> Result<()> {
                         secs: s.created_secs, nanos: s.created_nanos }),
                     "logical_bytes": s.logical_bytes,
                     "files": s.items.iter().filter(|i| i.kind == "file").count(),
+                    "global": s.global,
                 })
             })
             .collect();
@@ -244,10 +268,11 @@ fn remote_snapshots(a: &RemoteSnapshotsArgs) -> Result<()> {
                     nanos: s.created_nanos,
                 }),
                 show::bytes(s.logical_bytes),
+                if s.global { "part" } else { "" }.to_string(),
             ]
         })
         .collect();
-    show::table(&["NODE", "NAME", "CREATED", "SIZE"], &rows);
+    show::table(&["NODE", "NAME", "CREATED", "SIZE", "GLOBAL"], &rows);
     Ok(())
 }
 
@@ -274,6 +299,7 @@ pub fn push(a: &PushArgs) -> Result<()> {
             only: a.snapshot.as_deref().map(str::as_bytes),
             cache: Some(&cache),
             cancel: None,
+            globals: &remotes.globals,
         };
         let report = remote::push(&opened.tree, &r, &remotes.node, opts)
             .with_context(|| format!("pushing to {} ({})", spec.name, spec.url))?;

@@ -22,6 +22,12 @@ pub struct SnapshotArgs {
     target: TargetArgs,
     /// The new snapshot's name.
     name: OsString,
+    /// This node's part of a global snapshot: pushed marked as such, it
+    /// shows merged with the other nodes' parts of the same name under
+    /// `.ckpt/remotes/NAME/global/` once every node listed for the remote
+    /// has pushed its part.
+    #[arg(long)]
+    global: bool,
 }
 
 /// Options of `ckptfs snapshots`.
@@ -96,6 +102,11 @@ fn check_name(name: &OsStr) -> Result<()> {
 pub fn snapshot(args: &SnapshotArgs) -> Result<()> {
     check_name(&args.name)?;
     let shown = args.name.to_string_lossy();
+    if args.global {
+        // Recorded before the snapshot exists: the daemon pushes a new
+        // snapshot at once, and a pushed record never changes.
+        super::remote::mark_global(&args.target, &shown)?;
+    }
     let info = match target::resolve(&args.target)? {
         Target::Mount(ctl) => {
             let dir = ctl.path("snapshots").join(&args.name);

@@ -251,6 +251,9 @@ pub struct RemoteSnapshot {
     pub pinned: bool,
     /// Total size of its regular files.
     pub logical_bytes: u64,
+    /// A node's part of a global snapshot of this name.
+    #[serde(default)]
+    pub global: bool,
     /// Everything in it, directories before their contents; the first item
     /// is its root.
     pub items: Vec<RemoteItem>,

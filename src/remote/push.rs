@@ -81,6 +81,8 @@ pub struct PushOptions<'a> {
     /// Set to stop early (between chunks): what was written stays, no
     /// snapshot record names anything missing.
     pub cancel: Option<&'a AtomicBool>,
+    /// Names of snapshots that are parts of global snapshots.
+    pub globals: &'a [String],
 }
 
 /// Pushes the snapshots of `tree` that `remote` lacks under node id `node`.
@@ -89,6 +91,7 @@ pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> 
         only,
         cache,
         cancel,
+        globals,
     } = opts;
     let started = Instant::now();
     let mut report = PushReport::default();
@@ -172,6 +175,7 @@ pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> 
             trigger: layout::text(&rec.trigger),
             pinned: rec.pinned,
             logical_bytes: rec.logical_bytes,
+            global: globals.contains(&name),
             items: items.into_iter().map(|(item, _)| item).collect(),
         };
         let bytes = layout::encode_snapshot(&snap)?;

@@ -143,9 +143,11 @@ impl Replicator {
             return Ok(v.clone());
         }
         let remotes = Remotes::load(&self.shared.store_dir)?;
+        let spec = remotes.get(name)?;
         let view = Arc::new(RemoteView::new(
-            Remote::open(remotes.get(name)?)?,
+            Remote::open(spec)?,
             self.shared.cache_bytes,
+            spec.nodes.clone(),
         ));
         views.insert(name.to_string(), view.clone());
         Ok(view)
@@ -248,7 +250,7 @@ impl Shared {
             if only.is_some_and(|o| o != spec.name) {
                 continue;
             }
-            match self.push_one(&remotes.node, spec) {
+            match self.push_one(&remotes, spec) {
                 Ok(r) => reports.push((spec.name.clone(), r)),
                 Err(e) => {
                     if first_error.is_none() {
@@ -270,7 +272,8 @@ impl Shared {
         }
     }
 
-    fn push_one(&self, node: &str, spec: &RemoteSpec) -> Result<PushReport, RemoteError> {
+    fn push_one(&self, remotes: &Remotes, spec: &RemoteSpec) -> Result<PushReport, RemoteError> {
+        let node = remotes.node.as_str();
         let attempt = Time::now();
         let cache = self.store_dir.join("remote-cache").join(&spec.name);
         let local: Vec<Vec<u8>> = self
@@ -284,6 +287,7 @@ impl Shared {
                 only: None,
                 cache: Some(&cache),
                 cancel: Some(&self.cancel),
+                globals: &remotes.globals,
             };
             push(&self.tree, &remote, node, opts)
         });

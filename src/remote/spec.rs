@@ -11,6 +11,10 @@ use super::{RemoteError, Result};
 /// Names that `.ckpt/remotes/` uses for its own files.
 pub const RESERVED_REMOTE_NAMES: &[&str] = &["status", "push"];
 
+/// The node directory under `.ckpt/remotes/NAME/` that shows global
+/// snapshots; no node may be called so.
+pub const GLOBAL_NODE: &str = "global";
+
 /// The file in a store directory that lists its remotes.
 pub const REMOTES_FILE: &str = "remotes.json";
 
@@ -71,6 +75,11 @@ pub struct RemoteSpec {
     /// S3 region; else `AWS_REGION`, else `us-east-1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The nodes whose parts make a global snapshot whole: one appears
+    /// under `.ckpt/remotes/NAME/global/` once each of them pushed its part.
+    /// Empty: as soon as any node pushed one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
 }
 
 /// A store's remotes and the node id it pushes under.
@@ -83,6 +92,10 @@ pub struct Remotes {
     /// The remotes, in the order they were added.
     #[serde(default)]
     pub remotes: Vec<RemoteSpec>,
+    /// Names of this store's snapshots that are parts of global snapshots
+    /// (`ckptfs snapshot --global`): pushed marked as such.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub globals: Vec<String>,
 }
 
 impl Remotes {
@@ -156,8 +169,13 @@ impl Remotes {
 }
 
 /// Remote and node names: 1-64 of `[A-Za-z0-9._-]`, not starting with `.`
-/// (they become object key and directory names).
+/// (they become object key and directory names); `global` is no node's.
 pub fn check_name(name: &str, what: &str) -> Result<()> {
+    if what == "node" && name == GLOBAL_NODE {
+        return Err(RemoteError::Config(format!(
+            "node name {GLOBAL_NODE} is taken by the global snapshots' directory"
+        )));
+    }
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -225,6 +243,7 @@ mod tests {
             url: url.into(),
             endpoint: None,
             region: Some("us-east-1".into()),
+            nodes: Vec::new(),
         };
         assert!(r.add(spec("backup", "file:///b")).is_ok());
         assert!(r.add(spec("backup", "file:///c")).is_err(), "duplicate");

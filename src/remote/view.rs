@@ -14,6 +14,7 @@ use quick_cache::Weighter;
 
 use super::catalog::{self, ChunkCatalog};
 use super::layout::{self, RemoteSnapshot};
+use super::spec::GLOBAL_NODE;
 use super::{Remote, RemoteError, Result};
 use crate::ids::ChunkId;
 use crate::tree::Entry;
@@ -63,11 +64,14 @@ pub struct RemoteView {
     chunks: Cache<ChunkId, Arc<Vec<u8>>, Weight>,
     files: Cache<String, Arc<FileMap>, Weight>,
     trees: Mutex<HashMap<u32, Arc<SnapTree>>>,
+    /// The nodes a global snapshot waits for (empty: any).
+    global_nodes: Vec<String>,
 }
 
 impl RemoteView {
-    /// A view of `remote` keeping at most `cache_bytes` of fetched chunks.
-    pub fn new(remote: Remote, cache_bytes: u64) -> Self {
+    /// A view of `remote` keeping at most `cache_bytes` of fetched chunks;
+    /// a global snapshot shows once each of `global_nodes` pushed its part.
+    pub fn new(remote: Remote, cache_bytes: u64, global_nodes: Vec<String>) -> Self {
         RemoteView {
             remote,
             listing: Mutex::new(Listing::default()),
@@ -79,6 +83,7 @@ impl RemoteView {
             ),
             files: Cache::with_weighter(1024, 64 << 20, Weight),
             trees: Mutex::new(HashMap::new()),
+            global_nodes,
         }
     }
 
@@ -102,6 +107,7 @@ impl RemoteView {
                 let id = listing.snaps.len() as u32;
                 listing.ids.insert(entry.key, id);
             }
+            self.add_globals(&mut listing);
             listing.at = Some(Instant::now());
         }
         Ok(listing
@@ -110,6 +116,38 @@ impl RemoteView {
             .enumerate()
             .filter_map(|(i, s)| Some((i as u32 + 1, s.clone()?)))
             .collect())
+    }
+
+    /// Adds each global snapshot whose parts are all there, as a snapshot
+    /// of the node `global` merging them.
+    fn add_globals(&self, listing: &mut Listing) {
+        let mut parts: std::collections::BTreeMap<String, Vec<Arc<RemoteSnapshot>>> =
+            Default::default();
+        for s in listing.snaps.iter().flatten() {
+            if s.global && s.node != GLOBAL_NODE {
+                parts.entry(s.name.clone()).or_default().push(s.clone());
+            }
+        }
+        for (name, mut group) in parts {
+            let key = format!("{GLOBAL_NODE}/{name}");
+            if listing.ids.contains_key(&key) {
+                continue;
+            }
+            if !self.global_nodes.is_empty() {
+                let complete = self
+                    .global_nodes
+                    .iter()
+                    .all(|n| group.iter().any(|s| s.node == *n));
+                if !complete {
+                    continue;
+                }
+                group.retain(|s| self.global_nodes.contains(&s.node));
+                group.sort_by_key(|s| self.global_nodes.iter().position(|n| *n == s.node));
+            }
+            listing.snaps.push(Some(Arc::new(merge(&name, &group))));
+            let id = listing.snaps.len() as u32;
+            listing.ids.insert(key, id);
+        }
     }
 
     /// A snapshot by its id here.
@@ -268,6 +306,51 @@ impl RemoteView {
             }
             Ok(())
         })
+    }
+}
+
+/// One snapshot made of several nodes' parts: every item of each part, the
+/// first node's where two hold the same path (hard links kept per node).
+fn merge(name: &str, parts: &[Arc<RemoteSnapshot>]) -> RemoteSnapshot {
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    let mut items = Vec::new();
+    for (n, part) in parts.iter().enumerate() {
+        for item in &part.items {
+            if seen.insert(item.path.clone(), ()).is_some() {
+                if item.kind != "dir" {
+                    log::warn!(
+                        "global snapshot {name}: {} is in several nodes' parts; the first node's is shown",
+                        item.path
+                    );
+                }
+                continue;
+            }
+            let mut item = item.clone();
+            item.link = item.link.map(|l| (n as u64) << 48 | (l & ((1 << 48) - 1)));
+            items.push(item);
+        }
+    }
+    let newest = parts
+        .iter()
+        .max_by_key(|p| (p.created_secs, p.created_nanos));
+    RemoteSnapshot {
+        node: GLOBAL_NODE.to_string(),
+        name: name.to_string(),
+        seq: 0,
+        created_secs: newest.map_or(0, |p| p.created_secs),
+        created_nanos: newest.map_or(0, |p| p.created_nanos),
+        trigger: format!(
+            "global: {}",
+            parts
+                .iter()
+                .map(|p| p.node.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        pinned: parts.iter().any(|p| p.pinned),
+        logical_bytes: parts.iter().map(|p| p.logical_bytes).sum(),
+        global: true,
+        items,
     }
 }
 
