@@ -34,6 +34,31 @@ enum RemoteCommand {
     Remove(RemoveArgs),
     /// List the snapshots a remote holds, from every node.
     Snapshots(RemoteSnapshotsArgs),
+    /// Apply the retention policy to a remote and collect its garbage,
+    /// safely while other nodes push (condemn, then delete after --grace).
+    Gc(RemoteGcArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct RemoteGcArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The remote's name.
+    name: String,
+    /// The remote's own retention rules (the policy file's syntax, lines
+    /// separated by newlines or `;`); default: the store's policy.
+    #[arg(long, value_name = "RULES")]
+    policy: Option<String>,
+    /// How long an unreferenced pack stays before it is condemned, and a
+    /// condemned one before it is deleted; longer than any push takes.
+    #[arg(long, value_name = "DURATION", default_value = "6h")]
+    grace: String,
+    /// Report what would happen; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -166,6 +191,7 @@ pub fn remote(args: &RemoteArgs) -> Result<()> {
             Ok(())
         }
         RemoteCommand::Snapshots(a) => remote_snapshots(a),
+        RemoteCommand::Gc(a) => remote_gc(a),
     }
 }
 
@@ -273,6 +299,54 @@ fn remote_snapshots(a: &RemoteSnapshotsArgs) -> Result<()> {
         })
         .collect();
     show::table(&["NODE", "NAME", "CREATED", "SIZE", "GLOBAL"], &rows);
+    Ok(())
+}
+
+fn remote_gc(a: &RemoteGcArgs) -> Result<()> {
+    let dir = store_dir(&a.target)?;
+    let remotes = Remotes::load(&dir)?;
+    let spec = remotes.get(&a.name)?;
+    let grace = crate::retention::parse_duration(&a.grace)
+        .map_err(|e| anyhow::anyhow!("--grace {}: {e}", a.grace))?;
+    let text = match &a.policy {
+        Some(rules) => rules.replace(';', "\n"),
+        None => match target::resolve(&a.target)? {
+            Target::Mount(ctl) => {
+                let p = ctl.path("retention/policy");
+                std::fs::read_to_string(&p).map_err(|e| target::io_context(e, p.display()))?
+            }
+            Target::Store(root) => open_store(&root, false)?.retention.policy_text(),
+        },
+    };
+    let policy = crate::retention::Policy::parse(&text).context("the retention policy")?;
+    let r = Remote::open(spec)?;
+    let opts = remote::gc::RemoteGcOptions {
+        policy: policy.has_rules().then_some(&policy),
+        grace,
+        dry_run: a.dry_run,
+    };
+    let report = remote::gc::gc(&r, &opts)
+        .with_context(|| format!("collecting garbage on {} ({})", spec.name, spec.url))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{}{}: {} expired ({}), {} kept; packs: {} deleted ({}), {} condemned, {} rescued, {} younger than the grace period, {} live; manifests: {} deleted, {} condemned",
+        if a.dry_run { "dry run, nothing changed: " } else { "" },
+        spec.name,
+        show::count(report.snapshots_expired.len() as u64, "snapshot", "snapshots"),
+        report.snapshots_expired.join(", "),
+        report.snapshots_kept,
+        report.packs_deleted,
+        show::bytes(report.bytes_freed),
+        report.packs_condemned,
+        report.packs_rescued,
+        report.packs_young,
+        report.packs_live,
+        report.manifests_deleted,
+        report.manifests_condemned,
+    );
     Ok(())
 }
 

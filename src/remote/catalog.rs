@@ -78,6 +78,19 @@ impl ChunkCatalog {
         self.packs.insert(pack.to_string());
     }
 
+    /// The catalog without the packs `drop` names: their chunks count as
+    /// absent (a push uploads them again).
+    pub fn without_packs(self, drop: impl Fn(&str) -> bool) -> ChunkCatalog {
+        ChunkCatalog {
+            chunks: self
+                .chunks
+                .into_iter()
+                .filter(|(_, place)| !drop(&place.pack))
+                .collect(),
+            packs: self.packs.into_iter().filter(|p| !drop(p)).collect(),
+        }
+    }
+
     /// Whether the remote holds a chunk.
     pub fn contains(&self, id: ChunkId) -> bool {
         self.chunks.contains_key(&id)

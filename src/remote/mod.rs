@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub mod fetch;
+pub mod gc;
 pub mod layout;
 pub mod push;
 pub mod replicate;

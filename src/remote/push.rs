@@ -120,10 +120,22 @@ pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> 
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
+    // Condemned packs and manifests count as absent: a GC may delete them
+    // once their condemnation is older than its grace period.
+    let condemned = super::gc::condemned(remote)?;
+    let mut manifests = catalog::manifests(remote)?;
+    manifests.retain(|m| !condemned.contains(&format!("manifests/{m}")));
+    let nonce = format!(
+        "{node}/{:?}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
+    );
+    let catalog = super::gc::without_condemned(ChunkCatalog::load(remote, cache)?, &condemned);
     let mut up = Uploader {
         remote,
-        catalog: ChunkCatalog::load(remote, cache)?,
-        manifests: catalog::manifests(remote)?,
+        nonce,
+        condemned,
+        catalog,
+        manifests,
         pack: Vec::new(),
         index: Vec::new(),
         queued: HashSet::new(),
@@ -199,6 +211,11 @@ pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> 
 /// Packs chunks and uploads them, a few packs at a time.
 struct Uploader<'a> {
     remote: &'a Remote,
+    /// Mixed into pack names: a pack this push writes never has the name
+    /// of an existing (maybe condemned) one.
+    nonce: String,
+    /// Condemned packs and manifests (`packs/ID`, `manifests/HASH`).
+    condemned: HashSet<String>,
     catalog: ChunkCatalog,
     manifests: HashSet<String>,
     pack: Vec<u8>,
@@ -252,7 +269,9 @@ impl Uploader<'_> {
         }
         let pack = std::mem::take(&mut self.pack);
         let index = std::mem::take(&mut self.index);
-        let name = layout::content_name(&pack);
+        let mut named = self.nonce.as_bytes().to_vec();
+        named.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(&pack).to_le_bytes());
+        let name = layout::content_name(&named);
         let index_bytes = layout::encode_index(&index);
         self.report.bytes_uploaded += (pack.len() + index_bytes.len()) as u64;
         self.report.packs += 1;
@@ -287,6 +306,11 @@ impl Uploader<'_> {
     fn put_manifests(&mut self, manifests: Vec<(String, Vec<u8>)>) -> Result<()> {
         let mut tasks = VecDeque::new();
         for (key, bytes) in manifests {
+            if self.condemned.contains(&key) {
+                // Needed again: rescue it before relying on it.
+                self.remote
+                    .delete(&format!("{}/{key}", super::gc::CONDEMNED))?;
+            }
             if tasks.len() >= MANIFESTS_IN_FLIGHT {
                 if let Some(t) = tasks.pop_front() {
                     self.remote.wait(t)?;
