@@ -450,6 +450,7 @@ fn push_through_mount(ctl: &target::Ctl, a: &PushArgs) -> Result<()> {
                     })
                     .unwrap_or_default(),
                 already: n("already"),
+                expired_remotely: n("expired_remotely"),
                 logical_bytes: n("logical_bytes"),
                 chunks_uploaded: n("chunks_uploaded"),
                 chunk_bytes_uploaded: n("chunk_bytes_uploaded"),

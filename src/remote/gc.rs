@@ -172,6 +172,10 @@ pub fn gc(remote: &Remote, opts: &RemoteGcOptions<'_>) -> Result<RemoteGcReport>
         .into_iter()
         .map(|l| (l.key, l.size))
         .collect();
+    // Every pack's index, and for each live chunk the one pack that keeps
+    // it: a pack not condemned if there is one (a push re-uploads chunks
+    // of condemned packs), so a condemned duplicate is not kept alive.
+    let mut packs: Vec<(String, i64, u64, Vec<ChunkId>)> = Vec::new();
     for idx in remote.list("index")? {
         let Some(pack) = idx.key.strip_prefix("index/") else {
             continue;
@@ -180,18 +184,34 @@ pub fn gc(remote: &Remote, opts: &RemoteGcOptions<'_>) -> Result<RemoteGcReport>
         let Some(bytes) = remote.get(&key)? else {
             continue;
         };
-        let entries = layout::decode_index(&key, &bytes)?;
+        let ids = layout::decode_index(&key, &bytes)?
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        packs.push((pack.to_string(), idx.modified, bytes.len() as u64, ids));
+    }
+    let is_condemned = |pack: &str| condemned.contains_key(&format!("packs/{pack}"));
+    packs.sort_by_key(|(pack, ..)| is_condemned(pack));
+    let mut keeper: HashMap<ChunkId, usize> = HashMap::new();
+    for (i, (_, _, _, ids)) in packs.iter().enumerate() {
+        for id in ids {
+            if live_chunks.contains(id) {
+                keeper.entry(*id).or_insert(i);
+            }
+        }
+    }
+    let needed: HashSet<usize> = keeper.into_values().collect();
+    for (i, (pack, modified, index_len, _)) in packs.iter().enumerate() {
         let mark = format!("packs/{pack}");
-        let live = entries.iter().any(|e| live_chunks.contains(&e.id));
         let verdict = sweep(
             remote,
             opts,
             now,
             &mark,
-            live,
-            idx.modified,
+            needed.contains(&i),
+            *modified,
             condemned.get(&mark).copied(),
-            &[key.clone(), layout::pack_key(pack)],
+            &[layout::index_key(pack), layout::pack_key(pack)],
         )?;
         match verdict {
             Verdict::Live => report.packs_live += 1,
@@ -204,7 +224,7 @@ pub fn gc(remote: &Remote, opts: &RemoteGcOptions<'_>) -> Result<RemoteGcReport>
             Verdict::Deleted => {
                 report.packs_deleted += 1;
                 report.bytes_freed +=
-                    sizes.get(&layout::pack_key(pack)).copied().unwrap_or(0) + bytes.len() as u64;
+                    sizes.get(&layout::pack_key(pack)).copied().unwrap_or(0) + index_len;
             }
         }
     }

@@ -32,6 +32,9 @@ pub struct PushReport {
     pub snapshots: Vec<String>,
     /// Snapshots the remote already held.
     pub already: u64,
+    /// Snapshots pushed before that the remote's retention has expired
+    /// since: not pushed again.
+    pub expired_remotely: u64,
     /// Size of the files of the snapshots uploaded: what a full copy
     /// would upload.
     pub logical_bytes: u64,
@@ -59,6 +62,7 @@ impl PushReport {
             "remote": name,
             "snapshots": self.snapshots,
             "already": self.already,
+            "expired_remotely": self.expired_remotely,
             "logical_bytes": self.logical_bytes,
             "chunks_uploaded": self.chunks_uploaded,
             "chunk_bytes_uploaded": self.chunk_bytes_uploaded,
@@ -99,6 +103,13 @@ pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> 
         .into_iter()
         .map(|s| s.key)
         .collect();
+    // Snapshots pushed before and since expired by the remote's retention
+    // are not pushed again (unless asked for by name).
+    let log = cache.map(PushedLog::new);
+    let pushed_before = match (&log, only) {
+        (Some(log), None) => log.load(),
+        _ => HashSet::new(),
+    };
     let mut todo: Vec<(SnapId, SnapshotRecord)> = Vec::new();
     for (id, rec) in tree.snapshots()? {
         if only.is_some_and(|o| o != rec.name.as_slice()) {
@@ -106,6 +117,13 @@ pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> 
         }
         if have.contains(&layout::snapshot_key(node, &rec.name)) {
             report.already += 1;
+            if let Some(log) = log.as_ref().filter(|_| only.is_none()) {
+                if !pushed_before.contains(&PushedLog::line(&rec)) {
+                    log.add(&rec);
+                }
+            }
+        } else if pushed_before.contains(&PushedLog::line(&rec)) {
+            report.expired_remotely += 1;
         } else {
             todo.push((id, rec));
         }
@@ -197,6 +215,9 @@ pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> 
         }
         up.report.logical_bytes += rec.logical_bytes;
         up.report.snapshots.push(name.clone());
+        if let Some(log) = &log {
+            log.add(&rec);
+        }
         log::info!(
             "push {name} to {}: done ({} chunks uploaded so far, {} present)",
             remote.url(),
@@ -206,6 +227,54 @@ pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> 
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The snapshots pushed to one remote, kept beside its index cache: one
+/// line each, its creation time and its name in hex.
+struct PushedLog {
+    path: std::path::PathBuf,
+}
+
+impl PushedLog {
+    fn new(cache: &Path) -> Self {
+        PushedLog {
+            path: cache.join("pushed"),
+        }
+    }
+
+    fn line(rec: &SnapshotRecord) -> String {
+        format!(
+            "{}.{:09} {}",
+            rec.created.secs,
+            rec.created.nanos,
+            layout::hex(&rec.name)
+        )
+    }
+
+    fn load(&self) -> HashSet<String> {
+        std::fs::read_to_string(&self.path)
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Best effort: a lost line only means a snapshot the remote expired
+    /// may be pushed again.
+    fn add(&self, rec: &SnapshotRecord) {
+        use std::io::Write;
+        let add = || -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            writeln!(f, "{}", Self::line(rec))
+        };
+        if let Err(e) = add() {
+            log::warn!("{}: {e}", self.path.display());
+        }
+    }
 }
 
 /// Packs chunks and uploads them, a few packs at a time.

@@ -54,6 +54,7 @@ fn the_control_dir_is_hidden_from_listings_but_reachable_by_path() {
         names(&m.path(".ckpt")),
         set(&[
             "events",
+            "remotes",
             "retention",
             "snapshots",
             "stats",
@@ -127,6 +128,7 @@ fn show_control_dir_lists_it_exactly_once() {
         names(&m.path(".ckpt")),
         set(&[
             "events",
+            "remotes",
             "retention",
             "snapshots",
             "stats",
@@ -266,6 +268,7 @@ fn the_control_dir_name_cannot_be_taken_by_a_live_entry() {
         names(&ctl),
         set(&[
             "events",
+            "remotes",
             "retention",
             "snapshots",
             "stats",

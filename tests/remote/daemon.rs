@@ -1,0 +1,303 @@
+//! Replication by a running daemon, against `file://` remotes: a snapshot
+//! is pushed in the background and the status says so; a remote that
+//! fails shows its error while local work goes on; what remotes hold is
+//! browsable under `.ckpt/remotes/NAME/NODE/SNAPSHOT/` (a damaged object
+//! is EIO, never wrong bytes); a clone reads a checkpoint it never
+//! downloaded; global snapshots appear once every listed node pushed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{noise, Mount};
+use crate::{args, assert_bytes, cli, names, ok, push_report, refused, NO_ENV};
+
+/// Reads a JSON control file.
+fn read_json(path: &Path) -> Value {
+    let text = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Polls `f` every 100 ms until it gives `Some`, for at most `secs`.
+#[track_caller]
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "waited {secs} s for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A `file://` URL of a directory.
+fn url(dir: &Path) -> String {
+    format!("file://{}", dir.display())
+}
+
+/// The store of a fixture's mount, a remote directory beside it.
+fn remote_dir(m: &Mount, name: &str) -> PathBuf {
+    m.root.join(name)
+}
+
+#[test]
+fn a_snapshot_is_pushed_in_the_background_and_browsable_under_ckpt_remotes() {
+    let mut m = Mount::new("remote-daemon-bg");
+    let dir = remote_dir(&m, "remote");
+    ok(
+        args!["remote", "add", m.mnt, "backup", url(&dir), "--node", "n1"],
+        NO_ENV,
+    );
+    let model = noise(12 << 20, 0xda_0001);
+    fs::create_dir_all(m.path("run")).unwrap();
+    fs::write(m.path("run/model.pt"), &model).unwrap();
+    std::os::unix::fs::symlink("model.pt", m.path("run/current")).unwrap();
+    ok(args!["snapshot", m.mnt, "s1"], NO_ENV);
+
+    // No `push`: the daemon does it on its own.
+    let status_file = m.path(".ckpt/remotes/status");
+    let status = wait_for(30, "the background push of s1", || {
+        let s = read_json(&status_file);
+        let b = &s["backup"];
+        (b["snapshots_pending"] == 0 && b["last_push"].is_string() && b["snapshots_pushed"] == 1)
+            .then(|| s.clone())
+    });
+    assert!(status["backup"]["last_error"].is_null(), "{status:#}");
+    assert!(
+        dir.join("snapshots/n1/s1.json").is_file(),
+        "the remote holds no s1 record: {:?}",
+        names(&dir)
+    );
+    let stats = read_json(&m.path(".ckpt/stats"));
+    assert_eq!(
+        stats["remotes"]["backup"]["snapshots_pending"], 0,
+        "{stats:#}"
+    );
+
+    // Browsable, byte-exact, read-only.
+    let snap = m.path(".ckpt/remotes/backup/n1/s1");
+    assert_eq!(
+        names(&m.path(".ckpt/remotes")),
+        ["backup", "push", "status"]
+    );
+    assert_eq!(names(&m.path(".ckpt/remotes/backup")), ["n1"]);
+    assert_eq!(names(&snap.join("run")), ["current", "model.pt"]);
+    assert_bytes(&snap.join("run/model.pt"), &model);
+    assert_eq!(
+        fs::read_link(snap.join("run/current")).unwrap(),
+        PathBuf::from("model.pt")
+    );
+    let err = fs::write(snap.join("run/new"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+
+    // A push through the mount finds nothing left to do.
+    let report = push_report(args!["push", m.mnt, "backup", "--json"], NO_ENV, "backup");
+    assert_eq!(report["already"], 1, "{report:#}");
+    assert_eq!(report["bytes_uploaded"], 0, "{report:#}");
+    assert!(m.stop().success(), "{}", m.log());
+}
+
+#[test]
+fn a_failing_remote_shows_its_error_and_local_work_goes_on() {
+    let mut m = Mount::new("remote-daemon-fail");
+    let dir = remote_dir(&m, "remote");
+    ok(
+        args!["remote", "add", m.mnt, "usb", url(&dir), "--node", "n1"],
+        NO_ENV,
+    );
+    // The disk "goes away": its directory is now a plain file.
+    fs::remove_dir_all(&dir).unwrap();
+    fs::write(&dir, b"not a directory").unwrap();
+
+    let data = noise(3 << 20, 0xda_0002);
+    fs::write(m.path("a.bin"), &data).unwrap();
+    ok(args!["snapshot", m.mnt, "s1"], NO_ENV);
+    let status = wait_for(30, "the failed push to show", || {
+        let s = read_json(&m.path(".ckpt/remotes/status"));
+        s["usb"]["last_error"].is_string().then(|| s.clone())
+    });
+    assert_eq!(status["usb"]["snapshots_pending"], 1, "{status:#}");
+    assert!(
+        status["usb"]["bytes_pending"].as_u64() >= Some(3 << 20),
+        "{status:#}"
+    );
+    // Local work goes on: writes, snapshots, reads.
+    fs::write(m.path("b.bin"), b"still writable").unwrap();
+    ok(args!["snapshot", m.mnt, "s2"], NO_ENV);
+    assert_bytes(&m.path(".ckpt/snapshots/s1/a.bin"), &data);
+    // An explicit push fails with the reason, in one line.
+    refused(args!["push", m.mnt, "usb"], NO_ENV, &["push failed", "usb"]);
+    assert!(
+        m.log().contains("replication to usb"),
+        "the log does not name the failing remote:\n{}",
+        m.log()
+    );
+
+    // The disk comes back: the next push completes both snapshots.
+    fs::remove_file(&dir).unwrap();
+    fs::create_dir(&dir).unwrap();
+    let report = push_report(args!["push", m.mnt, "usb", "--json"], NO_ENV, "usb");
+    assert_eq!(
+        report["snapshots"],
+        serde_json::json!(["s1", "s2"]),
+        "{report:#}"
+    );
+    let s = read_json(&m.path(".ckpt/remotes/status"));
+    assert!(s["usb"]["last_error"].is_null(), "{s:#}");
+    assert_eq!(s["usb"]["snapshots_pending"], 0, "{s:#}");
+    assert!(m.stop().success(), "{}", m.log());
+}
+
+#[test]
+fn a_damaged_remote_object_reads_as_eio_never_wrong_bytes() {
+    let mut m = Mount::new("remote-daemon-eio");
+    let dir = remote_dir(&m, "remote");
+    ok(
+        args!["remote", "add", m.mnt, "backup", url(&dir), "--node", "n1"],
+        NO_ENV,
+    );
+    let data = noise(8 << 20, 0xda_0003);
+    fs::write(m.path("w.bin"), &data).unwrap();
+    ok(args!["snapshot", m.mnt, "s1"], NO_ENV);
+    ok(args!["push", m.mnt, "backup"], NO_ENV);
+    // Damage the middle of the one pack.
+    let packs: Vec<PathBuf> = fs::read_dir(dir.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    let mut bytes = fs::read(&packs[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&packs[0], &bytes).unwrap();
+
+    let file = m.path(".ckpt/remotes/backup/n1/s1/w.bin");
+    let err = fs::read(&file).expect_err("a damaged remote file read without error");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        m.log().contains("damaged"),
+        "the log does not say what was damaged:\n{}",
+        m.log()
+    );
+    // The local copy is untouched.
+    assert_bytes(&m.path("w.bin"), &data);
+    assert!(m.stop().success(), "{}", m.log());
+}
+
+#[test]
+fn a_clone_reads_a_checkpoint_it_never_downloaded_and_pushes_back_as_its_own_node() {
+    let mut a = Mount::new("remote-daemon-clone-a");
+    let dir = remote_dir(&a, "remote");
+    ok(
+        args![
+            "remote",
+            "add",
+            a.mnt,
+            "shared",
+            url(&dir),
+            "--node",
+            "node-a"
+        ],
+        NO_ENV,
+    );
+    let model = noise(24 << 20, 0xda_0004);
+    fs::write(a.path("model.pt"), &model).unwrap();
+    ok(args!["snapshot", a.mnt, "step-100"], NO_ENV);
+    ok(args!["push", a.mnt], NO_ENV);
+
+    let clone_root = a.root.join("clone");
+    let store = clone_root.join("store");
+    let out = ok(args!["clone", url(&dir), store, "--node", "node-c"], NO_ENV);
+    assert!(out.contains("1 snapshots"), "{out}");
+    let packs_before = fs::read_dir(store.join("packs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(packs_before, 0, "clone downloaded chunks");
+
+    let mut c = Mount::with_store("remote-daemon-clone-c", &store, &[]);
+    let remote_file = c.path(".ckpt/remotes/origin/node-a/step-100/model.pt");
+    // The first MiB, then all of it, byte-exact.
+    let mut f = fs::File::open(&remote_file).unwrap();
+    let mut head = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut f, &mut head).unwrap();
+    assert!(head == model[..1 << 20], "the first MiB differs");
+    drop(f);
+    assert_bytes(&remote_file, &model);
+
+    // What the new node saves goes back to the remote under its own id.
+    fs::write(c.path("eval.json"), b"{\"loss\": 0.5}\n").unwrap();
+    ok(args!["snapshot", c.mnt, "eval-1"], NO_ENV);
+    ok(args!["push", c.mnt], NO_ENV);
+    assert!(dir.join("snapshots/node-c/eval-1.json").is_file());
+    // Node A sees it (its listing is refreshed within seconds).
+    let seen = wait_for(15, "node A to list node-c", || {
+        let p = a.path(".ckpt/remotes/shared/node-c/eval-1/eval.json");
+        fs::read(&p).ok()
+    });
+    assert_eq!(seen, b"{\"loss\": 0.5}\n");
+    assert!(c.stop().success(), "{}", c.log());
+    assert!(a.stop().success(), "{}", a.log());
+}
+
+#[test]
+fn a_global_snapshot_appears_once_every_listed_node_pushed_its_part() {
+    let mut n1 = Mount::new("remote-daemon-global-1");
+    let mut n2 = Mount::new("remote-daemon-global-2");
+    let dir = remote_dir(&n1, "remote");
+    for (m, node) in [(&n1, "n1"), (&n2, "n2")] {
+        ok(
+            args![
+                "remote",
+                "add",
+                m.mnt,
+                "shared",
+                url(&dir),
+                "--node",
+                node,
+                "--nodes",
+                "n1,n2"
+            ],
+            NO_ENV,
+        );
+    }
+    let shard1 = noise(5 << 20, 0xda_0011);
+    let shard2 = noise(5 << 20, 0xda_0012);
+    fs::write(n1.path("rank0.distcp"), &shard1).unwrap();
+    fs::write(n2.path("rank1.distcp"), &shard2).unwrap();
+    fs::write(n1.path(".metadata"), b"plan").unwrap();
+
+    ok(args!["snapshot", n1.mnt, "step-10", "--global"], NO_ENV);
+    ok(args!["push", n1.mnt], NO_ENV);
+    // Half of it is there: no global snapshot yet.
+    std::thread::sleep(Duration::from_secs(6));
+    let global = n1.path(".ckpt/remotes/shared/global/step-10");
+    assert!(
+        !global.exists(),
+        "a global snapshot showed with one of two parts"
+    );
+    let listed = cli(
+        &args!["remote", "snapshots", n1.mnt, "shared", "--json"][..],
+        NO_ENV,
+    );
+    let list: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(list[0]["global"], true, "{list:#}");
+
+    ok(args!["snapshot", n2.mnt, "step-10", "--global"], NO_ENV);
+    ok(args!["push", n2.mnt], NO_ENV);
+    wait_for(15, "the global snapshot", || global.is_dir().then_some(()));
+    assert_eq!(
+        names(&global),
+        [".metadata", "rank0.distcp", "rank1.distcp"]
+    );
+    assert_bytes(&global.join("rank0.distcp"), &shard1);
+    assert_bytes(&global.join("rank1.distcp"), &shard2);
+    // Node 2 sees the same directory.
+    let other = n2.path(".ckpt/remotes/shared/global/step-10");
+    wait_for(15, "node 2's view", || other.is_dir().then_some(()));
+    assert_bytes(&other.join("rank0.distcp"), &shard1);
+    assert!(n2.stop().success(), "{}", n2.log());
+    assert!(n1.stop().success(), "{}", n1.log());
+}
