@@ -28,10 +28,9 @@ mod cli_ops {
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use common::BIN;
+pub use common::cli::{show, text};
 
 /// Arguments of mixed types (`&str`, `PathBuf`, ...) as `OsString`s.
 #[macro_export]
@@ -43,54 +42,7 @@ macro_rules! args {
 
 /// Runs `ckptfs ARGS` (killed after 120 s).
 pub fn cli(args: Vec<OsString>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ckptfs");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut b).unwrap();
-        b
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut b).unwrap();
-        b
-    });
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("`ckptfs {}` ran for 120 s", show(&args));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
-}
-
-/// The arguments as one line, for messages.
-pub fn show(args: &[OsString]) -> String {
-    args.iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Text of bytes.
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    common::cli::run_cli(&args, &[])
 }
 
 /// Runs a command that must succeed (exit 0); returns its stdout.

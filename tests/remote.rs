@@ -42,15 +42,13 @@ mod remote {
     mod two_nodes;
 }
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use common::{hash_file, BIN};
+pub use common::cli::{command, node, show, state, text};
 use serde_json::Value;
 
 /// Arguments of mixed types (`&str`, `PathBuf`, ...) as `OsString`s.
@@ -67,72 +65,9 @@ pub type Env<'a> = &'a [(&'a str, &'a str)];
 /// No extra environment.
 pub const NO_ENV: Env<'static> = &[];
 
-/// `ckptfs ARGS` with `env` set and no other `AWS_*` variable (nor
-/// `RUST_LOG`) inherited: what the remote is, is said by the test alone.
-pub fn command(args: &[OsString], env: Env) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).stdin(Stdio::null());
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("AWS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env_remove("RUST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
 /// Runs `ckptfs ARGS` (killed after 120 s).
 pub fn cli(args: &[OsString], env: Env) -> Output {
-    let mut child = command(args, env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ckptfs");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut b).unwrap();
-        b
-    });
-    let err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut b).unwrap();
-        b
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`ckptfs {}` ran for 120 s", show(args));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-/// The arguments as one line, for messages.
-pub fn show(args: &[OsString]) -> String {
-    args.iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Text of bytes.
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    common::cli::run_cli(args, env)
 }
 
 /// Runs a command that must succeed (exit 0); returns its stdout.
@@ -241,59 +176,6 @@ pub fn remote_snapshots(store: &Path, remote: &str, env: Env) -> Vec<(String, St
         })
         .collect();
     out.sort();
-    out
-}
-
-/// What a restored tree must reproduce of one path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    /// file, dir or symlink.
-    pub kind: &'static str,
-    /// Permission bits (0 for a symlink).
-    pub mode: u32,
-    /// Modification time in nanoseconds since the epoch.
-    pub mtime_ns: i128,
-    /// xxh3-128 of a file's bytes, the target of a symlink.
-    pub content: String,
-}
-
-/// One path's [`Node`].
-pub fn node(p: &Path) -> Node {
-    let m = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let ft = m.file_type();
-    let (kind, content) = if ft.is_symlink() {
-        ("symlink", fs::read_link(p).unwrap().display().to_string())
-    } else if ft.is_dir() {
-        ("dir", String::new())
-    } else {
-        ("file", format!("{:032x}", hash_file(p)))
-    };
-    Node {
-        kind,
-        mode: if ft.is_symlink() {
-            0
-        } else {
-            m.mode() & 0o7777
-        },
-        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-        content,
-    }
-}
-
-/// Every path under `root` (itself as "") and its [`Node`].
-pub fn state(root: &Path) -> BTreeMap<String, Node> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(p) = todo.pop() {
-        let rel = p.strip_prefix(root).unwrap().display().to_string();
-        let n = node(&p);
-        if n.kind == "dir" {
-            for e in fs::read_dir(&p).unwrap() {
-                todo.push(e.unwrap().path());
-            }
-        }
-        out.insert(rel, n);
-    }
     out
 }
 

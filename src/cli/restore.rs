@@ -165,14 +165,19 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
                 format!("{url} has no snapshot {}", String::from_utf8_lossy(name))
             })?;
             let items = restore_plan::remote_items(snap, path)?;
-            write_items(&items, &staging, Content::Remote(&reader), &progress)
+            write_items(
+                &items,
+                (&staging, dest),
+                Content::Remote(&reader),
+                &progress,
+            )
         }
         Some(Target::Mount(ctl)) => {
             let source = restore_plan::parse_source(&args.source, Some(&ctl.mnt), |first| {
                 restore_plan::mount_snapshot(&ctl, first)
             })?;
             let items = restore_plan::mount_items(&ctl, &source)?;
-            write_items(&items, &staging, Content::Mount, &progress)
+            write_items(&items, (&staging, dest), Content::Mount, &progress)
         }
         Some(Target::Store(root)) => {
             let opened = open_store(&root, false)?;
@@ -180,7 +185,12 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
                 restore_plan::store_snapshot(&opened, first)
             })?;
             let items = restore_plan::store_items(&opened, &source)?;
-            write_items(&items, &staging, Content::Store(&opened.tree), &progress)
+            write_items(
+                &items,
+                (&staging, dest),
+                Content::Store(&opened.tree),
+                &progress,
+            )
         }
     }
     .with_context(|| format!("restoring {shown}"))?;
@@ -279,10 +289,11 @@ fn place(staging: &Path, dest: &Path, force: bool) -> Result<bool> {
 }
 
 /// Writes every item under `staging` (the first item is `staging`
-/// itself), reading file content from `content`.
+/// itself), reading file content from `content`; errors name the path
+/// under `dest`, where the item was to end up.
 fn write_items(
     items: &[Item],
-    staging: &Path,
+    (staging, dest): (&Path, &Path),
     content: Content<'_>,
     progress: &Progress,
 ) -> Result<Counts> {
@@ -311,14 +322,14 @@ fn write_items(
         match &item.kind {
             Kind::Dir => {
                 std::fs::create_dir(&path)
-                    .with_context(|| format!("creating {}", path.display()))?;
+                    .with_context(|| format!("creating {}", join(dest, &item.rel).display()))?;
                 counts.dirs += 1;
                 dirs.push((item, path));
                 continue;
             }
             Kind::Symlink(to) => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(to), &path)
-                    .with_context(|| format!("creating {}", path.display()))?;
+                    .with_context(|| format!("creating {}", join(dest, &item.rel).display()))?;
                 counts.symlinks += 1;
             }
             Kind::Special(what) => {
@@ -340,7 +351,7 @@ fn write_items(
                     counts.bytes += n;
                     progress.update("", counts.bytes, total);
                 })
-                .with_context(|| format!("writing {}", path.display()))?;
+                .with_context(|| format!("writing {}", join(dest, &item.rel).display()))?;
                 counts.files += 1;
                 if let Some(l) = item.link {
                     links.insert(l, path.clone());

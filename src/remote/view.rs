@@ -21,10 +21,16 @@ use crate::tree::Entry;
 
 /// How long a listing of the remote's snapshots is reused.
 const LIST_FOR: Duration = Duration::from_secs(5);
-/// Bytes fetched beyond a read, in the same request, for the next reads.
-const READ_AHEAD: u64 = 8 << 20;
-/// Longest stretch of a pack fetched with one request.
-const MAX_RANGE: u64 = 16 << 20;
+/// Bytes fetched beyond a read, with it, for the next reads.
+const READ_AHEAD: u64 = 4 << 20;
+/// Bytes beyond a read fetched in the background while the reader works
+/// on what it has.
+const PREFETCH: u64 = 32 << 20;
+/// Longest stretch of a pack fetched with one request (several requests
+/// run at once).
+const MAX_RANGE: u64 = 4 << 20;
+/// Ranged GETs in flight at once.
+const GETS_IN_FLIGHT: usize = 4;
 
 #[derive(Clone)]
 struct Weight;
@@ -66,6 +72,8 @@ pub struct RemoteView {
     trees: Mutex<HashMap<u32, Arc<SnapTree>>>,
     /// The nodes a global snapshot waits for (empty: any).
     global_nodes: Vec<String>,
+    /// A background prefetch is running (one at a time per remote).
+    prefetching: std::sync::atomic::AtomicBool,
 }
 
 impl RemoteView {
@@ -84,6 +92,7 @@ impl RemoteView {
             files: Cache::with_weighter(1024, 64 << 20, Weight),
             trees: Mutex::new(HashMap::new()),
             global_nodes,
+            prefetching: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -180,8 +189,9 @@ impl RemoteView {
         Ok(map)
     }
 
-    /// Reads `size` bytes at `offset` of the file whose manifest is `hash`.
-    pub fn read(&self, hash: &str, offset: u64, size: u32) -> Result<Vec<u8>> {
+    /// Reads `size` bytes at `offset` of the file whose manifest is `hash`,
+    /// and starts fetching what follows in the background.
+    pub fn read(self: &Arc<Self>, hash: &str, offset: u64, size: u32) -> Result<Vec<u8>> {
         let map = self.file_map(hash)?;
         let end = offset.saturating_add(size as u64);
         let first = map
@@ -195,7 +205,9 @@ impl RemoteView {
             wanted.push(i);
             i += 1;
         }
+        self.wait_for_prefetch(&map, &wanted);
         self.fetch_missing(&map, &wanted)?;
+        self.prefetch(&map, i);
         let mut out = Vec::with_capacity(size as usize);
         for i in wanted {
             let start = map.starts[i];
@@ -229,14 +241,63 @@ impl RemoteView {
         Ok(out)
     }
 
+    /// Starts fetching the entries from `from` on, up to [`PREFETCH`]
+    /// bytes, on a thread of its own, unless one is running or they are
+    /// all cached.
+    fn prefetch(self: &Arc<Self>, map: &Arc<FileMap>, from: usize) {
+        use std::sync::atomic::Ordering;
+        let mut upto = from;
+        let mut bytes = 0u64;
+        while upto < map.entries.len() && bytes < PREFETCH {
+            bytes += map.entries[upto].len();
+            upto += 1;
+        }
+        let window: Vec<usize> = (from..upto).collect();
+        if self.missing(map, &window).is_empty() || self.prefetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (view, map) = (self.clone(), map.clone());
+        let spawned = std::thread::Builder::new()
+            .name("ckptfs-prefetch".into())
+            .spawn(move || {
+                if let Err(e) = view.fetch_missing(&map, &window) {
+                    log::warn!("prefetch from {}: {e}", view.url());
+                }
+                view.prefetching.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.prefetching.store(false, Ordering::Release);
+        }
+    }
+
+    /// While a prefetch runs, waits (a bounded time) for the chunks a read
+    /// needs rather than fetching them a second time.
+    fn wait_for_prefetch(&self, map: &FileMap, wanted: &[usize]) {
+        use std::sync::atomic::Ordering;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.prefetching.load(Ordering::Acquire)
+            && !self.missing(map, wanted).is_empty()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The entries of `wanted` whose chunk is not cached.
+    fn missing(&self, map: &FileMap, wanted: &[usize]) -> Vec<usize> {
+        wanted
+            .iter()
+            .copied()
+            .filter(|&i| {
+                matches!(map.entries[i], Entry::Chunk { id, .. } if !self.chunks.contains_key(&id))
+            })
+            .collect()
+    }
+
     /// Fetches the chunks of `wanted` (entry indexes) that the cache lacks,
     /// with read-ahead over the entries that follow.
     fn fetch_missing(&self, map: &FileMap, wanted: &[usize]) -> Result<()> {
-        let missing: Vec<usize> = wanted
-            .iter()
-            .copied()
-            .filter(|&i| matches!(map.entries[i], Entry::Chunk { id, .. } if !self.chunks.contains_key(&id)))
-            .collect();
+        let missing = self.missing(map, wanted);
         let Some(&first) = missing.first() else {
             return Ok(());
         };
@@ -288,24 +349,24 @@ impl RemoteView {
         drop(catalog);
         let starts: Vec<u64> = ranges.iter().map(|(_, r)| r.start).collect();
         let mut n = 0usize;
-        self.remote.get_ranges(ranges, 4, |key, bytes| {
-            let start = starts.get(n).copied().unwrap_or(0);
-            let group = members.get(n).cloned().unwrap_or_default();
-            n += 1;
-            for (id, offset, len) in group {
-                let from = (offset - start) as usize;
-                let record =
-                    bytes
-                        .get(from..from + len as usize)
-                        .ok_or_else(|| RemoteError::Corrupt {
+        self.remote
+            .get_ranges(ranges, GETS_IN_FLIGHT, |key, bytes| {
+                let start = starts.get(n).copied().unwrap_or(0);
+                let group = members.get(n).cloned().unwrap_or_default();
+                n += 1;
+                for (id, offset, len) in group {
+                    let from = (offset - start) as usize;
+                    let record = bytes.get(from..from + len as usize).ok_or_else(|| {
+                        RemoteError::Corrupt {
                             key: key.to_string(),
                             why: format!("chunk {id}: the object is shorter than its index says"),
-                        })?;
-                let raw = layout::decode_record(key, id, record)?;
-                self.chunks.insert(id, Arc::new(raw));
-            }
-            Ok(())
-        })
+                        }
+                    })?;
+                    let raw = layout::decode_record(key, id, record)?;
+                    self.chunks.insert(id, Arc::new(raw));
+                }
+                Ok(())
+            })
     }
 }
 

@@ -9,57 +9,9 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::common::{hash_file, noise, sh, Mount};
+use crate::common::cli::{node, state, Node};
+use crate::common::{noise, sh, Mount};
 use crate::{args, json, ok, refused};
-
-/// What a restored tree must reproduce, per relative path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Node {
-    kind: &'static str,
-    mode: u32,
-    mtime_ns: i128,
-    /// Content hash of a file, target of a link.
-    content: String,
-}
-
-fn node(p: &Path) -> Node {
-    let m = fs::symlink_metadata(p).unwrap();
-    let ft = m.file_type();
-    let (kind, content) = if ft.is_symlink() {
-        ("symlink", fs::read_link(p).unwrap().display().to_string())
-    } else if ft.is_dir() {
-        ("dir", String::new())
-    } else {
-        ("file", format!("{:032x}", hash_file(p)))
-    };
-    Node {
-        kind,
-        mode: if ft.is_symlink() {
-            0
-        } else {
-            m.mode() & 0o7777
-        },
-        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-        content,
-    }
-}
-
-/// Every node under `root` (itself as ""), by relative path.
-fn state(root: &Path) -> BTreeMap<String, Node> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(p) = todo.pop() {
-        let rel = p.strip_prefix(root).unwrap().display().to_string();
-        let n = node(&p);
-        if n.kind == "dir" {
-            for e in fs::read_dir(&p).unwrap() {
-                todo.push(e.unwrap().path());
-            }
-        }
-        out.insert(rel, n);
-    }
-    out
-}
 
 /// `state` without the root's own entry (a snapshot root shows the
 /// snapshot's time).

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
