@@ -106,6 +106,23 @@ pub struct ConfigFile {
     /// The retention policy text, checked, once [`load`] has built it.
     #[serde(skip)]
     pub retention_policy: Option<String>,
+    /// `[s3]`: keys and default endpoint and region for S3 remotes.
+    #[serde(default)]
+    pub s3: Option<S3Table>,
+}
+
+/// The `[s3]` table: what the `AWS_*` variables would otherwise give.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct S3Table {
+    /// `access-key-id`.
+    pub access_key_id: Option<String>,
+    /// `secret-access-key`.
+    pub secret_access_key: Option<String>,
+    /// `endpoint`: used when a remote names none.
+    pub endpoint: Option<String>,
+    /// `region`: used when a remote names none.
+    pub region: Option<String>,
 }
 
 /// Reads and checks a config file. Relative paths in it are taken from

@@ -45,7 +45,18 @@ policy = """
 keep-last = 5
 keep-daily = 7
 """
+
+[s3]
+access-key-id = "AKIAEXAMPLE"
+secret-access-key = "secret"
+endpoint = "http://127.0.0.1:7480"
+region = "eu-west-1"
 "#);
+    let s3 = f.s3.clone().unwrap_or_default();
+    assert_eq!(s3.access_key_id.as_deref(), Some("AKIAEXAMPLE"));
+    assert_eq!(s3.secret_access_key.as_deref(), Some("secret"));
+    assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:7480"));
+    assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
     assert_eq!(f.store, Some(PathBuf::from("/srv/ckptfs/runs")));
     assert_eq!(f.mountpoint, Some(PathBuf::from("/srv/runs")));
     assert_eq!(f.chunk_size, Some(64 << 10));
@@ -171,4 +182,10 @@ fn retention_keys_become_policy_lines_in_file_order() {
 fn an_unreadable_file_is_named() {
     let e = load(Path::new("/nonexistent/ckptfs.toml")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/ckptfs.toml"), "{e}");
+}
+
+#[test]
+fn an_unknown_s3_key_is_refused_with_its_line() {
+    let e = refused("store = \"/s\"\n[s3]\naccess-key = \"x\"\n");
+    assert!(e.contains(":3:") && e.contains("access-key"), "{e}");
 }

@@ -90,6 +90,7 @@ pub fn serve(args: &MountOptions) -> Result<()> {
         PUSH_RETRY,
         !args.read_only,
         args.cache_size,
+        args.s3.clone(),
     )?));
     let control = ControlOptions {
         name: args.control_dir.clone().into_bytes(),

@@ -64,6 +64,8 @@ pub struct MountOptions {
     pub gc_interval: Duration,
     /// A retention policy to store at start (from the config file).
     pub retention_policy: Option<String>,
+    /// S3 keys and defaults (the config file's `[s3]`).
+    pub s3: crate::remote::S3Settings,
 }
 
 impl MountOptions {
@@ -145,6 +147,15 @@ impl MountOptions {
                 .or(file.gc_interval)
                 .unwrap_or(DEFAULT_GC_INTERVAL),
             retention_policy: file.retention_policy,
+            s3: file
+                .s3
+                .map(|t| crate::remote::S3Settings {
+                    access_key_id: t.access_key_id,
+                    secret_access_key: t.secret_access_key,
+                    endpoint: t.endpoint,
+                    region: t.region,
+                })
+                .unwrap_or_default(),
         })
     }
 }

@@ -38,7 +38,7 @@ pub use catalog::ChunkCatalog;
 pub use fetch::RemoteReader;
 pub use push::{push, PushOptions, PushReport};
 pub use replicate::Replicator;
-pub use spec::{Location, RemoteSpec, Remotes};
+pub use spec::{Location, RemoteSpec, Remotes, S3Settings};
 pub use view::RemoteView;
 
 use crate::tree::TreeError;
@@ -127,11 +127,32 @@ impl Remote {
     /// `AWS_*` environment variables; endpoint and region from the spec,
     /// else from `AWS_ENDPOINT_URL` and `AWS_REGION`.
     pub fn open(spec: &RemoteSpec) -> Result<Remote> {
-        Self::open_url(&spec.url, spec.endpoint.as_deref(), spec.region.as_deref())
+        Self::open_with(spec, &S3Settings::default())
+    }
+
+    /// Like [`Remote::open`], with settings (the daemon's config file) that
+    /// come after the spec's and before the environment's.
+    pub fn open_with(spec: &RemoteSpec, s3: &S3Settings) -> Result<Remote> {
+        let settings = S3Settings {
+            endpoint: spec.endpoint.clone().or_else(|| s3.endpoint.clone()),
+            region: spec.region.clone().or_else(|| s3.region.clone()),
+            ..s3.clone()
+        };
+        Self::open_url_with(&spec.url, &settings)
     }
 
     /// Opens a remote by URL.
     pub fn open_url(url: &str, endpoint: Option<&str>, region: Option<&str>) -> Result<Remote> {
+        let settings = S3Settings {
+            endpoint: endpoint.map(str::to_string),
+            region: region.map(str::to_string),
+            ..S3Settings::default()
+        };
+        Self::open_url_with(url, &settings)
+    }
+
+    fn open_url_with(url: &str, s3: &S3Settings) -> Result<Remote> {
+        let (endpoint, region) = (s3.endpoint.as_deref(), s3.region.as_deref());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ckptfs-remote")
@@ -141,7 +162,11 @@ impl Remote {
         let bad = |e: object_store::Error| RemoteError::BadUrl(url.to_string(), e.to_string());
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match Location::parse(url)? {
             Location::S3 { bucket, prefix } => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                let mut b = object_store::aws::AmazonS3Builder::from_env();
+                if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
+                    b = b.with_access_key_id(id).with_secret_access_key(secret);
+                }
+                let mut b = b
                     .with_bucket_name(bucket)
                     .with_retry(object_store::RetryConfig {
                         max_retries: S3_RETRIES,

@@ -22,6 +22,8 @@ use crate::tree::{Entry, FileKind, InodeRecord, Scope, SnapshotRecord, Tree};
 const PACK_TARGET: usize = 16 << 20;
 /// Packs uploading at once (each holds its bytes in memory until done).
 const PACKS_IN_FLIGHT: usize = 4;
+/// Chunks read from the local store per round of parallel reads.
+const READ_BATCH: usize = 256;
 /// Manifest uploads at once.
 const MANIFESTS_IN_FLIGHT: usize = 8;
 
@@ -179,11 +181,14 @@ pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> 
                 entries.push(e);
                 true
             })?;
-            for e in &entries {
-                if let Entry::Chunk { id, .. } = *e {
-                    up.add_chunk(tree, id)?;
-                }
-            }
+            let ids: Vec<ChunkId> = entries
+                .iter()
+                .filter_map(|e| match *e {
+                    Entry::Chunk { id, .. } => Some(id),
+                    Entry::Hole { .. } => None,
+                })
+                .collect();
+            up.add_chunks(tree, &ids)?;
             let bytes = layout::encode_manifest(&entries);
             let hash = layout::content_name(&bytes);
             if up.manifests.insert(hash.clone()) {
@@ -299,22 +304,61 @@ struct Uploader<'a> {
 }
 
 impl Uploader<'_> {
-    fn add_chunk(&mut self, tree: &Tree, id: ChunkId) -> Result<()> {
-        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err(super::RemoteError::Cancelled);
-        }
-        if self.catalog.contains(id) {
-            if self.present.insert(id) {
-                self.report.chunks_present += 1;
+    /// Queues the chunks of `ids` the remote lacks, in order; their
+    /// stored forms are read (and checked) [`READ_BATCH`] at a time on all
+    /// cores.
+    fn add_chunks(&mut self, tree: &Tree, ids: &[ChunkId]) -> Result<()> {
+        let mut new = Vec::new();
+        for &id in ids {
+            if self.catalog.contains(id) {
+                if self.present.insert(id) {
+                    self.report.chunks_present += 1;
+                }
+            } else if self.queued.insert(id) {
+                new.push(id);
             }
-            return Ok(());
         }
-        if !self.queued.insert(id) {
-            return Ok(());
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for batch in new.chunks(READ_BATCH) {
+            if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(super::RemoteError::Cancelled);
+            }
+            let per = batch.len().div_ceil(threads);
+            let read: Vec<Result<Vec<Vec<u8>>>> = std::thread::scope(|scope| {
+                let workers: Vec<_> = batch
+                    .chunks(per)
+                    .map(|part| {
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|&id| Ok(tree.read_stored_chunk(id)?))
+                                .collect::<Result<Vec<_>>>()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join().unwrap_or_else(|_| {
+                            Err(super::RemoteError::Config("a chunk reader panicked".into()))
+                        })
+                    })
+                    .collect()
+            });
+            let mut ids = batch.iter();
+            for part in read {
+                for stored in part? {
+                    if let Some(&id) = ids.next() {
+                        self.add_stored(id, &stored)?;
+                    }
+                }
+            }
         }
-        let stored = tree.read_stored_chunk(id)?;
+        Ok(())
+    }
+
+    fn add_stored(&mut self, id: ChunkId, stored: &[u8]) -> Result<()> {
         let offset = self.pack.len() as u64;
-        layout::push_record(&mut self.pack, id, &stored);
+        layout::push_record(&mut self.pack, id, stored);
         self.index.push(IndexEntry {
             id,
             offset,

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{push, PushOptions, PushReport, Remote, RemoteError, RemoteSpec, RemoteView, Remotes};
+use super::{
+    push, PushOptions, PushReport, Remote, RemoteError, RemoteSpec, RemoteView, Remotes, S3Settings,
+};
 use crate::tree::{rfc3339, Time, Tree};
 
 /// How a remote is doing, as `.ckpt/stats` shows it.
@@ -64,6 +66,8 @@ struct Shared {
     views: Mutex<BTreeMap<String, Arc<RemoteView>>>,
     /// Bytes of fetched chunks each view keeps.
     cache_bytes: u64,
+    /// Keys and defaults from the config file.
+    s3: S3Settings,
 }
 
 /// The replication thread of one mounted store.
@@ -84,6 +88,7 @@ impl Replicator {
         retry: Duration,
         pushes: bool,
         cache_bytes: u64,
+        s3: S3Settings,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             tree: tree.clone(),
@@ -99,6 +104,7 @@ impl Replicator {
             pushes,
             views: Mutex::new(BTreeMap::new()),
             cache_bytes,
+            s3,
         });
         let weak = Arc::downgrade(&shared);
         if pushes {
@@ -145,7 +151,7 @@ impl Replicator {
         let remotes = Remotes::load(&self.shared.store_dir)?;
         let spec = remotes.get(name)?;
         let view = Arc::new(RemoteView::new(
-            Remote::open(spec)?,
+            Remote::open_with(spec, &self.shared.s3)?,
             self.shared.cache_bytes,
             spec.nodes.clone(),
         ));
@@ -282,7 +288,7 @@ impl Shared {
             .into_iter()
             .map(|(_, r)| r.name)
             .collect();
-        let result = Remote::open(spec).and_then(|remote| {
+        let result = Remote::open_with(spec, &self.s3).and_then(|remote| {
             let opts = PushOptions {
                 only: None,
                 cache: Some(&cache),

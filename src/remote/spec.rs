@@ -82,6 +82,21 @@ pub struct RemoteSpec {
     pub nodes: Vec<String>,
 }
 
+/// S3 settings that do not belong in `remotes.json`: keys (secrets) and
+/// defaults for the endpoint and region, from the daemon's config file.
+/// The environment's `AWS_*` variables fill what is not set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+    /// The endpoint when a remote names none.
+    pub endpoint: Option<String>,
+    /// The region when a remote names none.
+    pub region: Option<String>,
+}
+
 /// A store's remotes and the node id it pushes under.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Remotes {

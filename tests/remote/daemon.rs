@@ -301,3 +301,57 @@ fn a_global_snapshot_appears_once_every_listed_node_pushed_its_part() {
     assert!(n2.stop().success(), "{}", n2.log());
     assert!(n1.stop().success(), "{}", n1.log());
 }
+
+#[test]
+fn the_daemon_takes_s3_keys_from_its_config_file() {
+    let ceph = crate::remote::ceph::Ceph::start("remote-daemon-s3-config");
+    ceph.mb("conf");
+    let root = crate::common::test_dir("remote-daemon-s3-config-store");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).unwrap();
+    let store = root.join("store");
+    let config = root.join("ckptfs.toml");
+    fs::write(
+        &config,
+        format!(
+            "[s3]\naccess-key-id = \"{}\"\nsecret-access-key = \"{}\"\nendpoint = \"{}\"\n",
+            ceph.access_key, ceph.secret_key, ceph.endpoint
+        ),
+    )
+    .unwrap();
+    // The daemon gets no AWS_* variables: only the config file.
+    let mut m = Mount::with_store(
+        "remote-daemon-s3-config",
+        &store,
+        &["--config", config.to_str().unwrap()],
+    );
+    // `remote add` runs outside the daemon: it takes the keys from the
+    // environment, and the endpoint is left to the config file.
+    ok(
+        args![
+            "remote",
+            "add",
+            m.mnt,
+            "ceph",
+            "s3://conf/run",
+            "--node",
+            "n1"
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", ceph.access_key.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", ceph.secret_key.as_str()),
+            ("AWS_ENDPOINT_URL", ceph.endpoint.as_str()),
+        ],
+    );
+    let data = noise(2 << 20, 0xda_0021);
+    fs::write(m.path("w.bin"), &data).unwrap();
+    ok(args!["snapshot", m.mnt, "s1"], NO_ENV);
+    let report = push_report(args!["push", m.mnt, "ceph", "--json"], NO_ENV, "ceph");
+    assert!(
+        report["snapshots"] == serde_json::json!(["s1"]) || report["already"] == 1,
+        "{report:#}"
+    );
+    assert_bytes(&m.path(".ckpt/remotes/ceph/n1/s1/w.bin"), &data);
+    assert!(m.stop().success(), "{}", m.log());
+    let _ = fs::remove_dir_all(&root);
+}
