@@ -355,3 +355,94 @@ fn the_daemon_takes_s3_keys_from_its_config_file() {
     assert!(m.stop().success(), "{}", m.log());
     let _ = fs::remove_dir_all(&root);
 }
+
+#[test]
+fn wrong_s3_keys_show_in_the_status_and_the_log_and_local_work_goes_on() {
+    let ceph = crate::remote::ceph::Ceph::start("remote-daemon-bad-keys");
+    ceph.mb("keys");
+    let root = crate::common::test_dir("remote-daemon-bad-keys-store");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).unwrap();
+    let store = root.join("store");
+    let config = root.join("ckptfs.toml");
+    // The daemon's keys are wrong; the operator's (remote add) are right.
+    fs::write(
+        &config,
+        format!(
+            "[s3]\naccess-key-id = \"{}\"\nsecret-access-key = \"not-the-secret\"\n",
+            ceph.access_key
+        ),
+    )
+    .unwrap();
+    let mut m = Mount::with_store(
+        "remote-daemon-bad-keys",
+        &store,
+        &["--config", config.to_str().unwrap()],
+    );
+    let env = ceph.env();
+    ok(
+        args![
+            "remote",
+            "add",
+            m.mnt,
+            "ceph",
+            "s3://keys/run",
+            "--node",
+            "n1",
+            "--endpoint",
+            ceph.endpoint
+        ],
+        &env,
+    );
+    let data = noise(1 << 20, 0xda_0031);
+    fs::write(m.path("w.bin"), &data).unwrap();
+    ok(args!["snapshot", m.mnt, "s1"], NO_ENV);
+    let status = wait_for(30, "the failed push to show", || {
+        let s = read_json(&m.path(".ckpt/stats"));
+        s["remotes"]["ceph"]["last_error"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert!(
+        status.contains("wrong credentials") && status.contains("SignatureDoesNotMatch"),
+        "{status}"
+    );
+    assert!(m.log().contains("wrong credentials"), "{}", m.log());
+    // Local work goes on.
+    fs::write(m.path("x.bin"), b"more").unwrap();
+    ok(args!["snapshot", m.mnt, "s2"], NO_ENV);
+    assert_bytes(&m.path(".ckpt/snapshots/s1/w.bin"), &data);
+    let s = read_json(&m.path(".ckpt/remotes/status"));
+    assert_eq!(s["ceph"]["snapshots_pending"], 2, "{s:#}");
+    assert!(ceph.keys("keys", "run/snapshots").is_empty());
+    assert!(m.stop().success(), "{}", m.log());
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn remote_remove_forgets_a_remote_and_leaves_its_objects() {
+    let mut m = Mount::new("remote-daemon-remove");
+    let dir = remote_dir(&m, "remote");
+    ok(
+        args!["remote", "add", m.mnt, "usb", url(&dir), "--node", "n1"],
+        NO_ENV,
+    );
+    fs::write(m.path("a.bin"), noise(1 << 20, 0xda_0041)).unwrap();
+    ok(args!["snapshot", m.mnt, "s1"], NO_ENV);
+    ok(args!["push", m.mnt], NO_ENV);
+    let listed = ok(args!["remote", "list", m.mnt], NO_ENV);
+    assert!(listed.contains("usb") && listed.contains("n1"), "{listed}");
+    let out = ok(args!["remote", "remove", m.mnt, "usb"], NO_ENV);
+    assert!(out.contains("removed remote usb"), "{out}");
+    let list: Value =
+        serde_json::from_str(&ok(args!["remote", "list", m.mnt, "--json"], NO_ENV)).unwrap();
+    assert_eq!(list["remotes"], serde_json::json!([]), "{list:#}");
+    assert_eq!(names(&m.path(".ckpt/remotes")), ["push", "status"]);
+    assert!(dir.join("snapshots/n1/s1.json").is_file());
+    refused(
+        args!["remote", "remove", m.mnt, "usb"],
+        NO_ENV,
+        &["no remote named usb"],
+    );
+    assert!(m.stop().success(), "{}", m.log());
+}
