@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::remote::host_name;
-use crate::remote::{spec, Remote, RemoteReader, RemoteSpec, Remotes};
+use crate::remote::{spec, Remote, RemoteSpec, RemoteView, Remotes};
 use crate::store::Store;
 
 /// Options of `ckptfs clone`.
@@ -64,8 +64,8 @@ pub fn clone(a: &CloneArgs) -> Result<()> {
     remotes.add(spec.clone())?;
     // Read the remote first: a wrong URL or key leaves nothing behind.
     let remote = Remote::open(&spec)?;
-    let snaps = RemoteReader::new(&remote)
-        .and_then(|r| r.snapshots())
+    let snaps = RemoteView::new(remote, 0, Vec::new())
+        .list()
         .with_context(|| format!("reading {}", a.url))?;
     if snaps.iter().any(|s| s.node == node) {
         eprintln!(

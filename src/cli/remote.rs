@@ -263,9 +263,8 @@ fn remote_snapshots(a: &RemoteSnapshotsArgs) -> Result<()> {
     let dir = store_dir(&a.target)?;
     let remotes = Remotes::load(&dir)?;
     let spec = remotes.get(&a.name)?;
-    let r = Remote::open(spec)?;
-    let reader = remote::RemoteReader::new(&r)?;
-    let snaps = reader.snapshots()?;
+    let view = remote::RemoteView::new(Remote::open(spec)?, 0, spec.nodes.clone());
+    let snaps = view.list()?;
     if a.json {
         let list: Vec<serde_json::Value> = snaps
             .iter()

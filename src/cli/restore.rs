@@ -24,8 +24,14 @@ use super::restore_plan::{self, Data, Item, Kind};
 use super::show;
 use super::target::{self, open_store, Target, TargetArgs};
 use super::versions::join;
-use crate::remote::{Remote, RemoteReader};
+use std::sync::Arc;
+
+use crate::remote::{Remote, RemoteView};
 use crate::tree::{ReadHint, Tree};
+
+/// Fetched chunks kept while restoring from a remote (the prefetch
+/// window and the read in hand).
+const REMOTE_CACHE: u64 = 128 << 20;
 
 /// Bytes copied per read.
 const BUF: usize = 1 << 20;
@@ -66,7 +72,7 @@ enum Content<'a> {
     /// An opened store.
     Store(&'a Tree),
     /// A remote.
-    Remote(&'a RemoteReader<'a>),
+    Remote(&'a Arc<RemoteView>),
 }
 
 /// What a restore wrote.
@@ -148,8 +154,8 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
     } {
         None => {
             let remote = Remote::open_url(&url, args.endpoint.as_deref(), args.region.as_deref())?;
-            let reader = RemoteReader::new(&remote)?;
-            let snaps = reader.snapshots()?;
+            let view = Arc::new(RemoteView::new(remote, REMOTE_CACHE, Vec::new()));
+            let snaps = view.list()?;
             let node = args.node.as_deref();
             let source = restore_plan::parse_source(&args.source, None, |first| {
                 Ok(restore_plan::pick_remote(&snaps, first, node)?
@@ -165,12 +171,7 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
                 format!("{url} has no snapshot {}", String::from_utf8_lossy(name))
             })?;
             let items = restore_plan::remote_items(snap, path)?;
-            write_items(
-                &items,
-                (&staging, dest),
-                Content::Remote(&reader),
-                &progress,
-            )
+            write_items(&items, (&staging, dest), Content::Remote(&view), &progress)
         }
         Some(Target::Mount(ctl)) => {
             let source = restore_plan::parse_source(&args.source, Some(&ctl.mnt), |first| {
@@ -441,10 +442,10 @@ fn write_file(
             }
         }
         Data::Remote(hash) => {
-            let Content::Remote(reader) = content else {
+            let Content::Remote(view) = content else {
                 bail!("no remote to read from");
             };
-            reader.read_file(hash, |buf| {
+            view.read_file(hash, item.size, |buf| {
                 put(&mut out, buf).map_err(|e| {
                     crate::remote::RemoteError::Local(path.to_path_buf(), std::io::Error::other(e))
                 })?;

@@ -419,16 +419,16 @@ pub fn remote_items(snap: &RemoteSnapshot, path: &[Vec<u8>]) -> Result<Vec<Item>
 /// Picks a remote snapshot by name (`latest`: the newest), optionally of
 /// one node; a name several nodes use needs `--node`.
 pub fn pick_remote<'s>(
-    snaps: &'s [RemoteSnapshot],
+    snaps: &'s [std::sync::Arc<RemoteSnapshot>],
     name: &[u8],
     node: Option<&str>,
 ) -> Result<Option<&'s RemoteSnapshot>> {
     let of_node = |s: &&RemoteSnapshot| node.is_none_or(|n| s.node == n);
+    let snaps = snaps.iter().map(|s| &**s);
     if name == b"latest" {
-        return Ok(snaps.iter().rfind(|s| of_node(s)));
+        return Ok(snaps.rev().find(of_node));
     }
     let found: Vec<&RemoteSnapshot> = snaps
-        .iter()
         .filter(of_node)
         .filter(|s| layout::from_text(&s.name).as_deref() == Some(name))
         .collect();

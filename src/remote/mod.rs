@@ -6,7 +6,8 @@
 //! knows nothing of FUSE, the daemon or the command line. What a remote
 //! holds and in which order it is written is in [`layout`]; which remotes
 //! a store has is in [`spec`]; uploading is [`push`]; reading a remote
-//! back (restore on any machine) is [`fetch`].
+//! back (browsing, lazy reads, restore on any machine) is [`view`]; remote
+//! retention and GC is [`gc`]; the daemon's thread is [`replicate`].
 //!
 //! Invariants:
 //! - every object is written once, with a create-only put (`If-None-Match:
@@ -17,7 +18,6 @@
 //!   is used: a damaged object is an error naming it, never wrong bytes.
 
 pub mod catalog;
-pub mod fetch;
 pub mod gc;
 pub mod layout;
 pub mod push;
@@ -35,7 +35,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use thiserror::Error;
 
 pub use catalog::ChunkCatalog;
-pub use fetch::RemoteReader;
 pub use push::{push, PushOptions, PushReport};
 pub use replicate::Replicator;
 pub use spec::{Location, RemoteSpec, Remotes, S3Settings};

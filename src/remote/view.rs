@@ -159,6 +159,41 @@ impl RemoteView {
         }
     }
 
+    /// Every snapshot, global ones included, oldest first.
+    pub fn list(&self) -> Result<Vec<Arc<RemoteSnapshot>>> {
+        let mut out: Vec<Arc<RemoteSnapshot>> =
+            self.snapshots()?.into_iter().map(|(_, s)| s).collect();
+        out.sort_by(|a, b| {
+            (a.created_secs, a.created_nanos, &a.node, a.seq).cmp(&(
+                b.created_secs,
+                b.created_nanos,
+                &b.node,
+                b.seq,
+            ))
+        });
+        Ok(out)
+    }
+
+    /// Streams a whole file (`size` bytes, manifest `hash`) to `out` in
+    /// pieces of at most [`READ_AHEAD`], with the background prefetch.
+    pub fn read_file(
+        self: &Arc<Self>,
+        hash: &str,
+        size: u64,
+        mut out: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<u64> {
+        let mut at = 0u64;
+        while at < size {
+            let piece = self.read(hash, at, (size - at).min(READ_AHEAD) as u32)?;
+            if piece.is_empty() {
+                break;
+            }
+            out(&piece)?;
+            at += piece.len() as u64;
+        }
+        Ok(at)
+    }
+
     /// A snapshot by its id here.
     pub fn snapshot(&self, id: u32) -> Option<Arc<RemoteSnapshot>> {
         let listing = self.listing.lock();
