@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::remote::host_name;
-use crate::remote::{spec, Remote, RemoteSpec, RemoteView, Remotes};
+use super::remote::{host_name, RemoteOptions};
+use crate::remote::{spec, Remote, RemoteView, Remotes};
 use crate::store::Store;
 
 /// Options of `ckptfs clone`.
@@ -27,15 +27,8 @@ pub struct CloneArgs {
     /// The new store's node id (default: the host name).
     #[arg(long, value_name = "ID")]
     node: Option<String>,
-    /// S3 endpoint (else AWS_ENDPOINT_URL).
-    #[arg(long, value_name = "URL")]
-    endpoint: Option<String>,
-    /// S3 region (else AWS_REGION).
-    #[arg(long)]
-    region: Option<String>,
-    /// The nodes that each push a part of every global snapshot.
-    #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
-    nodes: Vec<String>,
+    #[command(flatten)]
+    options: RemoteOptions,
 }
 
 /// `ckptfs clone`.
@@ -50,13 +43,7 @@ pub fn clone(a: &CloneArgs) -> Result<()> {
             );
         }
     }
-    let spec = RemoteSpec {
-        name: a.name.clone(),
-        url: a.url.clone(),
-        endpoint: a.endpoint.clone(),
-        region: a.region.clone(),
-        nodes: a.nodes.clone(),
-    };
+    let spec = a.options.spec(&a.name, &a.url)?;
     let mut remotes = Remotes {
         node: node.clone(),
         ..Remotes::default()

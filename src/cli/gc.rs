@@ -5,7 +5,6 @@
 //! through the retention service.
 
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -146,17 +145,7 @@ pub fn gc(args: &GcArgs) -> Result<()> {
             file.write_all(b"run\n")
                 .map_err(|e| target::io_context(e, "garbage collection failed"))?;
             // The handle now reads this run's report.
-            let mut text = Vec::new();
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                let n = file
-                    .read_at(&mut buf, text.len() as u64)
-                    .map_err(|e| target::io_context(e, path.display()))?;
-                if n == 0 {
-                    break;
-                }
-                text.extend_from_slice(&buf[..n]);
-            }
+            let text = target::read_back(&file, &path)?;
             serde_json::from_slice::<Value>(&text)
                 .with_context(|| format!("{} did not return a JSON report", path.display()))?
         }

@@ -69,21 +69,45 @@ struct AddArgs {
     name: String,
     /// s3://bucket/prefix or file:///path.
     url: String,
-    /// S3 endpoint, e.g. http://127.0.0.1:7480 (else AWS_ENDPOINT_URL,
-    /// else AWS itself).
-    #[arg(long, value_name = "URL")]
-    endpoint: Option<String>,
-    /// S3 region (else AWS_REGION, else us-east-1).
-    #[arg(long)]
-    region: Option<String>,
     /// This store's node id on every remote (default: the host name; set
     /// once, by the first `remote add`).
     #[arg(long, value_name = "ID")]
     node: Option<String>,
+    #[command(flatten)]
+    options: RemoteOptions,
+}
+
+/// How to reach an S3 remote, and which nodes make its global snapshots
+/// (`remote add` and `clone`).
+#[derive(Debug, Clone, Args)]
+pub(super) struct RemoteOptions {
+    /// S3 endpoint, e.g. http://127.0.0.1:7480 (else the config file's, else
+    /// AWS_ENDPOINT_URL, else AWS itself).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// S3 region (else the config file's, else AWS_REGION, else us-east-1).
+    #[arg(long)]
+    region: Option<String>,
     /// The nodes that each push a part of every global snapshot
     /// (comma-separated): a global snapshot shows once all of them have.
     #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
     nodes: Vec<String>,
+}
+
+impl RemoteOptions {
+    /// The remote `name` at `url` with these options; node names checked.
+    pub(super) fn spec(&self, name: &str, url: &str) -> Result<RemoteSpec> {
+        for n in &self.nodes {
+            spec::check_name(n, "node")?;
+        }
+        Ok(RemoteSpec {
+            name: name.to_string(),
+            url: url.to_string(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            nodes: self.nodes.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -208,16 +232,7 @@ fn add(a: &AddArgs) -> Result<()> {
         _ => {}
     }
     spec::check_name(&remotes.node, "node")?;
-    let spec = RemoteSpec {
-        name: a.name.clone(),
-        url: a.url.clone(),
-        endpoint: a.endpoint.clone(),
-        region: a.region.clone(),
-        nodes: a.nodes.clone(),
-    };
-    for n in &spec.nodes {
-        spec::check_name(n, "node")?;
-    }
+    let spec = a.options.spec(&a.name, &a.url)?;
     remotes.add(spec.clone())?;
     // Reachable and usable now, rather than at the first push.
     let r = Remote::open(&spec)?;
@@ -385,7 +400,6 @@ pub fn push(a: &PushArgs) -> Result<()> {
 /// reports; a failure is explained from `.ckpt/remotes/status`.
 fn push_through_mount(ctl: &target::Ctl, a: &PushArgs) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::FileExt;
     if a.snapshot.is_some() {
         bail!("on a mount the daemon pushes every snapshot a remote lacks; --snapshot works on an unmounted store");
     }
@@ -418,17 +432,7 @@ fn push_through_mount(ctl: &target::Ctl, a: &PushArgs) -> Result<()> {
             _ => Err(target::io_context(e, "push failed")),
         };
     }
-    let mut text = Vec::new();
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let n = file
-            .read_at(&mut buf, text.len() as u64)
-            .map_err(|e| target::io_context(e, path.display()))?;
-        if n == 0 {
-            break;
-        }
-        text.extend_from_slice(&buf[..n]);
-    }
+    let text = target::read_back(&file, &path)?;
     let list: Vec<serde_json::Value> = serde_json::from_slice(&text)
         .with_context(|| format!("{} did not return a push report", path.display()))?;
     if a.json {

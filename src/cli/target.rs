@@ -245,6 +245,23 @@ pub fn mounts() -> Vec<MountEntry> {
         .collect()
 }
 
+/// Everything a control file's open handle reads from its start: after a
+/// write to `retention/gc` or `remotes/push`, that run's report.
+pub fn read_back(file: &std::fs::File, path: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = file
+            .read_at(&mut buf, text.len() as u64)
+            .map_err(|e| io_context(e, path.display()))?;
+        if n == 0 {
+            return Ok(text);
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// An I/O error on a control-tree path, as one message.
 pub fn io_context(e: io::Error, what: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("{what}: {e}")

@@ -74,7 +74,26 @@ pub struct RemoteView {
     global_nodes: Vec<String>,
     /// A background prefetch is running (one at a time per remote).
     prefetching: std::sync::atomic::AtomicBool,
+    /// Chunks a prefetch fetched that no read has taken yet, and their
+    /// bytes. Kept apart from `chunks`, whose admission policy would evict
+    /// a burst of new entries before their first read.
+    ahead: Mutex<(u64, Chunks)>,
 }
+
+/// Fetched chunks by id.
+type Chunks = HashMap<ChunkId, Arc<Vec<u8>>>;
+
+/// Where fetched chunks go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    /// The read-through cache (a read is waiting for them).
+    Cache,
+    /// The prefetched set, until a read takes them.
+    Ahead,
+}
+
+/// Most bytes of prefetched chunks waiting for a read.
+const AHEAD_MAX: u64 = 2 * PREFETCH;
 
 impl RemoteView {
     /// A view of `remote` keeping at most `cache_bytes` of fetched chunks;
@@ -93,6 +112,7 @@ impl RemoteView {
             trees: Mutex::new(HashMap::new()),
             global_nodes,
             prefetching: std::sync::atomic::AtomicBool::new(false),
+            ahead: Mutex::new((0, HashMap::new())),
         }
     }
 
@@ -241,7 +261,7 @@ impl RemoteView {
             i += 1;
         }
         self.wait_for_prefetch(&map, &wanted);
-        self.fetch_missing(&map, &wanted)?;
+        let fetched = self.fetch(&map, &wanted, Dest::Cache, false)?;
         self.prefetch(&map, i);
         let mut out = Vec::with_capacity(size as usize);
         for i in wanted {
@@ -252,16 +272,16 @@ impl RemoteView {
             match e {
                 Entry::Hole { .. } => out.resize(out.len() + (to - from) as usize, 0),
                 Entry::Chunk { id, .. } => {
-                    let bytes = match self.chunks.get(&id) {
+                    let bytes = match self.cached(id).or_else(|| fetched.get(&id).cloned()) {
                         Some(b) => b,
-                        // Evicted meanwhile by another reader: fetch again.
-                        None => {
-                            self.fetch_missing(&map, &[i])?;
-                            self.chunks.get(&id).ok_or_else(|| RemoteError::Missing {
+                        // Evicted meanwhile by other reads: fetch it again.
+                        None => self
+                            .fetch(&map, &[i], Dest::Cache, true)?
+                            .remove(&id)
+                            .ok_or_else(|| RemoteError::Missing {
                                 url: self.url().to_string(),
                                 what: format!("chunk {id}"),
-                            })?
-                        }
+                            })?,
                     };
                     let piece = bytes.get(from as usize..to as usize).ok_or_else(|| {
                         RemoteError::Corrupt {
@@ -295,7 +315,7 @@ impl RemoteView {
         let spawned = std::thread::Builder::new()
             .name("ckptfs-prefetch".into())
             .spawn(move || {
-                if let Err(e) = view.fetch_missing(&map, &window) {
+                if let Err(e) = view.fetch(&map, &window, Dest::Ahead, false) {
                     log::warn!("prefetch from {}: {e}", view.url());
                 }
                 view.prefetching.store(false, Ordering::Release);
@@ -318,23 +338,45 @@ impl RemoteView {
         }
     }
 
-    /// The entries of `wanted` whose chunk is not cached.
+    /// The entries of `wanted` whose chunk is neither cached nor
+    /// prefetched.
     fn missing(&self, map: &FileMap, wanted: &[usize]) -> Vec<usize> {
         wanted
             .iter()
             .copied()
-            .filter(|&i| {
-                matches!(map.entries[i], Entry::Chunk { id, .. } if !self.chunks.contains_key(&id))
-            })
+            .filter(|&i| matches!(map.entries[i], Entry::Chunk { id, .. } if !self.has(id)))
             .collect()
     }
 
-    /// Fetches the chunks of `wanted` (entry indexes) that the cache lacks,
-    /// with read-ahead over the entries that follow.
-    fn fetch_missing(&self, map: &FileMap, wanted: &[usize]) -> Result<()> {
-        let missing = self.missing(map, wanted);
+    fn has(&self, id: ChunkId) -> bool {
+        self.chunks.contains_key(&id) || self.ahead.lock().1.contains_key(&id)
+    }
+
+    /// A cached chunk, or a prefetched one (which moves to the cache).
+    fn cached(&self, id: ChunkId) -> Option<Arc<Vec<u8>>> {
+        if let Some(b) = self.chunks.get(&id) {
+            return Some(b);
+        }
+        let mut ahead = self.ahead.lock();
+        let b = ahead.1.remove(&id)?;
+        ahead.0 -= b.len() as u64;
+        drop(ahead);
+        self.chunks.insert(id, b.clone());
+        Some(b)
+    }
+
+    /// Fetches the chunks of `wanted` (entry indexes) that are neither
+    /// cached nor prefetched (with `force`, all of them), with read-ahead
+    /// over the entries that follow; they go to `dest` and are returned.
+    fn fetch(&self, map: &FileMap, wanted: &[usize], dest: Dest, force: bool) -> Result<Chunks> {
+        let missing = if force {
+            wanted.to_vec()
+        } else {
+            self.missing(map, wanted)
+        };
+        let mut fetched = HashMap::new();
         let Some(&first) = missing.first() else {
-            return Ok(());
+            return Ok(fetched);
         };
         let last = missing.last().copied().unwrap_or(first);
         // Read-ahead: the chunks after the read, up to READ_AHEAD bytes.
@@ -346,7 +388,7 @@ impl RemoteView {
         }
         let ids: Vec<ChunkId> = (first..upto)
             .filter_map(|i| match map.entries[i] {
-                Entry::Chunk { id, .. } if !self.chunks.contains_key(&id) => Some(id),
+                Entry::Chunk { id, .. } if (force && i <= last) || !self.has(id) => Some(id),
                 _ => None,
             })
             .collect();
@@ -397,11 +439,24 @@ impl RemoteView {
                             why: format!("chunk {id}: the object is shorter than its index says"),
                         }
                     })?;
-                    let raw = layout::decode_record(key, id, record)?;
-                    self.chunks.insert(id, Arc::new(raw));
+                    let raw = Arc::new(layout::decode_record(key, id, record)?);
+                    match dest {
+                        Dest::Cache => self.chunks.insert(id, raw.clone()),
+                        Dest::Ahead => {
+                            let mut ahead = self.ahead.lock();
+                            if ahead.0 + raw.len() as u64 > AHEAD_MAX {
+                                // Left by reads that stopped: start over.
+                                *ahead = (0, HashMap::new());
+                            }
+                            ahead.0 += raw.len() as u64;
+                            ahead.1.insert(id, raw.clone());
+                        }
+                    }
+                    fetched.insert(id, raw);
                 }
                 Ok(())
-            })
+            })?;
+        Ok(fetched)
     }
 }
 

@@ -38,6 +38,22 @@ fn url(dir: &Path) -> String {
     format!("file://{}", dir.display())
 }
 
+/// A store (in a directory of its own, removed by the caller) mounted
+/// with `--config` holding `config`.
+fn mount_with_config(name: &str, config: &str) -> (PathBuf, Mount) {
+    let root = crate::common::test_dir(&format!("{name}-store"));
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).unwrap();
+    let file = root.join("ckptfs.toml");
+    fs::write(&file, config).unwrap();
+    let m = Mount::with_store(
+        name,
+        &root.join("store"),
+        &["--config", file.to_str().unwrap()],
+    );
+    (root, m)
+}
+
 /// The store of a fixture's mount, a remote directory beside it.
 fn remote_dir(m: &Mount, name: &str) -> PathBuf {
     m.root.join(name)
@@ -306,24 +322,13 @@ fn a_global_snapshot_appears_once_every_listed_node_pushed_its_part() {
 fn the_daemon_takes_s3_keys_from_its_config_file() {
     let ceph = crate::remote::ceph::Ceph::start("remote-daemon-s3-config");
     ceph.mb("conf");
-    let root = crate::common::test_dir("remote-daemon-s3-config-store");
-    let _ = fs::remove_dir_all(&root);
-    fs::create_dir_all(&root).unwrap();
-    let store = root.join("store");
-    let config = root.join("ckptfs.toml");
-    fs::write(
-        &config,
-        format!(
+    // The daemon gets no AWS_* variables: only the config file.
+    let (root, mut m) = mount_with_config(
+        "remote-daemon-s3-config",
+        &format!(
             "[s3]\naccess-key-id = \"{}\"\nsecret-access-key = \"{}\"\nendpoint = \"{}\"\n",
             ceph.access_key, ceph.secret_key, ceph.endpoint
         ),
-    )
-    .unwrap();
-    // The daemon gets no AWS_* variables: only the config file.
-    let mut m = Mount::with_store(
-        "remote-daemon-s3-config",
-        &store,
-        &["--config", config.to_str().unwrap()],
     );
     // `remote add` runs outside the daemon: it takes the keys from the
     // environment, and the endpoint is left to the config file.
@@ -360,24 +365,13 @@ fn the_daemon_takes_s3_keys_from_its_config_file() {
 fn wrong_s3_keys_show_in_the_status_and_the_log_and_local_work_goes_on() {
     let ceph = crate::remote::ceph::Ceph::start("remote-daemon-bad-keys");
     ceph.mb("keys");
-    let root = crate::common::test_dir("remote-daemon-bad-keys-store");
-    let _ = fs::remove_dir_all(&root);
-    fs::create_dir_all(&root).unwrap();
-    let store = root.join("store");
-    let config = root.join("ckptfs.toml");
     // The daemon's keys are wrong; the operator's (remote add) are right.
-    fs::write(
-        &config,
-        format!(
+    let (root, mut m) = mount_with_config(
+        "remote-daemon-bad-keys",
+        &format!(
             "[s3]\naccess-key-id = \"{}\"\nsecret-access-key = \"not-the-secret\"\n",
             ceph.access_key
         ),
-    )
-    .unwrap();
-    let mut m = Mount::with_store(
-        "remote-daemon-bad-keys",
-        &store,
-        &["--config", config.to_str().unwrap()],
     );
     let env = ceph.env();
     ok(
