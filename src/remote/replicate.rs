@@ -42,8 +42,6 @@ pub struct RemoteStatus {
 struct State {
     /// A push was asked for since the last cycle started.
     requested: bool,
-    /// Cycles finished (each pushes to every remote).
-    cycles: u64,
     stop: bool,
     status: BTreeMap<String, RemoteStatus>,
     /// Snapshot names each remote is known to hold.
@@ -68,6 +66,9 @@ struct Shared {
     cache_bytes: u64,
     /// Keys and defaults from the config file.
     s3: S3Settings,
+    /// `remotes.json` as last read, with the mtime it had then: FUSE
+    /// requests and the thread ask for it often, the file changes rarely.
+    remotes: Mutex<(Option<std::time::SystemTime>, Arc<Remotes>)>,
 }
 
 /// The replication thread of one mounted store.
@@ -105,6 +106,7 @@ impl Replicator {
             views: Mutex::new(BTreeMap::new()),
             cache_bytes,
             s3,
+            remotes: Mutex::new((None, Arc::new(Remotes::default()))),
         });
         let weak = Arc::downgrade(&shared);
         if pushes {
@@ -137,18 +139,20 @@ impl Replicator {
 
     /// The names of the store's remotes, in the order they were added.
     pub fn remote_names(&self) -> Vec<String> {
-        Remotes::load(&self.shared.store_dir)
-            .map(|r| r.remotes.into_iter().map(|s| s.name).collect())
+        self.shared
+            .remotes()
+            .map(|r| r.remotes.iter().map(|s| s.name.clone()).collect())
             .unwrap_or_default()
     }
 
     /// The browsable view of a remote (opened on first use).
     pub fn view(&self, name: &str) -> Result<Arc<RemoteView>, RemoteError> {
+        // Read first: a changed remotes.json clears the views.
+        let remotes = self.shared.remotes()?;
         let mut views = self.shared.views.lock();
         if let Some(v) = views.get(name) {
             return Ok(v.clone());
         }
-        let remotes = Remotes::load(&self.shared.store_dir)?;
         let spec = remotes.get(name)?;
         let view = Arc::new(RemoteView::new(
             Remote::open_with(spec, &self.shared.s3)?,
@@ -212,6 +216,29 @@ fn status_json(s: &RemoteStatus) -> serde_json::Value {
 }
 
 impl Shared {
+    /// The store's remotes, read again only when `remotes.json` changed
+    /// (`ckptfs remote add|remove` or `snapshot --global` meanwhile): then
+    /// the views are reopened and a push is due, so that a new remote gets
+    /// the snapshots taken before it was added.
+    fn remotes(&self) -> Result<Arc<Remotes>, RemoteError> {
+        let path = self.store_dir.join(super::spec::REMOTES_FILE);
+        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let mut cached = self.remotes.lock();
+        if cached.0 == mtime && mtime.is_some() {
+            return Ok(cached.1.clone());
+        }
+        let fresh = Arc::new(Remotes::load(&self.store_dir)?);
+        if *fresh != *cached.1 {
+            self.views.lock().clear();
+            if self.pushes {
+                self.state.lock().requested = true;
+                self.wake.notify_all();
+            }
+        }
+        *cached = (mtime, fresh.clone());
+        Ok(fresh)
+    }
+
     fn run(&self) {
         let mut last = Instant::now();
         loop {
@@ -229,6 +256,10 @@ impl Shared {
                         break;
                     }
                     self.wake.wait_for(&mut state, Duration::from_secs(1));
+                    // A remote added meanwhile raises `requested`.
+                    drop(state);
+                    let _ = self.remotes();
+                    state = self.state.lock();
                 }
                 state.requested = false;
             }
@@ -246,7 +277,7 @@ impl Shared {
         strict: bool,
     ) -> Result<Vec<(String, PushReport)>, RemoteError> {
         let _one_at_a_time = self.pushing.lock();
-        let remotes = Remotes::load(&self.store_dir)?;
+        let remotes = self.remotes()?;
         if let Some(name) = only {
             remotes.get(name)?;
         }
@@ -267,7 +298,6 @@ impl Shared {
         }
         {
             let mut state = self.state.lock();
-            state.cycles += 1;
             let names: HashSet<&str> = remotes.remotes.iter().map(|r| r.name.as_str()).collect();
             state.status.retain(|n, _| names.contains(n.as_str()));
         }
@@ -333,15 +363,15 @@ impl Shared {
         let Ok(local) = self.tree.snapshots() else {
             return;
         };
-        let Ok(remotes) = Remotes::load(&self.store_dir) else {
+        let Ok(remotes) = self.remotes() else {
             return;
         };
         let mut state = self.state.lock();
         for spec in &remotes.remotes {
-            let pushed = state.pushed.get(&spec.name).cloned().unwrap_or_default();
             let (mut n, mut bytes, mut done) = (0, 0, 0);
+            let pushed = state.pushed.get(&spec.name);
             for (_, r) in &local {
-                if pushed.contains(&r.name) {
+                if pushed.is_some_and(|p| p.contains(&r.name)) {
                     done += 1;
                 } else {
                     n += 1;

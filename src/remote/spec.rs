@@ -264,6 +264,11 @@ mod tests {
         assert!(r.add(spec("backup", "file:///c")).is_err(), "duplicate");
         assert!(r.add(spec("../x", "file:///c")).is_err(), "bad name");
         assert!(r.add(spec("s3", "ftp://x")).is_err(), "bad url");
+        for taken in RESERVED_REMOTE_NAMES {
+            assert!(r.add(spec(taken, "file:///c")).is_err(), "{taken}");
+        }
+        assert!(check_name(GLOBAL_NODE, "node").is_err());
+        assert!(check_name(GLOBAL_NODE, "remote").is_ok());
         assert!(r.save(dir.path()).is_ok());
         let back = Remotes::load(dir.path()).ok();
         assert_eq!(back.as_ref(), Some(&r));

@@ -33,6 +33,18 @@ fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A fresh mount whose store has the `file://` remote `remote` (a
+/// directory beside it, returned) and pushes as `node`.
+fn mount_with_file_remote(name: &str, remote: &str, node: &str) -> (Mount, PathBuf) {
+    let m = Mount::new(name);
+    let dir = remote_dir(&m, "remote");
+    ok(
+        args!["remote", "add", m.mnt, remote, url(&dir), "--node", node],
+        NO_ENV,
+    );
+    (m, dir)
+}
+
 /// A `file://` URL of a directory.
 fn url(dir: &Path) -> String {
     format!("file://{}", dir.display())
@@ -61,12 +73,7 @@ fn remote_dir(m: &Mount, name: &str) -> PathBuf {
 
 #[test]
 fn a_snapshot_is_pushed_in_the_background_and_browsable_under_ckpt_remotes() {
-    let mut m = Mount::new("remote-daemon-bg");
-    let dir = remote_dir(&m, "remote");
-    ok(
-        args!["remote", "add", m.mnt, "backup", url(&dir), "--node", "n1"],
-        NO_ENV,
-    );
+    let (mut m, dir) = mount_with_file_remote("remote-daemon-bg", "backup", "n1");
     let model = noise(12 << 20, 0xda_0001);
     fs::create_dir_all(m.path("run")).unwrap();
     fs::write(m.path("run/model.pt"), &model).unwrap();
@@ -118,12 +125,7 @@ fn a_snapshot_is_pushed_in_the_background_and_browsable_under_ckpt_remotes() {
 
 #[test]
 fn a_failing_remote_shows_its_error_and_local_work_goes_on() {
-    let mut m = Mount::new("remote-daemon-fail");
-    let dir = remote_dir(&m, "remote");
-    ok(
-        args!["remote", "add", m.mnt, "usb", url(&dir), "--node", "n1"],
-        NO_ENV,
-    );
+    let (mut m, dir) = mount_with_file_remote("remote-daemon-fail", "usb", "n1");
     // The disk "goes away": its directory is now a plain file.
     fs::remove_dir_all(&dir).unwrap();
     fs::write(&dir, b"not a directory").unwrap();
@@ -169,12 +171,7 @@ fn a_failing_remote_shows_its_error_and_local_work_goes_on() {
 
 #[test]
 fn a_damaged_remote_object_reads_as_eio_never_wrong_bytes() {
-    let mut m = Mount::new("remote-daemon-eio");
-    let dir = remote_dir(&m, "remote");
-    ok(
-        args!["remote", "add", m.mnt, "backup", url(&dir), "--node", "n1"],
-        NO_ENV,
-    );
+    let (mut m, dir) = mount_with_file_remote("remote-daemon-eio", "backup", "n1");
     let data = noise(8 << 20, 0xda_0003);
     fs::write(m.path("w.bin"), &data).unwrap();
     ok(args!["snapshot", m.mnt, "s1"], NO_ENV);
@@ -415,12 +412,7 @@ fn wrong_s3_keys_show_in_the_status_and_the_log_and_local_work_goes_on() {
 
 #[test]
 fn remote_remove_forgets_a_remote_and_leaves_its_objects() {
-    let mut m = Mount::new("remote-daemon-remove");
-    let dir = remote_dir(&m, "remote");
-    ok(
-        args!["remote", "add", m.mnt, "usb", url(&dir), "--node", "n1"],
-        NO_ENV,
-    );
+    let (mut m, dir) = mount_with_file_remote("remote-daemon-remove", "usb", "n1");
     fs::write(m.path("a.bin"), noise(1 << 20, 0xda_0041)).unwrap();
     ok(args!["snapshot", m.mnt, "s1"], NO_ENV);
     ok(args!["push", m.mnt], NO_ENV);
@@ -438,5 +430,62 @@ fn remote_remove_forgets_a_remote_and_leaves_its_objects() {
         NO_ENV,
         &["no remote named usb"],
     );
+    assert!(m.stop().success(), "{}", m.log());
+}
+
+#[test]
+fn a_remote_added_to_a_running_mount_gets_the_snapshots_taken_before() {
+    let mut m = Mount::new("remote-daemon-late");
+    let data = noise(2 << 20, 0xda_0051);
+    fs::write(m.path("early.bin"), &data).unwrap();
+    ok(args!["snapshot", m.mnt, "before"], NO_ENV);
+    // Added afterwards, with no snapshot and no push to follow: the daemon
+    // sees remotes.json change and pushes what the remote lacks.
+    let dir = remote_dir(&m, "remote");
+    ok(
+        args!["remote", "add", m.mnt, "late", url(&dir), "--node", "n1"],
+        NO_ENV,
+    );
+    wait_for(15, "the push of a snapshot taken before the remote", || {
+        dir.join("snapshots/n1/before.json").is_file().then_some(())
+    });
+    assert_bytes(&m.path(".ckpt/remotes/late/n1/before/early.bin"), &data);
+    let s = read_json(&m.path(".ckpt/remotes/status"));
+    assert_eq!(s["late"]["snapshots_pending"], 0, "{s:#}");
+    assert!(m.stop().success(), "{}", m.log());
+}
+
+#[test]
+fn clone_refuses_a_non_empty_directory_and_a_bad_remote_leaves_nothing() {
+    let root = crate::common::test_dir("remote-clone-refused");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(root.join("full")).unwrap();
+    fs::write(root.join("full/keep.txt"), b"mine").unwrap();
+    refused(
+        args!["clone", url(&root.join("remote")), root.join("full")],
+        NO_ENV,
+        &["not empty"],
+    );
+    assert_eq!(names(&root.join("full")), ["keep.txt"]);
+    // A remote that cannot be opened: no store is made.
+    let store = root.join("new-store");
+    refused(
+        args!["clone", "file:///nonexistent-ckptfs-dir/remote", store],
+        NO_ENV,
+        &["nonexistent-ckptfs-dir"],
+    );
+    assert!(!store.exists(), "a failed clone left {}", store.display());
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_global_snapshot_without_a_remote_is_refused_and_takes_nothing() {
+    let mut m = Mount::new("remote-daemon-global-refused");
+    refused(
+        args!["snapshot", m.mnt, "g1", "--global"],
+        NO_ENV,
+        &["remote add"],
+    );
+    assert!(!m.path(".ckpt/snapshots/g1").exists());
     assert!(m.stop().success(), "{}", m.log());
 }
