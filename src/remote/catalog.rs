@@ -25,7 +25,6 @@ pub struct ChunkPlace {
 #[derive(Default)]
 pub struct ChunkCatalog {
     chunks: HashMap<ChunkId, ChunkPlace>,
-    packs: HashSet<String>,
 }
 
 impl ChunkCatalog {
@@ -75,7 +74,6 @@ impl ChunkCatalog {
                 len: e.len,
             });
         }
-        self.packs.insert(pack.to_string());
     }
 
     /// The catalog without the packs `drop` names: their chunks count as
@@ -87,7 +85,6 @@ impl ChunkCatalog {
                 .into_iter()
                 .filter(|(_, place)| !drop(&place.pack))
                 .collect(),
-            packs: self.packs.into_iter().filter(|p| !drop(p)).collect(),
         }
     }
 
@@ -99,16 +96,6 @@ impl ChunkCatalog {
     /// Where a chunk lies.
     pub fn place(&self, id: ChunkId) -> Option<&ChunkPlace> {
         self.chunks.get(&id)
-    }
-
-    /// Chunks known.
-    pub fn chunk_count(&self) -> usize {
-        self.chunks.len()
-    }
-
-    /// Packs known.
-    pub fn pack_count(&self) -> usize {
-        self.packs.len()
     }
 }
 

@@ -59,7 +59,7 @@ struct Listing {
     /// Snapshot object key → its id here (stable while the view lives).
     ids: HashMap<String, u32>,
     /// By id - 1.
-    snaps: Vec<Option<Arc<RemoteSnapshot>>>,
+    snaps: Vec<Arc<RemoteSnapshot>>,
 }
 
 /// One remote, browsable.
@@ -132,7 +132,7 @@ impl RemoteView {
                     continue;
                 }
                 let snap = catalog::read_snapshot(&self.remote, &entry.key)?;
-                listing.snaps.push(Some(Arc::new(snap)));
+                listing.snaps.push(Arc::new(snap));
                 let id = listing.snaps.len() as u32;
                 listing.ids.insert(entry.key, id);
             }
@@ -143,7 +143,7 @@ impl RemoteView {
             .snaps
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| Some((i as u32 + 1, s.clone()?)))
+            .map(|(i, s)| (i as u32 + 1, s.clone()))
             .collect())
     }
 
@@ -152,7 +152,7 @@ impl RemoteView {
     fn add_globals(&self, listing: &mut Listing) {
         let mut parts: std::collections::BTreeMap<String, Vec<Arc<RemoteSnapshot>>> =
             Default::default();
-        for s in listing.snaps.iter().flatten() {
+        for s in &listing.snaps {
             if s.global && s.node != GLOBAL_NODE {
                 parts.entry(s.name.clone()).or_default().push(s.clone());
             }
@@ -173,7 +173,7 @@ impl RemoteView {
                 group.retain(|s| self.global_nodes.contains(&s.node));
                 group.sort_by_key(|s| self.global_nodes.iter().position(|n| *n == s.node));
             }
-            listing.snaps.push(Some(Arc::new(merge(&name, &group))));
+            listing.snaps.push(Arc::new(merge(&name, &group)));
             let id = listing.snaps.len() as u32;
             listing.ids.insert(key, id);
         }
@@ -217,7 +217,7 @@ impl RemoteView {
     /// A snapshot by its id here.
     pub fn snapshot(&self, id: u32) -> Option<Arc<RemoteSnapshot>> {
         let listing = self.listing.lock();
-        listing.snaps.get(id.checked_sub(1)? as usize)?.clone()
+        listing.snaps.get(id.checked_sub(1)? as usize).cloned()
     }
 
     fn file_map(&self, hash: &str) -> Result<Arc<FileMap>> {
