@@ -48,16 +48,7 @@ pub fn cli(args: Vec<OsString>) -> Output {
 /// Runs a command that must succeed (exit 0); returns its stdout.
 #[track_caller]
 pub fn ok(args: Vec<OsString>) -> String {
-    let out = cli(args.clone());
-    assert!(
-        out.status.success(),
-        "`ckptfs {}` failed with {}:\nstdout:\n{}\nstderr:\n{}",
-        show(&args),
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    common::cli::run_ok(&args, &[])
 }
 
 /// Runs a command that must fail with exit code 1 and a `ckptfs:` message
@@ -90,9 +81,7 @@ pub fn refused(args: Vec<OsString>, needles: &[&str]) -> String {
 /// Runs a command that must succeed and print JSON.
 #[track_caller]
 pub fn json(args: Vec<OsString>) -> serde_json::Value {
-    let out = ok(args.clone());
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("`ckptfs {}` printed no JSON ({e}):\n{out}", show(&args)))
+    common::cli::run_json(&args, &[])
 }
 
 /// True when `path` is a mount point in `/proc/mounts`.

@@ -73,24 +73,13 @@ pub fn cli(args: &[OsString], env: Env) -> Output {
 /// Runs a command that must succeed (exit 0); returns its stdout.
 #[track_caller]
 pub fn ok(args: Vec<OsString>, env: Env) -> String {
-    let out = cli(&args, env);
-    assert!(
-        out.status.success(),
-        "`ckptfs {}` failed with {}:\nstdout:\n{}\nstderr:\n{}",
-        show(&args),
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    common::cli::run_ok(&args, env)
 }
 
 /// Runs a command that must succeed and print JSON.
 #[track_caller]
 pub fn json(args: Vec<OsString>, env: Env) -> Value {
-    let out = ok(args.clone(), env);
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("`ckptfs {}` printed no JSON ({e}):\n{out}", show(&args)))
+    common::cli::run_json(&args, env)
 }
 
 /// Asserts that a finished command failed with exit code 1 and that its

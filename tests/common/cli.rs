@@ -66,6 +66,29 @@ pub fn run_cli(args: &[OsString], env: &[(&str, &str)]) -> Output {
     }
 }
 
+/// Runs a command that must succeed (exit 0); returns its stdout.
+#[track_caller]
+pub fn run_ok(args: &[OsString], env: &[(&str, &str)]) -> String {
+    let out = run_cli(args, env);
+    assert!(
+        out.status.success(),
+        "`ckptfs {}` failed with {}:\nstdout:\n{}\nstderr:\n{}",
+        show(args),
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs a command that must succeed and print JSON.
+#[track_caller]
+pub fn run_json(args: &[OsString], env: &[(&str, &str)]) -> serde_json::Value {
+    let out = run_ok(args, env);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("`ckptfs {}` printed no JSON ({e}):\n{out}", show(args)))
+}
+
 /// The arguments as one line, for messages.
 pub fn show(args: &[OsString]) -> String {
     args.iter()
