@@ -139,23 +139,59 @@ pub fn decode(stored: &[u8]) -> Result<Vec<u8>, CodecError> {
 /// Like [`decode`], but a raw value comes back as a slice of `stored`,
 /// without a copy.
 pub fn decode_cow(stored: &[u8]) -> Result<Cow<'_, [u8]>, CodecError> {
+    match layout(stored)? {
+        Layout::Raw(raw) => Ok(Cow::Borrowed(raw)),
+        Layout::Coded(len) => {
+            let mut out = vec![0u8; len];
+            decode_into(stored, &mut out)?;
+            Ok(Cow::Owned(out))
+        }
+    }
+}
+
+/// Where a stored value's raw bytes are to be had.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Layout<'a> {
+    /// In the value itself: this slice of it.
+    Raw(&'a [u8]),
+    /// Only by decoding ([`decode_into`]) into a buffer of this length.
+    Coded(usize),
+}
+
+/// Checks a stored value's header and says where its raw bytes are.
+pub fn layout(stored: &[u8]) -> Result<Layout<'_>, CodecError> {
     let len = raw_len(stored)?;
     if len > MAX_CHUNK_LEN {
         return Err(CodecError::TooLarge(len));
     }
     let payload = &stored[HEADER_LEN..];
     match stored[0] {
-        TAG_RAW if payload.len() == len => Ok(Cow::Borrowed(payload)),
+        TAG_RAW if payload.len() == len => Ok(Layout::Raw(payload)),
         TAG_RAW => Err(CodecError::Malformed("raw length mismatch")),
-        TAG_LZ4 => {
-            let out = lz4_flex::block::decompress(payload, len).map_err(|_| CodecError::BadLz4)?;
-            if out.len() == len {
-                Ok(Cow::Owned(out))
-            } else {
-                Err(CodecError::BadLz4)
-            }
+        TAG_LZ4 | TAG_LANES => Ok(Layout::Coded(len)),
+        _ => Err(CodecError::Malformed("unknown tag")),
+    }
+}
+
+/// Decodes a stored value into `out`, which must be as long as the raw
+/// bytes ([`Layout::Coded`]). Every byte of `out` is written (it need not
+/// be zeroed first), or an error is returned. The caller checks the hash.
+pub fn decode_into(stored: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
+    if raw_len(stored)? != out.len() {
+        return Err(CodecError::Malformed("raw length mismatch"));
+    }
+    let payload = &stored[HEADER_LEN..];
+    match stored[0] {
+        TAG_RAW if payload.len() == out.len() => {
+            out.copy_from_slice(payload);
+            Ok(())
         }
-        TAG_LANES => lanes::decode(payload, len).map(Cow::Owned),
+        TAG_LZ4 => match lz4_flex::block::decompress_into(payload, out) {
+            Ok(n) if n == out.len() => Ok(()),
+            _ => Err(CodecError::BadLz4),
+        },
+        TAG_LANES => lanes::decode_into(payload, out),
+        TAG_RAW => Err(CodecError::Malformed("raw length mismatch")),
         _ => Err(CodecError::Malformed("unknown tag")),
     }
 }

@@ -275,6 +275,16 @@ impl<'a> CodedLane<'a> {
 
 /// Decodes a lane-coded payload back to the `len` raw bytes.
 pub fn decode(payload: &[u8], len: usize) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![0u8; len];
+    decode_into(payload, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes a lane-coded payload into `out`, whose length is the chunk's
+/// raw length. Every byte of `out` is written (it need not be zeroed), or
+/// an error is returned.
+pub fn decode_into(payload: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
+    let len = out.len();
     let (&mask, mut body) = payload
         .split_first()
         .ok_or(CodecError::Malformed("no lane mask"))?;
@@ -296,10 +306,10 @@ pub fn decode(payload: &[u8], len: usize) -> Result<Vec<u8>, CodecError> {
     }
     let (rest, tail) = body.split_at(kept * n);
     match &coded {
-        [Some(lane), None, None, None] => return decode_one::<0>(lane, rest, tail, n),
-        [None, Some(lane), None, None] => return decode_one::<1>(lane, rest, tail, n),
-        [None, None, Some(lane), None] => return decode_one::<2>(lane, rest, tail, n),
-        [None, None, None, Some(lane)] => return decode_one::<3>(lane, rest, tail, n),
+        [Some(lane), None, None, None] => return decode_one::<0>(lane, rest, tail, out),
+        [None, Some(lane), None, None] => return decode_one::<1>(lane, rest, tail, out),
+        [None, None, Some(lane), None] => return decode_one::<2>(lane, rest, tail, out),
+        [None, None, None, Some(lane)] => return decode_one::<3>(lane, rest, tail, out),
         _ => {}
     }
     let mut lanes: [Vec<u8>; 4] = Default::default();
@@ -308,28 +318,26 @@ pub fn decode(payload: &[u8], len: usize) -> Result<Vec<u8>, CodecError> {
             *bytes = lane.bytes(n)?;
         }
     }
-    let mut out = vec![0u8; len];
     let (groups, out_tail) = out.as_chunks_mut::<4>();
     spread(groups, rest, &lanes, mask)?;
     out_tail.copy_from_slice(tail);
-    Ok(out)
+    Ok(())
 }
 
-/// [`decode`] of a chunk with one coded lane, `LANE`: the nibbles are
+/// [`decode_into`] of a chunk with one coded lane, `LANE`: the nibbles are
 /// decoded straight into the output, two groups (one `u64`) at a time.
 fn decode_one<const LANE: usize>(
     lane: &CodedLane,
     rest: &[u8],
     tail: &[u8],
-    n: usize,
-) -> Result<Vec<u8>, CodecError> {
+    out: &mut [u8],
+) -> Result<(), CodecError> {
     let low_mask = (1u64 << (8 * LANE)) - 1;
     // Places a group's three uncoded bytes and its lane byte.
     let group = |rest: u64, byte: u8| -> u64 {
         (rest & low_mask) | (u64::from(byte) << (8 * LANE)) | ((rest & !low_mask) << 8)
     };
     let table = &lane.table;
-    let mut out = vec![0u8; 4 * n + tail.len()];
     let (pairs, out_rest) = out.as_chunks_mut::<8>();
     let (rests, odd) = rest.as_chunks::<6>();
     if rests.len() != pairs.len() || lane.nibbles.len() < pairs.len() {
@@ -351,8 +359,7 @@ fn decode_one<const LANE: usize>(
         last.copy_from_slice(&value.to_le_bytes()[..4]);
     }
     out_tail.copy_from_slice(tail);
-    lane.patch(n, |i, byte| out[4 * i + LANE] = byte)?;
-    Ok(out)
+    lane.patch(out.len() / 4, |i, byte| out[4 * i + LANE] = byte)
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@ pub mod lanes;
 mod testdata;
 
 pub use cdc::{ChunkParams, Chunker};
-pub use codec::{decode, decode_cow, encode, encode_parts, CodecError, Compression, MAX_CHUNK_LEN};
+pub use codec::{
+    decode, decode_cow, decode_into, encode, encode_parts, layout, CodecError, Compression, Layout,
+    MAX_CHUNK_LEN,
+};
 pub use hash::chunk_id;
 
 /// True when every byte is zero: such chunks are stored as holes.
