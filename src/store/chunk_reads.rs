@@ -4,26 +4,29 @@
 //! Every chunk read is decoded and checked against its id (xxh3-128) before
 //! it is handed out: a damaged record is an error, never wrong bytes.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use super::buffers::ReadBuf;
 use super::chunks::IndexEntry;
 use super::packs::{PackLocation, RECORD_HEADER};
 use super::schema::{chunk_key, chunk_shard, CF_CHUNK_INDEX};
 use super::{Result, Store, StoreError};
-use crate::chunk;
+use crate::chunk::{self, Layout};
 use crate::ids::ChunkId;
 
 /// Longest run of pack records read with one `pread`.
 const MAX_RUN: u64 = 2 << 20;
+/// Runs shorter than this that are not one stretch of a pack are not split
+/// further: their chunks are looked up one by one.
+const MIN_SPLIT_RUN: usize = 8;
 
 /// A chunk's verified bytes: its own buffer, or a slice of a larger read
 /// shared with its neighbours (no copy per chunk).
 #[derive(Clone, Debug)]
 pub struct ChunkBytes {
-    buf: Arc<Vec<u8>>,
+    buf: Arc<ReadBuf>,
     start: usize,
     len: usize,
 }
@@ -32,8 +35,25 @@ impl ChunkBytes {
     fn owned(bytes: Vec<u8>) -> Self {
         let len = bytes.len();
         ChunkBytes {
-            buf: Arc::new(bytes),
+            buf: Arc::new(ReadBuf::from_vec(bytes)),
             start: 0,
+            len,
+        }
+    }
+
+    /// The same bytes in a buffer of their own, so that keeping them does
+    /// not keep the rest of a shared buffer alive.
+    pub fn detached(&self) -> Self {
+        if self.len == self.buf.len() {
+            return self.clone();
+        }
+        ChunkBytes::owned(self.to_vec())
+    }
+
+    fn slice_of(buf: &Arc<ReadBuf>, start: usize, len: usize) -> Self {
+        ChunkBytes {
+            buf: buf.clone(),
+            start,
             len,
         }
     }
@@ -56,7 +76,12 @@ impl Store {
                     .packs
                     .read(loc.pack, loc.offset, loc.len as usize)
                     .map_err(|e| packed_read_error(id, e))?;
-                decode_record(id, &Arc::new(record), 0, loc.len as usize)
+                let record = Arc::new(ReadBuf::from_vec(record));
+                let mut out = Vec::with_capacity(1);
+                decode_records(&record, &[(id, 0, loc.len as usize)], &mut out);
+                out.pop()
+                    .map(|(_, result)| result)
+                    .unwrap_or(Err(StoreError::ChunkCorrupt(id)))
             }
             None => self.read_inline_chunk(id),
         }
@@ -73,9 +98,10 @@ impl Store {
                     .packs
                     .read(loc.pack, loc.offset, loc.len as usize)
                     .map_err(|e| packed_read_error(id, e))?;
-                let record = Arc::new(record);
-                decode_record(id, &record, 0, loc.len as usize)?;
-                record.get(RECORD_HEADER..).unwrap_or_default().to_vec()
+                let value = record_value(id, &record, 0, loc.len as usize)?;
+                let raw = chunk::decode(value).map_err(|_| StoreError::ChunkCorrupt(id))?;
+                check_hash(id, &raw)?;
+                value.to_vec()
             }
             None => {
                 let stored = self
@@ -170,7 +196,8 @@ impl Store {
     /// and the last chunk of `run`, with one `pread`, and takes from it
     /// every chunk of `run` whose record it holds (walking the records'
     /// headers, so chunks of older versions in between cost nothing).
-    /// Returns the chunks it did not find there.
+    /// A run that is not one stretch is split in halves, each read the
+    /// same way. Returns the chunks it did not find there.
     fn read_run(
         &self,
         run: &[(ChunkId, u32)],
@@ -196,9 +223,18 @@ impl Store {
             || end.offset <= start.offset
             || end.end() - start.offset > MAX_RUN
         {
-            return run.to_vec();
+            // Not one stretch of one pack: the run spans two packs, or its
+            // chunks were written before appends kept file order. Halves
+            // usually are; below that, each chunk is looked up.
+            if run.len() < MIN_SPLIT_RUN {
+                return run.to_vec();
+            }
+            let (front, back) = run.split_at(run.len() / 2);
+            let mut missed = self.read_run(front, out);
+            missed.extend(self.read_run(back, out));
+            return missed;
         }
-        let Ok(bytes) = self.packs.read(
+        let Ok(bytes) = self.packs.read_pooled(
             start.pack,
             start.offset,
             (end.end() - start.offset) as usize,
@@ -207,13 +243,15 @@ impl Store {
         };
         let bytes = Arc::new(bytes);
         let records = record_spans(&bytes);
+        let mut found = Vec::with_capacity(run.len());
         let mut missed = Vec::new();
         for &(id, raw_len) in run {
             match records.get(&id) {
-                Some(&(at, len)) => out.push((id, decode_record(id, &bytes, at, len))),
+                Some(&(at, len)) => found.push((id, at, len)),
                 None => missed.push((id, raw_len)),
             }
         }
+        decode_records(&bytes, &found, out);
         missed
     }
 
@@ -251,14 +289,16 @@ impl Store {
             rest = tail;
             match self
                 .packs
-                .read(first.pack, first.offset, (end - first.offset) as usize)
+                .read_pooled(first.pack, first.offset, (end - first.offset) as usize)
             {
                 Ok(bytes) => {
-                    let bytes = Arc::new(bytes);
-                    for (loc, id) in group {
-                        let at = (loc.offset - first.offset) as usize;
-                        out.push((*id, decode_record(*id, &bytes, at, loc.len as usize)));
-                    }
+                    let records: Vec<_> = group
+                        .iter()
+                        .map(|(loc, id)| {
+                            (*id, (loc.offset - first.offset) as usize, loc.len as usize)
+                        })
+                        .collect();
+                    decode_records(&Arc::new(bytes), &records, out);
                 }
                 Err(e) => {
                     // Fall back to one read per record, so one bad record
@@ -308,10 +348,9 @@ fn record_spans(bytes: &[u8]) -> HashMap<ChunkId, (usize, usize)> {
     spans
 }
 
-/// Checks the pack record at `buf[at..at + len]` against the chunk it
-/// should hold, then decodes and verifies its value. A raw value is
-/// returned as a slice of `buf`.
-fn decode_record(id: ChunkId, buf: &Arc<Vec<u8>>, at: usize, len: usize) -> Result<ChunkBytes> {
+/// The codec value of the pack record at `buf[at..at + len]`, after
+/// checking that the record holds the chunk it should.
+fn record_value(id: ChunkId, buf: &[u8], at: usize, len: usize) -> Result<&[u8]> {
     let corrupt = || StoreError::ChunkCorrupt(id);
     let record = buf.get(at..at + len).ok_or_else(corrupt)?;
     let (header, value) = record.split_at_checked(RECORD_HEADER).ok_or_else(corrupt)?;
@@ -322,16 +361,73 @@ fn decode_record(id: ChunkId, buf: &Arc<Vec<u8>>, at: usize, len: usize) -> Resu
     if header[..16] != id.to_bytes() || stored_len as usize != value.len() {
         return Err(corrupt());
     }
-    let raw = chunk::decode_cow(value).map_err(|_| corrupt())?;
-    check_hash(id, &raw)?;
-    Ok(match raw {
-        Cow::Borrowed(slice) => ChunkBytes {
-            buf: buf.clone(),
-            start: slice.as_ptr() as usize - buf.as_ptr() as usize,
-            len: slice.len(),
-        },
-        Cow::Owned(v) => ChunkBytes::owned(v),
-    })
+    Ok(value)
+}
+
+/// How one record of a run is had: failed, raw in the run's buffer, or
+/// decoded into the shared buffer at `at`.
+enum Planned<'a> {
+    Failed(StoreError),
+    Raw(&'a [u8]),
+    Coded {
+        value: &'a [u8],
+        at: usize,
+        len: usize,
+    },
+}
+
+/// Decodes and verifies the records `(id, at, len)` of `buf` (a run read
+/// from a pack). Raw values are handed out as slices of `buf`; the coded
+/// ones are decoded side by side into one pooled buffer and handed out as
+/// slices of it, so a run costs two buffers, not one per chunk.
+fn decode_records(
+    buf: &Arc<ReadBuf>,
+    records: &[(ChunkId, usize, usize)],
+    out: &mut Vec<(ChunkId, Result<ChunkBytes>)>,
+) {
+    let mut decoded_len = 0usize;
+    let mut plans: Vec<Planned> = records
+        .iter()
+        .map(|&(id, at, len)| {
+            let value = match record_value(id, buf, at, len) {
+                Ok(value) => value,
+                Err(e) => return Planned::Failed(e),
+            };
+            match chunk::layout(value) {
+                Ok(Layout::Raw(raw)) => Planned::Raw(raw),
+                Ok(Layout::Coded(len)) => {
+                    decoded_len += len;
+                    Planned::Coded {
+                        value,
+                        at: decoded_len - len,
+                        len,
+                    }
+                }
+                Err(_) => Planned::Failed(StoreError::ChunkCorrupt(id)),
+            }
+        })
+        .collect();
+    let mut decoded = ReadBuf::take(decoded_len);
+    for (plan, &(id, ..)) in plans.iter_mut().zip(records) {
+        if let Planned::Coded { value, at, len } = *plan {
+            if chunk::decode_into(value, &mut decoded[at..at + len]).is_err() {
+                *plan = Planned::Failed(StoreError::ChunkCorrupt(id));
+            }
+        }
+    }
+    let decoded = Arc::new(decoded);
+    for (plan, &(id, ..)) in plans.into_iter().zip(records) {
+        let result = match plan {
+            Planned::Failed(e) => Err(e),
+            Planned::Raw(raw) => check_hash(id, raw).map(|()| {
+                let start = raw.as_ptr() as usize - buf.as_ptr() as usize;
+                ChunkBytes::slice_of(buf, start, raw.len())
+            }),
+            Planned::Coded { at, len, .. } => check_hash(id, &decoded[at..at + len])
+                .map(|()| ChunkBytes::slice_of(&decoded, at, len)),
+        };
+        out.push((id, result));
+    }
 }
 
 fn check_hash(id: ChunkId, raw: &[u8]) -> Result<()> {

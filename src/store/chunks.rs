@@ -17,6 +17,9 @@
 //! the last commit and records their durable lengths, so no commit can
 //! name a chunk that a crash would lose.
 
+use std::borrow::Cow;
+use std::ops::Range;
+
 use rocksdb::WriteBatch;
 
 use super::packs::{PackLocation, RECORD_HEADER};
@@ -24,6 +27,30 @@ use super::schema::{chunk_key, chunk_shard, pack_len_key, CF_CHUNK_INDEX, CF_MET
 use super::{Result, Store, StoreError};
 use crate::chunk;
 use crate::ids::ChunkId;
+
+/// A chunk encoded for a pack record, not written yet.
+pub struct EncodedChunk {
+    /// The chunk.
+    pub id: ChunkId,
+    /// Where its raw bytes are in the caller's buffer.
+    raw: Range<usize>,
+    codec_header: [u8; chunk::codec::HEADER_LEN],
+    /// The coded payload; `None`: the raw bytes are stored as they are.
+    coded: Option<Vec<u8>>,
+}
+
+impl EncodedChunk {
+    /// Bytes of the raw chunk.
+    pub fn raw_len(&self) -> u32 {
+        self.raw.len() as u32
+    }
+
+    /// Bytes of the record's value (codec header and payload).
+    pub fn stored_len(&self) -> u32 {
+        let payload = self.coded.as_ref().map_or(self.raw.len(), Vec::len);
+        (self.codec_header.len() + payload) as u32
+    }
+}
 
 /// What the index says of a chunk.
 #[derive(Clone, Copy, Debug)]
@@ -142,23 +169,9 @@ impl Store {
     /// other, so reading the file back reads long runs.
     pub fn put_chunk(&self, id: ChunkId, raw: &[u8], packed: Option<u64>) -> Result<usize> {
         if let Some(stream) = packed {
-            let (codec_header, payload) = chunk::encode_parts(raw, self.compression());
-            let stored_len = (codec_header.len() + payload.len()) as u32;
-            let mut header = [0u8; RECORD_HEADER];
-            header[..16].copy_from_slice(&id.to_bytes());
-            header[16..].copy_from_slice(&stored_len.to_le_bytes());
-            // Indexed while the pack is held: see `Packs::appending`.
-            self.packs
-                .append(stream, &[&header, &codec_header, &payload], |loc| {
-                    let entry = IndexEntry {
-                        raw_len: raw.len() as u32,
-                        stored_len,
-                        packed: Some(loc),
-                    };
-                    self.db
-                        .put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id), entry.encode())?;
-                    Ok(())
-                })?;
+            let encoded = self.encode_chunk(id, raw, 0..raw.len());
+            let stored_len = encoded.stored_len();
+            self.put_packed(stream, raw, &[encoded])?;
             return Ok(stored_len as usize);
         }
         let (codec_header, payload) = chunk::encode_parts(raw, self.compression());
@@ -173,6 +186,64 @@ impl Store {
         batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id), entry.encode());
         self.db.write(batch)?;
         Ok(entry.stored_len as usize)
+    }
+
+    /// Encodes the chunk `id` whose raw bytes are `data[raw]`, for
+    /// [`Store::put_packed`].
+    pub fn encode_chunk(&self, id: ChunkId, data: &[u8], raw: Range<usize>) -> EncodedChunk {
+        let (codec_header, payload) = chunk::encode_parts(&data[raw.clone()], self.compression());
+        let coded = match payload {
+            Cow::Owned(coded) => Some(coded),
+            Cow::Borrowed(_) => None,
+        };
+        EncodedChunk {
+            id,
+            raw,
+            codec_header,
+            coded,
+        }
+    }
+
+    /// Appends encoded chunks (their raw bytes in `data`) to a pack of
+    /// `stream`, side by side in the order given, with one write, and
+    /// indexes them with one batch while the pack is held (see
+    /// `Packs::appending`). Chunks of one stream go to the same pack, next
+    /// to each other, so reading the file back reads long runs.
+    pub fn put_packed(&self, stream: u64, data: &[u8], chunks: &[EncodedChunk]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let headers: Vec<[u8; RECORD_HEADER]> = chunks
+            .iter()
+            .map(|c| {
+                let mut header = [0u8; RECORD_HEADER];
+                header[..16].copy_from_slice(&c.id.to_bytes());
+                header[16..].copy_from_slice(&c.stored_len().to_le_bytes());
+                header
+            })
+            .collect();
+        let records: Vec<[&[u8]; 3]> = chunks
+            .iter()
+            .zip(&headers)
+            .map(|(c, header)| {
+                let payload = c.coded.as_deref().unwrap_or(&data[c.raw.clone()]);
+                [&header[..], &c.codec_header[..], payload]
+            })
+            .collect();
+        self.packs.append_records(stream, &records, |locations| {
+            let mut batch = WriteBatch::default();
+            for (c, &loc) in chunks.iter().zip(locations) {
+                let entry = IndexEntry {
+                    raw_len: c.raw.len() as u32,
+                    stored_len: c.stored_len(),
+                    packed: Some(loc),
+                };
+                batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(c.id), entry.encode());
+            }
+            self.db.write(batch)?;
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Makes every packed chunk written so far durable: syncs the packs

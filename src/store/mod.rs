@@ -15,6 +15,7 @@
 //! [`Store::persist_chunks`] first, which syncs the packs written since the
 //! last commit.
 
+mod buffers;
 mod bytes;
 mod chunk_reads;
 mod chunks;
@@ -36,6 +37,7 @@ use thiserror::Error;
 
 use crate::ids::{ChunkId, Ino, ManifestId};
 pub use chunk_reads::ChunkBytes;
+pub use chunks::EncodedChunk;
 use counters::Counter;
 pub use counters::{MAX_INO, MAX_PATH_ID, MAX_SNAP_ID};
 pub use history::CopyStats;
@@ -106,6 +108,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same error again, for each of several operations it failed
+    /// (running out of space stays `NoSpace`, an OS error keeps its code).
+    pub fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::NoSpace => StoreError::NoSpace,
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            StoreError::ChunkMissing(id) => StoreError::ChunkMissing(*id),
+            StoreError::ChunkCorrupt(id) => StoreError::ChunkCorrupt(*id),
+            other => StoreError::Db(other.to_string()),
+        }
+    }
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         if source.raw_os_error() == Some(libc::ENOSPC) {
             return StoreError::NoSpace;

@@ -6,13 +6,14 @@
 //! record = [chunk id: 16 bytes][stored len: u32 LE][codec value]
 //! ```
 //!
-//! A chunk is written once, with one `pwritev`, and read back with one
-//! `pread`; a sequential reader reads runs of neighbouring records with one
-//! `pread` per run. Several packs are open for appending at a time; each
-//! stream (the chunks of one file version) goes to one of them, so a file's
-//! records sit side by side even when several files are written at once
-//! (8 ranks writing shards). Within a pack, records are appended in order
-//! and a pack's length only covers completed writes.
+//! A batch of a stream's chunks is written with one `pwritev`, and read
+//! back with one `pread`; a sequential reader reads runs of neighbouring
+//! records with one `pread` per run. Several packs are open for appending
+//! at a time; each stream (the chunks of one file version) keeps one of
+//! them while it writes, so a file's records sit side by side, in file
+//! order (the chunk pipeline appends a stream's batches in order), even
+//! when several files are written at once (8 ranks writing shards). A
+//! pack's length only covers completed writes.
 //!
 //! Durability: a commit that names packed chunks first calls
 //! [`Packs::sync`], which `fdatasync`s every pack written since the last
@@ -40,6 +41,7 @@ use nix::fcntl::{fallocate, posix_fadvise, FallocateFlags, PosixFadviseAdvice};
 use nix::sys::uio::pwritev;
 use parking_lot::{Mutex, RwLock};
 
+use super::buffers::ReadBuf;
 use super::{Result, StoreError};
 
 /// Bytes in front of every record: chunk id and stored length.
@@ -94,6 +96,8 @@ pub struct Packs {
     sealed: HashMap<u32, u64>,
     next_id: AtomicU32,
     appenders: Vec<Mutex<Option<OpenPack>>>,
+    /// Which stream each appender serves.
+    owners: Mutex<Owners>,
     /// Packs closed for appending that still need a sync.
     retired: Mutex<Vec<OpenPack>>,
     files: RwLock<HashMap<u32, Arc<File>>>,
@@ -102,6 +106,29 @@ pub struct Packs {
     /// Packs longer than their durable length at open: path, length,
     /// durable length.
     leftovers: Vec<(PathBuf, u64, u64)>,
+}
+
+/// The stream each appender served last, and when.
+#[derive(Default)]
+struct Owners {
+    tick: u64,
+    slots: [(Option<u64>, u64); APPENDERS],
+}
+
+impl Owners {
+    /// The appender for `stream`: the one it used last, else the one idle
+    /// longest, so that up to [`APPENDERS`] files written at once each get
+    /// a pack of their own and their records do not interleave.
+    fn slot_for(&mut self, stream: u64) -> usize {
+        self.tick += 1;
+        let slots = &mut self.slots;
+        let i = match slots.iter().position(|&(owner, _)| owner == Some(stream)) {
+            Some(i) => i,
+            None => (0..APPENDERS).min_by_key(|&i| slots[i].1).unwrap_or(0),
+        };
+        slots[i] = (Some(stream), self.tick);
+        i
+    }
 }
 
 fn pack_name(id: u32) -> String {
@@ -143,6 +170,7 @@ impl Packs {
             sealed,
             next_id: AtomicU32::new(first),
             appenders: (0..APPENDERS).map(|_| Mutex::new(None)).collect(),
+            owners: Mutex::new(Owners::default()),
             retired: Mutex::new(Vec::new()),
             files: RwLock::new(HashMap::new()),
             sync_lock: Mutex::new(()),
@@ -223,18 +251,43 @@ impl Packs {
     /// with its location while the pack is still held: once a pack stops
     /// taking appends, every record in it is indexed (see
     /// [`Packs::appending`]). Returns the location.
+    #[cfg(test)]
     pub fn append(
         &self,
         stream: u64,
         parts: &[&[u8]],
         index: impl FnOnce(PackLocation) -> Result<()>,
     ) -> Result<PackLocation> {
-        let record_len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let mut found = None;
+        self.append_records(stream, &[parts], |locations| {
+            found = locations.first().copied();
+            match found {
+                Some(loc) => index(loc),
+                None => Ok(()),
+            }
+        })?;
+        found.ok_or_else(|| StoreError::Db("no record appended".into()))
+    }
+
+    /// Appends records side by side, in order, with one write (each record
+    /// given as consecutive parts), then calls `index` with their locations
+    /// while the pack is still held, as [`Packs::append`] does.
+    pub fn append_records<'a, P: AsRef<[&'a [u8]]>>(
+        &self,
+        stream: u64,
+        records: &[P],
+        index: impl FnOnce(&[PackLocation]) -> Result<()>,
+    ) -> Result<()> {
+        let record_lens: Vec<u64> = records
+            .iter()
+            .map(|parts| parts.as_ref().iter().map(|p| p.len() as u64).sum())
+            .collect();
+        let total: u64 = record_lens.iter().sum();
         // One appender per stream: a file's records end up side by side.
-        let mut slot = self.appenders[(stream % APPENDERS as u64) as usize].lock();
+        let mut slot = self.appenders[self.owners.lock().slot_for(stream)].lock();
         let full = slot
             .as_ref()
-            .is_some_and(|p| p.len > 0 && p.len + record_len > PACK_TARGET);
+            .is_some_and(|p| p.len > 0 && p.len + total > PACK_TARGET);
         if full {
             if let Some(old) = slot.take().filter(|p| p.dirty) {
                 self.retired.lock().push(old);
@@ -246,23 +299,36 @@ impl Packs {
         let Some(pack) = slot.as_mut() else {
             return Err(StoreError::Db("no pack to append to".into()));
         };
-        write_all_at(&pack.file, parts, pack.len)
+        let parts: Vec<&[u8]> = records
+            .iter()
+            .flat_map(|parts| parts.as_ref().iter().copied())
+            .collect();
+        let start = pack.len;
+        write_all_at(&pack.file, &parts, start)
             .map_err(|e| StoreError::io(&self.path(pack.id), e))?;
-        let loc = PackLocation {
-            pack: pack.id,
-            offset: pack.len,
-            len: record_len as u32,
-        };
-        pack.len += record_len;
+        let mut at = start;
+        let locations: Vec<PackLocation> = record_lens
+            .iter()
+            .map(|&len| {
+                let loc = PackLocation {
+                    pack: pack.id,
+                    offset: at,
+                    len: len as u32,
+                };
+                at += len;
+                loc
+            })
+            .collect();
+        pack.len += total;
         pack.dirty = true;
-        index(loc)?;
+        index(&locations)?;
         let boundary = pack.len / WRITEBACK_STEP * WRITEBACK_STEP;
-        let file = (boundary > loc.offset).then(|| pack.file.clone());
+        let file = (boundary > start).then(|| pack.file.clone());
         drop(slot);
         if let Some(file) = file {
             start_writeback(&file, boundary);
         }
-        Ok(loc)
+        Ok(())
     }
 
     /// `fdatasync`s every pack appended to since the last sync; returns
@@ -388,6 +454,16 @@ impl Packs {
         Ok(buf)
     }
 
+    /// Reads `len` bytes of pack `id` from `offset` into a pooled buffer
+    /// (see `buffers.rs`): what sequential readers read runs with.
+    pub fn read_pooled(&self, id: u32, offset: u64, len: usize) -> Result<ReadBuf> {
+        let mut buf = ReadBuf::take(len);
+        self.file(id)?
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| StoreError::io(&self.path(id), e))?;
+        Ok(buf)
+    }
+
     /// Gives the disk the space of dead records back: neighbouring records
     /// are merged so that whole blocks between them are freed.
     pub fn punch(&self, dead: &[PackLocation]) -> Result<()> {
@@ -450,7 +526,8 @@ fn start_writeback(file: &File, end: u64) {
 fn write_all_at(file: &File, parts: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
     let mut left: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
     while !left.is_empty() {
-        let iov: Vec<IoSlice<'_>> = left.iter().map(|p| IoSlice::new(p)).collect();
+        // At most IOV_MAX (1024 on Linux) slices per call.
+        let iov: Vec<IoSlice<'_>> = left.iter().take(1024).map(|p| IoSlice::new(p)).collect();
         let mut n = match pwritev(file, &iov, offset as libc::off_t) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
@@ -471,101 +548,5 @@ fn write_all_at(file: &File, parts: &[&[u8]], mut offset: u64) -> std::io::Resul
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_append_read_back_and_survive_a_reopen_up_to_the_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let packs = Packs::open(dir.path().join("packs"), HashMap::new()).unwrap();
-        let a = packs
-            .append(0, &[b"first ", b"record"], |_| Ok(()))
-            .unwrap();
-        let b = packs.append(0, &[b"second"], |_| Ok(())).unwrap();
-        assert_eq!(
-            packs.read(a.pack, a.offset, a.len as usize).unwrap(),
-            b"first record"
-        );
-        assert_eq!(
-            packs.read(b.pack, b.offset, b.len as usize).unwrap(),
-            b"second"
-        );
-        let synced = packs.sync().unwrap();
-        assert!(
-            packs.sync().unwrap().is_empty(),
-            "a second sync has nothing to do"
-        );
-        let c = packs.append(0, &[b"after the sync"], |_| Ok(())).unwrap();
-        assert!(packs.is_durable(c));
-        drop(packs);
-
-        let sealed: HashMap<u32, u64> = synced.into_iter().collect();
-        let packs = Packs::open(dir.path().join("packs"), sealed).unwrap();
-        assert!(packs.has_leftovers());
-        packs.cut_leftovers().unwrap();
-        assert!(packs.is_durable(a) && packs.is_durable(b));
-        if c.pack == a.pack {
-            assert!(
-                !packs.is_durable(c),
-                "bytes past the synced length are not durable"
-            );
-            assert!(packs.read(c.pack, c.offset, c.len as usize).is_err());
-        }
-        assert_eq!(
-            packs.read(a.pack, a.offset, a.len as usize).unwrap(),
-            b"first record"
-        );
-        let d = packs.append(0, &[b"new session"], |_| Ok(())).unwrap();
-        assert!(
-            d.pack > a.pack.max(c.pack),
-            "old packs are never appended to"
-        );
-    }
-
-    #[test]
-    fn only_packs_without_live_records_that_take_no_appends_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let packs = Packs::open(dir.path().join("packs"), HashMap::new()).unwrap();
-        let old = packs.append(0, &[b"old record"], |_| Ok(())).unwrap();
-        let sealed: HashMap<u32, u64> = packs.sync().unwrap().into_iter().collect();
-        drop(packs);
-        let packs = Packs::open(dir.path().join("packs"), sealed).unwrap();
-        let new = packs.append(0, &[b"new record"], |_| Ok(())).unwrap();
-        let none = HashSet::new();
-        let live_old: HashSet<u32> = [old.pack].into();
-        assert!(packs
-            .remove_dead(&live_old, &packs.appending())
-            .unwrap()
-            .is_empty());
-        let removed = packs.remove_dead(&none, &packs.appending()).unwrap();
-        assert_eq!(removed.iter().map(|r| r.0).collect::<Vec<_>>(), [old.pack]);
-        assert!(packs.read(old.pack, old.offset, old.len as usize).is_err());
-        assert_eq!(
-            packs.read(new.pack, new.offset, new.len as usize).unwrap(),
-            b"new record"
-        );
-    }
-
-    #[test]
-    fn punched_records_free_their_blocks() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let packs = Packs::open(dir.path().join("packs"), HashMap::new()).unwrap();
-        let record = vec![7u8; 64 << 10];
-        let locs: Vec<_> = (0..16)
-            .map(|_| packs.append(0, &[&record], |_| Ok(())).unwrap())
-            .collect();
-        packs.sync().unwrap();
-        let path = packs.path(locs[0].pack);
-        let before = fs::metadata(&path).unwrap().blocks();
-        packs.punch(&locs[..8]).unwrap();
-        let after = fs::metadata(&path).unwrap().blocks();
-        assert!(after * 2 <= before + 16, "blocks {before} -> {after}");
-        assert_eq!(
-            packs
-                .read(locs[9].pack, locs[9].offset, record.len())
-                .unwrap(),
-            record
-        );
-    }
-}
+#[path = "packs_tests.rs"]
+mod tests;

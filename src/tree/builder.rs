@@ -6,10 +6,11 @@
 //! goes into the commit's batch.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use super::pipeline::{ChunkBatch, ChunkResult, Pipeline, BATCH_BYTES};
+use super::pipeline::{ChunkBatch, ChunkResult, JobOrder, Pipeline, BATCH_BYTES};
 use crate::ids::{ChunkId, ManifestId};
 use crate::store::manifest::{Entry, SEGMENT_ENTRIES};
 use crate::store::{Store, StoreError, Txn};
@@ -35,6 +36,8 @@ pub struct ManifestBuilder {
     submitted: u64,
     /// The first error a job returned; the manifest is then unusable.
     failed: Option<StoreError>,
+    /// Keeps this manifest's chunks in file order in their pack.
+    order: Arc<JobOrder>,
 }
 
 impl ManifestBuilder {
@@ -49,6 +52,7 @@ impl ManifestBuilder {
             batch: ChunkBatch::default(),
             submitted: 0,
             failed: None,
+            order: Arc::default(),
         }
     }
 
@@ -76,7 +80,8 @@ impl ManifestBuilder {
     fn send_batch(&mut self, pipeline: &Pipeline) {
         if !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
-            self.pending.push_back(Pending::Job(pipeline.submit(batch)));
+            self.pending
+                .push_back(Pending::Job(pipeline.submit(batch, &self.order)));
         }
     }
 

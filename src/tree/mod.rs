@@ -30,6 +30,7 @@ mod reader;
 mod snapshot;
 mod space;
 mod stats;
+mod stream_order;
 mod verify;
 mod version;
 mod writer;

@@ -7,6 +7,12 @@
 //! blocks in `submit` (back-pressure), and memory stays bounded whatever
 //! the file size. Results come back through a per-job channel so that the
 //! caller can keep them in file order.
+//!
+//! A job's new chunks are encoded in parallel with other jobs, then its
+//! pack records are appended with one write, in the order the stream's jobs
+//! were submitted ([`StreamOrder`]): a file ends up as one stretch of its
+//! pack. A job's reply is sent once its chunks are indexed, so whoever
+//! waits for the replies of a file can read all of its chunks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,9 +23,10 @@ use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
 use crate::ids::ChunkId;
 
+use super::stream_order::StreamOrder;
 use crate::chunk::{chunk_id, is_zero};
 use crate::store::manifest::Entry;
-use crate::store::{Store, StoreError};
+use crate::store::{EncodedChunk, Store, StoreError};
 
 /// What a chunk yields: its manifest entry.
 pub type ChunkResult = Result<Entry, StoreError>;
@@ -62,8 +69,26 @@ impl ChunkBatch {
     }
 }
 
+/// The submission order of one stream's jobs.
+pub type JobOrder = StreamOrder<Prepared>;
+
 struct Job {
     batch: ChunkBatch,
+    reply: Sender<Vec<ChunkResult>>,
+    order: Arc<JobOrder>,
+    ticket: u64,
+}
+
+/// A job whose chunks are hashed, checked and encoded, waiting for its
+/// turn to append them.
+pub struct Prepared {
+    data: Vec<u8>,
+    results: Vec<ChunkResult>,
+    /// New chunks for the stream's pack.
+    encoded: Vec<EncodedChunk>,
+    /// Each new chunk's place in `results`.
+    slots: Vec<usize>,
+    stream: u64,
     reply: Sender<Vec<ChunkResult>>,
 }
 
@@ -127,10 +152,18 @@ pub struct PipelineCounters {
     pub zero_chunks: AtomicU64,
 }
 
+/// What the workers share.
+struct Context {
+    store: Arc<Store>,
+    guard: Arc<GcGuard>,
+    counters: Arc<PipelineCounters>,
+}
+
 /// A pool of chunk-storing workers.
 pub struct Pipeline {
     jobs: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
+    context: Arc<Context>,
     /// What was done so far.
     pub counters: Arc<PipelineCounters>,
 }
@@ -145,31 +178,23 @@ impl Pipeline {
     ) -> std::io::Result<Self> {
         let (tx, rx) = bounded::<Job>(queue.max(1));
         let counters = Arc::new(PipelineCounters::default());
+        let context = Arc::new(Context {
+            store,
+            guard,
+            counters: counters.clone(),
+        });
         let mut workers = Vec::new();
         for i in 0..threads.max(1) {
             let rx = rx.clone();
-            let store = store.clone();
-            let counters = counters.clone();
-            let guard = guard.clone();
+            let context = context.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("ckptfs-chunk-{i}"))
                     .spawn(move || {
                         for job in rx.iter() {
-                            let mut at = 0;
-                            let results = job
-                                .batch
-                                .chunks
-                                .iter()
-                                .map(|&(len, packed)| {
-                                    let data = &job.batch.data[at..at + len as usize];
-                                    at += len as usize;
-                                    store_chunk(&store, &guard, &counters, data, packed)
-                                })
-                                .collect();
-                            // The submitter may have given up (its file was
-                            // truncated away); the result is then unneeded.
-                            let _ = job.reply.send(results);
+                            let (order, ticket) = (job.order.clone(), job.ticket);
+                            let prepared = context.prepare(job.batch, job.reply);
+                            order.hand_in(ticket, prepared, |p| context.append(p));
                         }
                     })?,
             );
@@ -177,26 +202,139 @@ impl Pipeline {
         Ok(Pipeline {
             jobs: Some(tx),
             workers,
+            context,
             counters,
         })
     }
 
-    /// Queues a batch of chunks; blocks while the queue is full. The reply
-    /// holds one result per chunk, in order.
-    pub fn submit(&self, batch: ChunkBatch) -> Receiver<Vec<ChunkResult>> {
+    /// Queues a batch of chunks of the stream whose jobs `order` orders;
+    /// blocks while the queue is full. The reply holds one result per
+    /// chunk, in order.
+    pub fn submit(&self, batch: ChunkBatch, order: &Arc<JobOrder>) -> Receiver<Vec<ChunkResult>> {
         let (reply, result) = bounded(1);
-        let job = Job { batch, reply };
-        match &self.jobs {
-            Some(jobs) => {
-                if let Err(crossbeam_channel::SendError(job)) = jobs.send(job) {
-                    let _ = job.reply.send(stopped(&job.batch));
-                }
-            }
-            None => {
-                let _ = job.reply.send(stopped(&job.batch));
-            }
+        let job = Job {
+            batch,
+            reply,
+            order: order.clone(),
+            ticket: order.ticket(),
+        };
+        let refused = match &self.jobs {
+            Some(jobs) => jobs.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = refused {
+            // The ticket is handed in all the same, or the stream's later
+            // jobs would wait for it forever.
+            let prepared = Prepared {
+                results: stopped(&job.batch),
+                data: Vec::new(),
+                encoded: Vec::new(),
+                slots: Vec::new(),
+                stream: 0,
+                reply: job.reply,
+            };
+            job.order
+                .hand_in(job.ticket, prepared, |p| self.context.append(p));
         }
         result
+    }
+}
+
+impl Context {
+    /// Hashes a batch's chunks, turns zeros into holes, checks which are
+    /// stored already, stores the new ones that go through the WAL, and
+    /// encodes the new ones that go to a pack.
+    fn prepare(&self, batch: ChunkBatch, reply: Sender<Vec<ChunkResult>>) -> Prepared {
+        let mut at = 0;
+        let mut stream = 0;
+        let mut encoded = Vec::new();
+        let mut slots = Vec::new();
+        let mut results = Vec::with_capacity(batch.chunks.len());
+        for &(len, packed) in &batch.chunks {
+            let raw = at..at + len as usize;
+            at += len as usize;
+            let data = &batch.data[raw.clone()];
+            let result = match packed {
+                Some(s) => {
+                    stream = s;
+                    self.dedup(data, |id| {
+                        encoded.push(self.store.encode_chunk(id, &batch.data, raw));
+                        slots.push(results.len());
+                        Ok(())
+                    })
+                }
+                None => self.dedup(data, |id| {
+                    let stored = self.store.put_chunk(id, data, None)?;
+                    self.counted(data.len(), stored);
+                    Ok(())
+                }),
+            };
+            results.push(result);
+        }
+        Prepared {
+            data: batch.data,
+            results,
+            encoded,
+            slots,
+            stream,
+            reply,
+        }
+    }
+
+    /// A chunk's entry: a hole for zeros, else its id, after `store_new`
+    /// ran for it if it is not stored yet. The check and `store_new` run
+    /// under the GC gate, and the id is noted for a GC in progress.
+    fn dedup(
+        &self,
+        data: &[u8],
+        store_new: impl FnOnce(ChunkId) -> Result<(), StoreError>,
+    ) -> ChunkResult {
+        let len = data.len() as u32;
+        if is_zero(data) {
+            self.counters.zero_chunks.fetch_add(1, Ordering::Relaxed);
+            return Ok(Entry::Hole { len: len as u64 });
+        }
+        let id = chunk_id(data);
+        let _gate = self.guard.gate.read();
+        self.guard.note(id);
+        if self.store.has_chunk(id)? {
+            self.counters.dedup_chunks.fetch_add(1, Ordering::Relaxed);
+        } else {
+            store_new(id)?;
+        }
+        Ok(Entry::Chunk { id, len })
+    }
+
+    fn counted(&self, raw_len: usize, stored_len: usize) {
+        let counters = &self.counters;
+        counters.stored_chunks.fetch_add(1, Ordering::Relaxed);
+        counters
+            .stored_raw_bytes
+            .fetch_add(raw_len as u64, Ordering::Relaxed);
+        counters
+            .stored_bytes
+            .fetch_add(stored_len as u64, Ordering::Relaxed);
+    }
+
+    /// Appends a prepared job's new chunks to its stream's pack and
+    /// replies.
+    fn append(&self, mut job: Prepared) {
+        let _gate = self.guard.gate.read();
+        match self.store.put_packed(job.stream, &job.data, &job.encoded) {
+            Ok(()) => {
+                for c in &job.encoded {
+                    self.counted(c.raw_len() as usize, c.stored_len() as usize);
+                }
+            }
+            Err(e) => {
+                for &slot in &job.slots {
+                    job.results[slot] = Err(e.duplicate());
+                }
+            }
+        }
+        // The submitter may have given up (its file was truncated away);
+        // the result is then unneeded.
+        let _ = job.reply.send(job.results);
     }
 }
 
@@ -207,34 +345,4 @@ impl Drop for Pipeline {
             let _ = w.join();
         }
     }
-}
-
-fn store_chunk(
-    store: &Store,
-    guard: &GcGuard,
-    counters: &PipelineCounters,
-    data: &[u8],
-    packed: Option<u64>,
-) -> ChunkResult {
-    let len = data.len() as u32;
-    if is_zero(data) {
-        counters.zero_chunks.fetch_add(1, Ordering::Relaxed);
-        return Ok(Entry::Hole { len: len as u64 });
-    }
-    let id = chunk_id(data);
-    let _gate = guard.gate.read();
-    guard.note(id);
-    if store.has_chunk(id)? {
-        counters.dedup_chunks.fetch_add(1, Ordering::Relaxed);
-    } else {
-        let stored = store.put_chunk(id, data, packed)?;
-        counters.stored_chunks.fetch_add(1, Ordering::Relaxed);
-        counters
-            .stored_raw_bytes
-            .fetch_add(len as u64, Ordering::Relaxed);
-        counters
-            .stored_bytes
-            .fetch_add(stored as u64, Ordering::Relaxed);
-    }
-    Ok(Entry::Chunk { id, len })
 }
