@@ -10,8 +10,16 @@
 //! cold sequential read keeps a few large disk reads in flight instead of
 //! one round trip per chunk. Chunks being fetched are marked in flight; a
 //! reader that needs one waits for that fetch instead of starting a second.
+//!
+//! Fetched chunks wait in a bounded read-ahead set until they are read: a
+//! cache admits new entries on probation and would evict chunks fetched
+//! ahead before their first read, which then cost a second disk read each.
+//! A chunk enters the cache, in a buffer of its own, when a read stops
+//! inside it (the next read wants the rest); a chunk read to its end is
+//! dropped, so a sequential read leaves the cache alone and no cached chunk
+//! keeps a run's whole buffer alive.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -103,6 +111,49 @@ pub const READ_AHEAD: u64 = 8 << 20;
 const PREFETCH_BATCH: u64 = 1 << 20;
 const PREFETCH_THREADS: usize = 4;
 
+/// Bytes of fetched chunks kept waiting for their first read; past it the
+/// oldest are dropped (several sequential readers fit at once).
+const AHEAD_MAX: u64 = 64 << 20;
+
+/// Fetched chunks not read yet, oldest first.
+#[derive(Default)]
+struct Ahead {
+    bytes: u64,
+    chunks: HashMap<ChunkId, ChunkBytes>,
+    order: VecDeque<ChunkId>,
+}
+
+impl Ahead {
+    fn insert(&mut self, id: ChunkId, bytes: ChunkBytes) {
+        self.bytes += bytes.len() as u64;
+        if let Some(old) = self.chunks.insert(id, bytes) {
+            self.bytes -= old.len() as u64;
+        } else {
+            self.order.push_back(id);
+        }
+        while self.bytes > AHEAD_MAX {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(dropped) = self.chunks.remove(&oldest) {
+                self.bytes -= dropped.len() as u64;
+            }
+        }
+    }
+
+    fn take(&mut self, id: &ChunkId) -> Option<ChunkBytes> {
+        let bytes = self.chunks.remove(id)?;
+        self.bytes -= bytes.len() as u64;
+        // Its id stays in `order` until it comes up; removing it from the
+        // middle would cost a scan.
+        if self.order.len() > 2 * self.chunks.len() + 64 {
+            let chunks = &self.chunks;
+            self.order.retain(|id| chunks.contains_key(id));
+        }
+        Some(bytes)
+    }
+}
+
 /// Chunks some thread is fetching right now.
 #[derive(Default)]
 struct InFlight {
@@ -114,20 +165,41 @@ struct InFlight {
 struct Shared {
     store: Arc<Store>,
     chunks: ChunkCache,
+    ahead: Mutex<Ahead>,
     in_flight: InFlight,
 }
 
 impl Shared {
     /// Fetches `ids` (marked in flight by [`Shared::claim`]) in one batch,
-    /// caches what verified and clears the marks. Failures are reported
-    /// when a reader asks for the chunk itself.
+    /// keeps what verified for its first read and clears the marks.
+    /// Failures are reported when a reader asks for the chunk itself.
     fn fetch(&self, wanted: &[(ChunkId, u32)]) {
-        for (id, result) in self.store.read_chunks(wanted) {
-            if let Ok(bytes) = result {
-                self.chunks.insert(id, bytes);
+        let fetched = self.store.read_chunks(wanted);
+        {
+            let mut ahead = self.ahead.lock();
+            for (id, result) in fetched {
+                if let Ok(bytes) = result {
+                    ahead.insert(id, bytes);
+                }
             }
         }
         self.release(wanted.iter().map(|&(id, _)| id));
+    }
+
+    /// A cached chunk, or one fetched ahead (which leaves the read-ahead
+    /// set).
+    fn ready(&self, id: &ChunkId) -> Option<ChunkBytes> {
+        if let Some(hit) = self.chunks.get(id) {
+            return Some(hit);
+        }
+        self.ahead.lock().take(id)
+    }
+
+    /// Caches a chunk a read stopped inside of, in a buffer of its own.
+    fn keep(&self, id: ChunkId, bytes: &ChunkBytes) {
+        if !self.chunks.contains_key(&id) {
+            self.chunks.insert(id, bytes.detached());
+        }
     }
 
     fn release(&self, ids: impl Iterator<Item = ChunkId>) {
@@ -141,16 +213,19 @@ impl Shared {
     /// Marks the chunks that are neither cached nor in flight; returns
     /// them, with their lengths, in file order.
     fn claim(&self, chunks: impl Iterator<Item = (ChunkId, u32)>) -> Vec<(ChunkId, u32)> {
+        let ahead = self.ahead.lock();
         let mut marks = self.in_flight.ids.lock();
         chunks
-            .filter(|(id, _)| !self.chunks.contains_key(id) && marks.insert(*id))
+            .filter(|(id, _)| {
+                !self.chunks.contains_key(id) && !ahead.chunks.contains_key(id) && marks.insert(*id)
+            })
             .collect()
     }
 
     /// A chunk's verified bytes: waits for a fetch in flight, then reads it
     /// on its own if it is still not cached.
     fn chunk(&self, id: ChunkId) -> Result<ChunkBytes, StoreError> {
-        if let Some(hit) = self.chunks.get(&id) {
+        if let Some(hit) = self.ready(&id) {
             return Ok(hit);
         }
         {
@@ -167,6 +242,9 @@ impl Shared {
                     break;
                 }
             }
+        }
+        if let Some(hit) = self.ready(&id) {
+            return Ok(hit);
         }
         let store = &self.store;
         self.chunks.get_or_insert_with(&id, || store.read_chunk(id))
@@ -190,6 +268,7 @@ impl ContentReader {
                 cache_bytes,
                 ChunkWeight,
             ),
+            ahead: Mutex::new(Ahead::default()),
             in_flight: InFlight::default(),
         });
         let (tx, rx) = bounded::<Vec<(ChunkId, u32)>>(64);
@@ -353,6 +432,9 @@ impl ContentReader {
                             return Err(StoreError::ChunkCorrupt(id));
                         }
                         emit(Piece::Bytes(&data[skip..skip + take]));
+                        if skip + take < data.len() {
+                            self.shared.keep(id, &data);
+                        }
                     }
                 }
                 done += take;
