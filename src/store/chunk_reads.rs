@@ -18,6 +18,9 @@ use crate::ids::ChunkId;
 
 /// Longest run of pack records read with one `pread`.
 const MAX_RUN: u64 = 2 << 20;
+/// Records of scattered chunks this close in one pack are read together
+/// (with what lies between): cheaper than another read.
+const MAX_GAP: u64 = 64 << 10;
 /// Runs shorter than this that are not one stretch of a pack are not split
 /// further: their chunks are looked up one by one.
 const MIN_SPLIT_RUN: usize = 8;
@@ -256,7 +259,7 @@ impl Store {
     }
 
     /// Reads chunks wherever the index puts them: one `pread` per group of
-    /// neighbouring pack records.
+    /// nearby pack records, all groups announced to the disk first.
     fn read_scattered(&self, ids: &[(ChunkId, u32)], out: &mut Vec<(ChunkId, Result<ChunkBytes>)>) {
         if ids.is_empty() {
             return;
@@ -274,12 +277,17 @@ impl Store {
             }
         }
         packed.sort_unstable_by_key(|(loc, _)| (loc.pack, loc.offset));
+        let mut groups = Vec::new();
         let mut rest = &packed[..];
         while let Some((first, _)) = rest.first() {
             let mut n = 1;
             let mut end = first.end();
             while let Some((loc, _)) = rest.get(n) {
-                if loc.pack != first.pack || loc.offset != end || end - first.offset > MAX_RUN {
+                if loc.pack != first.pack
+                    || loc.offset < end
+                    || loc.offset - end > MAX_GAP
+                    || loc.end() - first.offset > MAX_RUN
+                {
                     break;
                 }
                 end = loc.end();
@@ -287,16 +295,21 @@ impl Store {
             }
             let (group, tail) = rest.split_at(n);
             rest = tail;
-            match self
-                .packs
-                .read_pooled(first.pack, first.offset, (end - first.offset) as usize)
-            {
+            groups.push((first.pack, first.offset, end, group));
+        }
+        if groups.len() > 1 {
+            // The disk gets every group's read at once, instead of one
+            // small read after another.
+            for &(pack, start, end, _) in &groups {
+                self.packs.will_need(pack, start, end - start);
+            }
+        }
+        for (pack, start, end, group) in groups {
+            match self.packs.read_pooled(pack, start, (end - start) as usize) {
                 Ok(bytes) => {
                     let records: Vec<_> = group
                         .iter()
-                        .map(|(loc, id)| {
-                            (*id, (loc.offset - first.offset) as usize, loc.len as usize)
-                        })
+                        .map(|(loc, id)| (*id, (loc.offset - start) as usize, loc.len as usize))
                         .collect();
                     decode_records(&Arc::new(bytes), &records, out);
                 }

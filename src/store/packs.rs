@@ -464,6 +464,20 @@ impl Packs {
         Ok(buf)
     }
 
+    /// Tells the kernel that a stretch of a pack will be read soon, so
+    /// that the reads of several stretches are in flight at once. Advice
+    /// only: a failure changes nothing.
+    pub fn will_need(&self, id: u32, offset: u64, len: u64) {
+        if let Ok(file) = self.file(id) {
+            let _ = posix_fadvise(
+                &*file,
+                offset as libc::off_t,
+                len as libc::off_t,
+                PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
+
     /// Gives the disk the space of dead records back: neighbouring records
     /// are merged so that whole blocks between them are freed.
     pub fn punch(&self, dead: &[PackLocation]) -> Result<()> {
