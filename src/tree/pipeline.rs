@@ -346,3 +346,53 @@ impl Drop for Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(len: usize, mut x: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_streams_batches_land_in_its_pack_in_submission_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let pipeline = Pipeline::start(store.clone(), Arc::default(), 4, 8).unwrap();
+        let order = Arc::new(JobOrder::default());
+        let mut replies = Vec::new();
+        for batch_no in 0..24u64 {
+            let mut batch = ChunkBatch::default();
+            // Batches of different sizes finish out of order on 4 workers.
+            for k in 0..1 + batch_no % 5 {
+                batch.push(
+                    &noise(9000 + 100 * k as usize, 1 + batch_no * 8 + k),
+                    Some(7),
+                );
+            }
+            replies.push(pipeline.submit(batch, &order));
+        }
+        let mut last_end = 0;
+        let mut pack = None;
+        for reply in replies {
+            for result in reply.recv().unwrap() {
+                let Entry::Chunk { id, .. } = result.unwrap() else {
+                    panic!("noise is not a hole");
+                };
+                let loc = store.index_entry(id).unwrap().unwrap().packed.unwrap();
+                assert_eq!(*pack.get_or_insert(loc.pack), loc.pack, "one pack");
+                assert_eq!(loc.offset, last_end, "records side by side, in order");
+                last_end = loc.end();
+            }
+        }
+        assert_eq!(pipeline.counters.stored_chunks.load(Ordering::Relaxed), 70);
+    }
+}

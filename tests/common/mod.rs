@@ -227,6 +227,16 @@ impl Mount {
     }
 
     /// Peak RSS of the daemon in KiB (VmHWM).
+    /// Bytes the daemon has read with read syscalls (`rchar` of
+    /// `/proc/PID/io`), page cache hits included.
+    pub fn read_bytes(&self) -> u64 {
+        let io = fs::read_to_string(format!("/proc/{}/io", self.pid())).expect("proc io");
+        io.lines()
+            .find_map(|l| l.strip_prefix("rchar:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("rchar")
+    }
+
     pub fn peak_rss_kib(&self) -> u64 {
         let status =
             fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");

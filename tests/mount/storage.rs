@@ -370,3 +370,48 @@ fn float_weights_store_at_under_nine_tenths_by_default_and_raw_with_lz4() {
         stored[1]
     );
 }
+
+#[test]
+fn a_sequential_read_reads_each_stored_byte_about_once() {
+    // Chunks fetched ahead must still be there when the reader gets to
+    // them: once they were evicted first and a cold read read the store
+    // twice over. 160 MiB is well past the read cache and the read-ahead.
+    let _heavy = heavy();
+    let mut m = Mount::new("storage-read-once");
+    const MIBS: u64 = 160;
+    let base = noise(MIB as usize, 0x5eed_0006);
+    let mut buf = vec![0u8; MIB as usize];
+    let mut written = xxhash_rust::xxh3::Xxh3::new();
+    let mut f = File::create(m.path("model.bin")).unwrap();
+    for i in 0..MIBS {
+        block(&base, i, &mut buf);
+        written.update(&buf);
+        f.write_all(&buf).unwrap();
+    }
+    drop(f);
+    m.remount();
+
+    let before = m.read_bytes();
+    let mut f = File::open(m.path("model.bin")).unwrap();
+    let mut read = xxhash_rust::xxh3::Xxh3::new();
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        read.update(&buf[..n]);
+        total += n as u64;
+    }
+    let daemon_read = m.read_bytes() - before;
+    assert_eq!(total, MIBS * MIB);
+    assert_eq!(read.digest128(), written.digest128(), "read back differs");
+    let ratio = daemon_read as f64 / total as f64;
+    eprintln!("read {total} bytes; the daemon read {daemon_read} ({ratio:.3}x)");
+    // Noise is stored raw, so the store holds about what was written; the
+    // rest is record headers and index and manifest reads.
+    assert!(
+        ratio < 1.1,
+        "the daemon read {daemon_read} bytes for a {total}-byte file ({ratio:.2}x)"
+    );
+}
