@@ -8,6 +8,7 @@ pub mod cdc;
 pub mod codec;
 pub mod hash;
 pub mod lanes;
+mod lanes_simd;
 #[cfg(test)]
 mod testdata;
 
