@@ -10,7 +10,7 @@ pub mod hash;
 pub mod lanes;
 mod lanes_simd;
 #[cfg(test)]
-mod testdata;
+pub(crate) mod testdata;
 
 pub use cdc::{ChunkParams, Chunker};
 pub use codec::{

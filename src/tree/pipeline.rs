@@ -350,17 +350,7 @@ impl Drop for Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(len: usize, mut x: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::chunk::testdata::noise;
 
     #[test]
     fn a_streams_batches_land_in_its_pack_in_submission_order() {
@@ -374,7 +364,7 @@ mod tests {
             // Batches of different sizes finish out of order on 4 workers.
             for k in 0..1 + batch_no % 5 {
                 batch.push(
-                    &noise(9000 + 100 * k as usize, 1 + batch_no * 8 + k),
+                    &noise(9000 + 100 * k as usize, 2 * (batch_no * 8 + k) + 1),
                     Some(7),
                 );
             }

@@ -257,6 +257,21 @@ fn a_read_only_mount_serves_reads_and_refuses_every_change_with_erofs() {
 /// chunk of another (xoring only a few bytes per block would leave all but
 /// the first content-defined chunk of each block identical, and dedup
 /// would make the test meaningless).
+/// Reads a file through `buf` sequentially; its length and xxh3-128.
+fn read_hashed(path: &Path, buf: &mut [u8]) -> (u64, u128) {
+    let mut f = File::open(path).unwrap();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut total = 0u64;
+    loop {
+        let n = f.read(buf).unwrap();
+        if n == 0 {
+            return (total, h.digest128());
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
 fn block(base: &[u8], i: u64, out: &mut [u8]) {
     let mut k = i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     k ^= k >> 31;
@@ -290,18 +305,7 @@ fn writing_and_reading_10_gib_keeps_the_daemon_under_512_mib_of_rss() {
     let rss_after_write = m.peak_rss_kib();
 
     let t = Instant::now();
-    let mut f = File::open(&path).unwrap();
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        total += n as u64;
-    }
-    drop(f);
+    let (total, read) = read_hashed(&path, &mut buf);
     let read_secs = t.elapsed().as_secs_f64();
     let peak = m.peak_rss_kib();
     let bytes = BLOCKS * MIB;
@@ -314,8 +318,7 @@ fn writing_and_reading_10_gib_keeps_the_daemon_under_512_mib_of_rss() {
     );
     assert_eq!(total, bytes);
     assert_eq!(
-        h.digest128(),
-        written,
+        read, written,
         "the 10 GiB file read back differs from what was written"
     );
     assert!(
@@ -392,20 +395,10 @@ fn a_sequential_read_reads_each_stored_byte_about_once() {
     m.remount();
 
     let before = m.read_bytes();
-    let mut f = File::open(m.path("model.bin")).unwrap();
-    let mut read = xxhash_rust::xxh3::Xxh3::new();
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        read.update(&buf[..n]);
-        total += n as u64;
-    }
+    let (total, read) = read_hashed(&m.path("model.bin"), &mut buf);
     let daemon_read = m.read_bytes() - before;
     assert_eq!(total, MIBS * MIB);
-    assert_eq!(read.digest128(), written.digest128(), "read back differs");
+    assert_eq!(read, written.digest128(), "read back differs");
     let ratio = daemon_read as f64 / total as f64;
     eprintln!("read {total} bytes; the daemon read {daemon_read} ({ratio:.3}x)");
     // Noise is stored raw, so the store holds about what was written; the
