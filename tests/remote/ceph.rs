@@ -106,6 +106,26 @@ impl Ceph {
         ]
     }
 
+    /// `ckptfs remote add TARGET ceph URL` against this cluster, as node
+    /// `node`, with its keys; what the command printed.
+    #[track_caller]
+    pub fn add_remote(&self, target: impl AsRef<std::ffi::OsStr>, url: &str, node: &str) -> String {
+        crate::ok(
+            crate::args![
+                "remote",
+                "add",
+                target,
+                "ceph",
+                url,
+                "--endpoint",
+                self.endpoint,
+                "--node",
+                node
+            ],
+            &self.env(),
+        )
+    }
+
     /// Creates a bucket.
     #[track_caller]
     pub fn mb(&self, bucket: &str) {

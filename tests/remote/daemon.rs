@@ -370,21 +370,7 @@ fn wrong_s3_keys_show_in_the_status_and_the_log_and_local_work_goes_on() {
             ceph.access_key
         ),
     );
-    let env = ceph.env();
-    ok(
-        args![
-            "remote",
-            "add",
-            m.mnt,
-            "ceph",
-            "s3://keys/run",
-            "--node",
-            "n1",
-            "--endpoint",
-            ceph.endpoint
-        ],
-        &env,
-    );
+    ceph.add_remote(&m.mnt, "s3://keys/run", "n1");
     let data = noise(1 << 20, 0xda_0031);
     fs::write(m.path("w.bin"), &data).unwrap();
     ok(args!["snapshot", m.mnt, "s1"], NO_ENV);

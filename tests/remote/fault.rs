@@ -48,20 +48,7 @@ fn a_push_cut_off_by_a_radosgw_crash_fails_naming_the_remote_and_the_next_push_c
         "daemon exited with {status}:\n{}",
         m.log()
     );
-    ok(
-        args![
-            "remote",
-            "add",
-            m.store,
-            "ceph",
-            url,
-            "--endpoint",
-            ceph.endpoint,
-            "--node",
-            "trainer"
-        ],
-        &env,
-    );
+    ceph.add_remote(&m.store, url, "trainer");
 
     // The push, as a child with its output in files.
     let push_args = args!["push", m.store, "ceph", "--json"];

@@ -47,20 +47,7 @@ fn two_nodes_pushing_the_same_model_to_ceph_share_its_chunks_and_each_restores_e
     }
 
     for (m, node) in [(&a, "node-a"), (&b, "node-b")] {
-        let said = ok(
-            args![
-                "remote",
-                "add",
-                m.store,
-                "ceph",
-                url,
-                "--endpoint",
-                ceph.endpoint,
-                "--node",
-                node
-            ],
-            &env,
-        );
+        let said = ceph.add_remote(&m.store, url, node);
         assert!(said.contains(&format!("pushes as node {node}")), "{said}");
     }
 
