@@ -133,18 +133,12 @@ pub fn raw_len(stored: &[u8]) -> Result<usize, CodecError> {
 
 /// Decodes a stored value back to the raw bytes. The caller checks the hash.
 pub fn decode(stored: &[u8]) -> Result<Vec<u8>, CodecError> {
-    decode_cow(stored).map(Cow::into_owned)
-}
-
-/// Like [`decode`], but a raw value comes back as a slice of `stored`,
-/// without a copy.
-pub fn decode_cow(stored: &[u8]) -> Result<Cow<'_, [u8]>, CodecError> {
     match layout(stored)? {
-        Layout::Raw(raw) => Ok(Cow::Borrowed(raw)),
+        Layout::Raw(raw) => Ok(raw.to_vec()),
         Layout::Coded(len) => {
             let mut out = vec![0u8; len];
             decode_into(stored, &mut out)?;
-            Ok(Cow::Owned(out))
+            Ok(out)
         }
     }
 }

@@ -275,6 +275,7 @@ impl<'a> CodedLane<'a> {
 }
 
 /// Decodes a lane-coded payload back to the `len` raw bytes.
+#[cfg(test)]
 pub fn decode(payload: &[u8], len: usize) -> Result<Vec<u8>, CodecError> {
     let mut out = vec![0u8; len];
     decode_into(payload, &mut out)?;

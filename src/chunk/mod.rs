@@ -14,7 +14,7 @@ pub(crate) mod testdata;
 
 pub use cdc::{ChunkParams, Chunker};
 pub use codec::{
-    decode, decode_cow, decode_into, encode, encode_parts, layout, CodecError, Compression, Layout,
+    decode, decode_into, encode, encode_parts, layout, CodecError, Compression, Layout,
     MAX_CHUNK_LEN,
 };
 pub use hash::chunk_id;

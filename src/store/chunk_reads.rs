@@ -79,7 +79,7 @@ impl Store {
                     .packs
                     .read(loc.pack, loc.offset, loc.len as usize)
                     .map_err(|e| packed_read_error(id, e))?;
-                let record = Arc::new(ReadBuf::from_vec(record));
+                let record = Arc::new(record);
                 let mut out = Vec::with_capacity(1);
                 decode_records(&record, &[(id, 0, loc.len as usize)], &mut out);
                 out.pop()
@@ -237,7 +237,7 @@ impl Store {
             missed.extend(self.read_run(back, out));
             return missed;
         }
-        let Ok(bytes) = self.packs.read_pooled(
+        let Ok(bytes) = self.packs.read(
             start.pack,
             start.offset,
             (end.end() - start.offset) as usize,
@@ -305,7 +305,7 @@ impl Store {
             }
         }
         for (pack, start, end, group) in groups {
-            match self.packs.read_pooled(pack, start, (end - start) as usize) {
+            match self.packs.read(pack, start, (end - start) as usize) {
                 Ok(bytes) => {
                     let records: Vec<_> = group
                         .iter()

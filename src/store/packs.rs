@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{IoSlice, Read, Seek, SeekFrom};
+use std::io::IoSlice;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -431,32 +431,10 @@ impl Packs {
         Ok(self.files.write().entry(id).or_insert(file).clone())
     }
 
-    /// Reads `len` bytes of pack `id` from `offset`. A read past the end of
-    /// the pack is an error of kind `UnexpectedEof`.
-    pub fn read(&self, id: u32, offset: u64, len: usize) -> Result<Vec<u8>> {
-        /// Longer reads go through their own descriptor, into a buffer
-        /// that is never zeroed first (`read_to_end` fills spare capacity).
-        const OWN_FD_FROM: usize = 256 << 10;
-        let path = self.path(id);
-        let io = |e| StoreError::io(&path, e);
-        if len < OWN_FD_FROM {
-            let mut buf = vec![0u8; len];
-            self.file(id)?.read_exact_at(&mut buf, offset).map_err(io)?;
-            return Ok(buf);
-        }
-        let mut file = File::open(&path).map_err(io)?;
-        file.seek(SeekFrom::Start(offset)).map_err(io)?;
-        let mut buf = Vec::with_capacity(len);
-        file.take(len as u64).read_to_end(&mut buf).map_err(io)?;
-        if buf.len() < len {
-            return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
-        }
-        Ok(buf)
-    }
-
     /// Reads `len` bytes of pack `id` from `offset` into a pooled buffer
-    /// (see `buffers.rs`): what sequential readers read runs with.
-    pub fn read_pooled(&self, id: u32, offset: u64, len: usize) -> Result<ReadBuf> {
+    /// (see `buffers.rs`, which makes long reads cheap). A read past the
+    /// end of the pack is an error of kind `UnexpectedEof`.
+    pub fn read(&self, id: u32, offset: u64, len: usize) -> Result<ReadBuf> {
         let mut buf = ReadBuf::take(len);
         self.file(id)?
             .read_exact_at(&mut buf, offset)

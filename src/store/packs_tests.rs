@@ -12,11 +12,11 @@ fn records_append_read_back_and_survive_a_reopen_up_to_the_sync() {
         .unwrap();
     let b = packs.append(0, &[b"second"], |_| Ok(())).unwrap();
     assert_eq!(
-        packs.read(a.pack, a.offset, a.len as usize).unwrap(),
+        &packs.read(a.pack, a.offset, a.len as usize).unwrap()[..],
         b"first record"
     );
     assert_eq!(
-        packs.read(b.pack, b.offset, b.len as usize).unwrap(),
+        &packs.read(b.pack, b.offset, b.len as usize).unwrap()[..],
         b"second"
     );
     let synced = packs.sync().unwrap();
@@ -41,7 +41,7 @@ fn records_append_read_back_and_survive_a_reopen_up_to_the_sync() {
         assert!(packs.read(c.pack, c.offset, c.len as usize).is_err());
     }
     assert_eq!(
-        packs.read(a.pack, a.offset, a.len as usize).unwrap(),
+        &packs.read(a.pack, a.offset, a.len as usize).unwrap()[..],
         b"first record"
     );
     let d = packs.append(0, &[b"new session"], |_| Ok(())).unwrap();
@@ -70,7 +70,7 @@ fn only_packs_without_live_records_that_take_no_appends_are_removed() {
     assert_eq!(removed.iter().map(|r| r.0).collect::<Vec<_>>(), [old.pack]);
     assert!(packs.read(old.pack, old.offset, old.len as usize).is_err());
     assert_eq!(
-        packs.read(new.pack, new.offset, new.len as usize).unwrap(),
+        &packs.read(new.pack, new.offset, new.len as usize).unwrap()[..],
         b"new record"
     );
 }
@@ -93,7 +93,8 @@ fn punched_records_free_their_blocks() {
     assert_eq!(
         packs
             .read(locs[9].pack, locs[9].offset, record.len())
-            .unwrap(),
+            .unwrap()
+            .to_vec(),
         record
     );
 }
