@@ -17,7 +17,7 @@ use super::layout::{self, RemoteSnapshot};
 use super::spec::GLOBAL_NODE;
 use super::{Remote, RemoteError, Result};
 use crate::ids::ChunkId;
-use crate::tree::Entry;
+use crate::tree::{Entry, ReadAhead};
 
 /// How long a listing of the remote's snapshots is reused.
 const LIST_FOR: Duration = Duration::from_secs(5);
@@ -74,10 +74,8 @@ pub struct RemoteView {
     global_nodes: Vec<String>,
     /// A background prefetch is running (one at a time per remote).
     prefetching: std::sync::atomic::AtomicBool,
-    /// Chunks a prefetch fetched that no read has taken yet, and their
-    /// bytes. Kept apart from `chunks`, whose admission policy would evict
-    /// a burst of new entries before their first read.
-    ahead: Mutex<(u64, Chunks)>,
+    /// Chunks a prefetch fetched that no read has taken yet.
+    ahead: Mutex<ReadAhead<Arc<Vec<u8>>>>,
 }
 
 /// Fetched chunks by id.
@@ -112,7 +110,7 @@ impl RemoteView {
             trees: Mutex::new(HashMap::new()),
             global_nodes,
             prefetching: std::sync::atomic::AtomicBool::new(false),
-            ahead: Mutex::new((0, HashMap::new())),
+            ahead: Mutex::new(ReadAhead::new(AHEAD_MAX)),
         }
     }
 
@@ -349,7 +347,7 @@ impl RemoteView {
     }
 
     fn has(&self, id: ChunkId) -> bool {
-        self.chunks.contains_key(&id) || self.ahead.lock().1.contains_key(&id)
+        self.chunks.contains_key(&id) || self.ahead.lock().contains(&id)
     }
 
     /// A cached chunk, or a prefetched one (which moves to the cache).
@@ -357,10 +355,7 @@ impl RemoteView {
         if let Some(b) = self.chunks.get(&id) {
             return Some(b);
         }
-        let mut ahead = self.ahead.lock();
-        let b = ahead.1.remove(&id)?;
-        ahead.0 -= b.len() as u64;
-        drop(ahead);
+        let b = self.ahead.lock().take(&id)?;
         self.chunks.insert(id, b.clone());
         Some(b)
     }
@@ -443,13 +438,8 @@ impl RemoteView {
                     match dest {
                         Dest::Cache => self.chunks.insert(id, raw.clone()),
                         Dest::Ahead => {
-                            let mut ahead = self.ahead.lock();
-                            if ahead.0 + raw.len() as u64 > AHEAD_MAX {
-                                // Left by reads that stopped: start over.
-                                *ahead = (0, HashMap::new());
-                            }
-                            ahead.0 += raw.len() as u64;
-                            ahead.1.insert(id, raw.clone());
+                            let len = raw.len() as u64;
+                            self.ahead.lock().insert(id, raw.clone(), len)
                         }
                     }
                     fetched.insert(id, raw);

@@ -11,15 +11,14 @@
 //! one round trip per chunk. Chunks being fetched are marked in flight; a
 //! reader that needs one waits for that fetch instead of starting a second.
 //!
-//! Fetched chunks wait in a bounded read-ahead set until they are read: a
-//! cache admits new entries on probation and would evict chunks fetched
-//! ahead before their first read, which then cost a second disk read each.
-//! A chunk enters the cache, in a buffer of its own, when a read stops
+//! Fetched chunks wait in a bounded [`ReadAhead`] set until they are read,
+//! not in the cache, which would evict them before their first read. A
+//! chunk enters the cache, in a buffer of its own, when a read stops
 //! inside it (the next read wants the rest); a chunk read to its end is
 //! dropped, so a sequential read leaves the cache alone and no cached chunk
 //! keeps a run's whole buffer alive.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -30,6 +29,7 @@ use parking_lot::{Condvar, Mutex};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
+use super::read_ahead::ReadAhead;
 use crate::ids::{ChunkId, ManifestId};
 use crate::store::manifest::Entry;
 use crate::store::{ChunkBytes, Store, StoreError};
@@ -115,45 +115,6 @@ const PREFETCH_THREADS: usize = 4;
 /// oldest are dropped (several sequential readers fit at once).
 const AHEAD_MAX: u64 = 64 << 20;
 
-/// Fetched chunks not read yet, oldest first.
-#[derive(Default)]
-struct Ahead {
-    bytes: u64,
-    chunks: HashMap<ChunkId, ChunkBytes>,
-    order: VecDeque<ChunkId>,
-}
-
-impl Ahead {
-    fn insert(&mut self, id: ChunkId, bytes: ChunkBytes) {
-        self.bytes += bytes.len() as u64;
-        if let Some(old) = self.chunks.insert(id, bytes) {
-            self.bytes -= old.len() as u64;
-        } else {
-            self.order.push_back(id);
-        }
-        while self.bytes > AHEAD_MAX {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(dropped) = self.chunks.remove(&oldest) {
-                self.bytes -= dropped.len() as u64;
-            }
-        }
-    }
-
-    fn take(&mut self, id: &ChunkId) -> Option<ChunkBytes> {
-        let bytes = self.chunks.remove(id)?;
-        self.bytes -= bytes.len() as u64;
-        // Its id stays in `order` until it comes up; removing it from the
-        // middle would cost a scan.
-        if self.order.len() > 2 * self.chunks.len() + 64 {
-            let chunks = &self.chunks;
-            self.order.retain(|id| chunks.contains_key(id));
-        }
-        Some(bytes)
-    }
-}
-
 /// Chunks some thread is fetching right now.
 #[derive(Default)]
 struct InFlight {
@@ -165,7 +126,7 @@ struct InFlight {
 struct Shared {
     store: Arc<Store>,
     chunks: ChunkCache,
-    ahead: Mutex<Ahead>,
+    ahead: Mutex<ReadAhead<ChunkBytes>>,
     in_flight: InFlight,
 }
 
@@ -179,7 +140,8 @@ impl Shared {
             let mut ahead = self.ahead.lock();
             for (id, result) in fetched {
                 if let Ok(bytes) = result {
-                    ahead.insert(id, bytes);
+                    let len = bytes.len() as u64;
+                    ahead.insert(id, bytes, len);
                 }
             }
         }
@@ -217,7 +179,7 @@ impl Shared {
         let mut marks = self.in_flight.ids.lock();
         chunks
             .filter(|(id, _)| {
-                !self.chunks.contains_key(id) && !ahead.chunks.contains_key(id) && marks.insert(*id)
+                !self.chunks.contains_key(id) && !ahead.contains(id) && marks.insert(*id)
             })
             .collect()
     }
@@ -268,7 +230,7 @@ impl ContentReader {
                 cache_bytes,
                 ChunkWeight,
             ),
-            ahead: Mutex::new(Ahead::default()),
+            ahead: Mutex::new(ReadAhead::new(AHEAD_MAX)),
             in_flight: InFlight::default(),
         });
         let (tx, rx) = bounded::<Vec<(ChunkId, u32)>>(64);
