@@ -53,26 +53,24 @@ impl ReadBuf {
     }
 }
 
-/// The pooled buffer closest above `len` and at most twice as long, else
-/// the longest shorter one (to be grown).
 fn take_pooled(len: usize) -> Option<Vec<u8>> {
     let mut pool = POOL.lock();
-    let fits = |b: &Vec<u8>| (len..=2 * len).contains(&b.len());
-    let at = match pool
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| fits(b))
-        .min_by_key(|(_, b)| b.len())
-    {
-        Some((i, _)) => Some(i),
-        None => pool
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.len() < len)
-            .max_by_key(|(_, b)| b.len())
-            .map(|(i, _)| i),
-    };
-    at.map(|i| pool.swap_remove(i))
+    let lens: Vec<usize> = pool.iter().map(Vec::len).collect();
+    pick(&lens, len).map(|i| pool.swap_remove(i))
+}
+
+/// Which of buffers of lengths `lens` serves a request for `len` bytes:
+/// the shortest at least as long and at most twice as long, else the
+/// longest shorter one (to be grown), else none.
+fn pick(lens: &[usize], len: usize) -> Option<usize> {
+    let fitting = (0..lens.len())
+        .filter(|&i| (len..=2 * len).contains(&lens[i]))
+        .min_by_key(|&i| lens[i]);
+    fitting.or_else(|| {
+        (0..lens.len())
+            .filter(|&i| lens[i] < len)
+            .max_by_key(|&i| lens[i])
+    })
 }
 
 impl Drop for ReadBuf {
@@ -104,13 +102,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buffers_have_the_asked_length_and_are_reused_without_growing() {
+    fn a_request_takes_the_closest_fit_else_the_longest_shorter_buffer() {
+        let lens = [64 << 10, 300 << 10, 256 << 10, 2 << 20];
+        assert_eq!(pick(&lens, 200 << 10), Some(2), "256 KiB fits best");
+        assert_eq!(pick(&lens, 1 << 20), Some(3), "2 MiB is within twice");
+        assert_eq!(pick(&lens, 600 << 10), Some(1), "none fits: grow 300 KiB");
+        assert_eq!(pick(&lens, 16 << 10), None, "64 KiB is over twice 16 KiB");
+        assert_eq!(pick(&[], 1 << 20), None);
+    }
+
+    #[test]
+    fn buffers_have_the_asked_length_pooled_or_not() {
         let mut first = ReadBuf::take(300 << 10);
         assert_eq!(first.len(), 300 << 10);
         first.fill(7);
         drop(first);
-        // A shorter request may reuse it (within twice its length) and sees
-        // exactly the asked length.
+        // Whatever buffer serves it, a request sees exactly its length.
         let second = ReadBuf::take(200 << 10);
         assert_eq!(second.len(), 200 << 10);
         let small = ReadBuf::take(100);
