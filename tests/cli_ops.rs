@@ -9,6 +9,9 @@
 //!   bytes, modes, mtimes, symlinks, hard links; DEST and `--force`.
 //! - `gc`: `--dry-run` changes nothing; `gc` expires per policy and the
 //!   store shrinks.
+//! - `relocation`: a sparse save's unchanged chunks move next to its new
+//!   ones: it reads back as one stretch, the store does not grow, and a GC
+//!   of the save they moved from keeps every kept version intact.
 //! - `verify`: clean on a healthy store; a flipped byte in a pack file is
 //!   found and named, with exit code 1.
 //! - `unmount`: the daemon exits 0 and the mount is gone; busy and
@@ -21,6 +24,7 @@ mod common;
 mod cli_ops {
     mod gc;
     mod listing;
+    mod relocation;
     mod restore;
     mod unmount;
     mod verify;

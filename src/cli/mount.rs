@@ -58,6 +58,12 @@ pub struct MountArgs {
     /// Decoded-chunk cache for reads, e.g. 64M [default: 64M].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: Option<u64>,
+    /// Unchanged chunks of a save that sit in stretches of an older pack
+    /// smaller than SIZE, between changed chunks, are written again next to
+    /// the save's new chunks and their old copies freed, so the newest
+    /// version reads back in long runs; 0 turns it off [default: 128K].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub relocate_below: Option<u64>,
     /// Name of the control directory at the mount root [default: .ckpt].
     #[arg(long, value_name = "NAME", value_parser = parse_control_dir)]
     pub control_dir: Option<String>,

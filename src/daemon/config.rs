@@ -78,6 +78,9 @@ pub struct ConfigFile {
     /// `cache-size`: "64M" or bytes.
     #[serde(default, deserialize_with = "size")]
     pub cache_size: Option<u64>,
+    /// `relocate-below`: "128K" or bytes; 0 turns relocation off.
+    #[serde(default, deserialize_with = "size")]
+    pub relocate_below: Option<u64>,
     /// `compression`: "auto", "lz4" or "none".
     #[serde(default, deserialize_with = "compression")]
     pub compression: Option<crate::chunk::Compression>,

@@ -38,6 +38,7 @@ read-only = false
 fuse-threads = 8
 workers = 2
 cache-size = "256M"
+relocate-below = "64K"
 compression = "lz4"
 
 [retention]
@@ -78,6 +79,7 @@ region = "eu-west-1"
     assert_eq!(f.fuse_threads, Some(8));
     assert_eq!(f.workers, Some(2));
     assert_eq!(f.cache_size, Some(256 << 20));
+    assert_eq!(f.relocate_below, Some(64 << 10));
     assert_eq!(
         f.retention_policy.as_deref(),
         Some("keep-last = 5\nkeep-daily = 7\n")

@@ -56,6 +56,7 @@ pub fn serve(args: &MountOptions) -> Result<()> {
     // Absolute, so that `/proc/mounts` names the store whatever the cwd.
     let store_dir = std::fs::canonicalize(&args.store).unwrap_or_else(|_| args.store.clone());
     store.set_compression(args.compression);
+    store.set_relocate_below(args.relocate_below);
     let mut opts = TreeOptions {
         chunk: ChunkParams::with_average(args.chunk_size as usize),
         read_only: args.read_only,

@@ -14,6 +14,8 @@ use crate::cli::MountArgs;
 pub const DEFAULT_CHUNK_SIZE: u64 = 16 << 10;
 /// Default decoded-chunk cache.
 pub const DEFAULT_CACHE_SIZE: u64 = 64 << 20;
+/// Default limit below which scattered unchanged chunks are moved.
+pub const DEFAULT_RELOCATE_BELOW: u64 = 128 << 10;
 /// Default FUSE request threads.
 pub const DEFAULT_FUSE_THREADS: u16 = 4;
 /// Default snapshot wait for writers, seconds.
@@ -46,6 +48,9 @@ pub struct MountOptions {
     pub cache_size: u64,
     /// How new chunks are compressed.
     pub compression: crate::chunk::Compression,
+    /// Stretches of stored chunks smaller than this are moved next to a
+    /// save's new chunks (0: never).
+    pub relocate_below: u64,
     /// Name of the control directory.
     pub control_dir: String,
     /// List the control directory in the root.
@@ -122,6 +127,10 @@ impl MountOptions {
                 .or(file.cache_size)
                 .unwrap_or(DEFAULT_CACHE_SIZE),
             compression: args.compression.or(file.compression).unwrap_or_default(),
+            relocate_below: args
+                .relocate_below
+                .or(file.relocate_below)
+                .unwrap_or(DEFAULT_RELOCATE_BELOW),
             control_dir: args
                 .control_dir
                 .clone()
@@ -185,6 +194,7 @@ mod tests {
         assert_eq!(o.mountpoint, PathBuf::from("m"));
         assert_eq!(o.chunk_size, 16384);
         assert_eq!(o.cache_size, 64 << 20);
+        assert_eq!(o.relocate_below, 128 << 10);
         assert_eq!(o.log_level, log::LevelFilter::Info);
         assert_eq!(o.fuse_threads, 4);
         assert_eq!(o.control_dir, ".ckpt");
@@ -197,9 +207,11 @@ mod tests {
     fn flags_win_over_the_file_and_the_file_over_the_defaults() {
         let f = file(
             "store = \"/srv/store\"\nchunk-size = \"64K\"\ncache-size = 1048576\n\
-             control-dir = \".snap\"\nsnapshot-on-close = [\"*.pt\"]\nworkers = 3\n",
+             control-dir = \".snap\"\nsnapshot-on-close = [\"*.pt\"]\nworkers = 3\n\
+             relocate-below = \"1M\"\n",
         );
         let mut a = args(&["/srv/runs"]);
+        a.relocate_below = Some(0);
         a.chunk_size = Some(32 << 10);
         a.snapshot_on_close = vec!["*.bin".into()];
         let o = MountOptions::merge(&a, f).unwrap();
@@ -210,6 +222,7 @@ mod tests {
         assert_eq!(o.control_dir, ".snap");
         assert_eq!(o.snapshot_on_close, vec!["*.bin".to_string()]);
         assert_eq!(o.workers, Some(3));
+        assert_eq!(o.relocate_below, 0, "0 from the flag turns it off");
     }
 
     #[test]

@@ -74,19 +74,42 @@ impl Store {
     pub fn read_chunk(&self, id: ChunkId) -> Result<ChunkBytes> {
         let entry = self.index_entry(id)?.ok_or(StoreError::ChunkMissing(id))?;
         match entry.packed {
-            Some(loc) => {
-                let record = self
-                    .packs
-                    .read(loc.pack, loc.offset, loc.len as usize)
-                    .map_err(|e| packed_read_error(id, e))?;
-                let record = Arc::new(record);
-                let mut out = Vec::with_capacity(1);
-                decode_records(&record, &[(id, 0, loc.len as usize)], &mut out);
-                out.pop()
-                    .map(|(_, result)| result)
-                    .unwrap_or(Err(StoreError::ChunkCorrupt(id)))
-            }
+            Some(loc) => self.retry_if_moved(id, loc, |loc| self.read_record(id, loc)),
             None => self.read_inline_chunk(id),
+        }
+    }
+
+    /// Reads and checks the chunk `id` in the pack record at `loc`.
+    pub(super) fn read_record(&self, id: ChunkId, loc: PackLocation) -> Result<ChunkBytes> {
+        let record = self
+            .packs
+            .read(loc.pack, loc.offset, loc.len as usize)
+            .map_err(|e| packed_read_error(id, e))?;
+        let record = Arc::new(record);
+        let mut out = Vec::with_capacity(1);
+        decode_records(&record, &[(id, 0, loc.len as usize)], &mut out);
+        out.pop()
+            .map(|(_, result)| result)
+            .unwrap_or(Err(StoreError::ChunkCorrupt(id)))
+    }
+
+    /// `read(loc)`, and once more where the index puts the chunk now if
+    /// that failed as damaged because the chunk was moved meanwhile (its
+    /// old record is punched once the move is durable: `relocate.rs`).
+    pub(super) fn retry_if_moved<T>(
+        &self,
+        id: ChunkId,
+        loc: PackLocation,
+        read: impl Fn(PackLocation) -> Result<T>,
+    ) -> Result<T> {
+        match read(loc) {
+            Err(StoreError::ChunkCorrupt(_)) => {
+                match self.index_entry(id)?.and_then(|e| e.packed) {
+                    Some(now) if now != loc => read(now),
+                    _ => Err(StoreError::ChunkCorrupt(id)),
+                }
+            }
+            other => other,
         }
     }
 
@@ -96,7 +119,7 @@ impl Store {
     pub fn read_stored_chunk(&self, id: ChunkId) -> Result<Vec<u8>> {
         let entry = self.index_entry(id)?.ok_or(StoreError::ChunkMissing(id))?;
         let stored = match entry.packed {
-            Some(loc) => {
+            Some(loc) => self.retry_if_moved(id, loc, |loc| {
                 let record = self
                     .packs
                     .read(loc.pack, loc.offset, loc.len as usize)
@@ -104,8 +127,8 @@ impl Store {
                 let value = record_value(id, &record, 0, loc.len as usize)?;
                 let raw = chunk::decode(value).map_err(|_| StoreError::ChunkCorrupt(id))?;
                 check_hash(id, &raw)?;
-                value.to_vec()
-            }
+                Ok(value.to_vec())
+            })?,
             None => {
                 let stored = self
                     .db
@@ -175,6 +198,13 @@ impl Store {
             rest = next;
             let missed = self.read_run(run, &mut out);
             self.read_scattered(&missed, &mut out);
+        }
+        for (id, result) in &mut out {
+            if matches!(result, Err(StoreError::ChunkCorrupt(_))) {
+                // Moved while this read was under way? `read_chunk` looks
+                // it up again, and fails the same way if it was not.
+                *result = self.read_chunk(*id);
+            }
         }
         out
     }

@@ -15,7 +15,8 @@
 //! (`packs.rs`), written once; every commit calls
 //! [`Store::persist_chunks`] first, which syncs the packs written since
 //! the last commit and records their durable lengths, so no commit can
-//! name a chunk that a crash would lose.
+//! name a chunk that a crash would lose. A stored chunk may be written
+//! again to move it next to a new save's chunks (`relocate.rs`).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -23,7 +24,8 @@ use std::ops::Range;
 use rocksdb::WriteBatch;
 
 use super::packs::{PackLocation, RECORD_HEADER};
-use super::schema::{chunk_key, chunk_shard, pack_len_key, CF_CHUNK_INDEX, CF_META};
+use super::relocate::Relocation;
+use super::schema::{chunk_key, chunk_shard, CF_CHUNK_INDEX};
 use super::{Result, Store, StoreError};
 use crate::chunk;
 use crate::ids::ChunkId;
@@ -37,6 +39,9 @@ pub struct EncodedChunk {
     codec_header: [u8; chunk::codec::HEADER_LEN],
     /// The coded payload; `None`: the raw bytes are stored as they are.
     coded: Option<Vec<u8>>,
+    /// The record it is stored in already, when it is written again to
+    /// move it next to its neighbours (see `relocate.rs`).
+    moved_from: Option<PackLocation>,
 }
 
 impl EncodedChunk {
@@ -49,6 +54,18 @@ impl EncodedChunk {
     pub fn stored_len(&self) -> u32 {
         let payload = self.coded.as_ref().map_or(self.raw.len(), Vec::len);
         (self.codec_header.len() + payload) as u32
+    }
+
+    /// Marks the chunk as stored already in `from`: appending it moves it
+    /// there once the next [`Store::persist_chunks`] makes the move safe.
+    pub(crate) fn moving_from(mut self, from: PackLocation) -> Self {
+        self.moved_from = Some(from);
+        self
+    }
+
+    /// True when the chunk is moved, not new.
+    pub fn is_move(&self) -> bool {
+        self.moved_from.is_some()
     }
 }
 
@@ -94,7 +111,7 @@ impl IndexEntry {
         })
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(20);
         v.extend_from_slice(&self.raw_len.to_le_bytes());
         v.extend_from_slice(&self.stored_len.to_le_bytes());
@@ -201,6 +218,7 @@ impl Store {
             raw,
             codec_header,
             coded,
+            moved_from: None,
         }
     }
 
@@ -208,7 +226,9 @@ impl Store {
     /// `stream`, side by side in the order given, with one write, and
     /// indexes them with one batch while the pack is held (see
     /// `Packs::appending`). Chunks of one stream go to the same pack, next
-    /// to each other, so reading the file back reads long runs.
+    /// to each other, so reading the file back reads long runs. Chunks
+    /// marked [`EncodedChunk::moving_from`] are not indexed here: their
+    /// moves wait for [`Store::persist_chunks`].
     pub fn put_packed(&self, stream: u64, data: &[u8], chunks: &[EncodedChunk]) -> Result<()> {
         if chunks.is_empty() {
             return Ok(());
@@ -232,33 +252,30 @@ impl Store {
             .collect();
         self.packs.append_records(stream, &records, |locations| {
             let mut batch = WriteBatch::default();
+            let mut moves = Vec::new();
             for (c, &loc) in chunks.iter().zip(locations) {
+                let (raw_len, stored_len) = (c.raw.len() as u32, c.stored_len());
+                if let Some(from) = c.moved_from {
+                    moves.push(Relocation {
+                        id: c.id,
+                        raw_len,
+                        stored_len,
+                        from,
+                        to: loc,
+                    });
+                    continue;
+                }
                 let entry = IndexEntry {
-                    raw_len: c.raw.len() as u32,
-                    stored_len: c.stored_len(),
+                    raw_len,
+                    stored_len,
                     packed: Some(loc),
                 };
                 batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(c.id), entry.encode());
             }
             self.db.write(batch)?;
+            self.relocations.add(moves);
             Ok(())
         })?;
-        Ok(())
-    }
-
-    /// Makes every packed chunk written so far durable: syncs the packs
-    /// written since the last call and records their lengths (in the WAL,
-    /// ahead of the commit that follows).
-    pub fn persist_chunks(&self) -> Result<()> {
-        let synced = self.packs.sync()?;
-        if synced.is_empty() {
-            return Ok(());
-        }
-        let mut batch = WriteBatch::default();
-        for (pack, len) in synced {
-            batch.put_cf(self.cf(CF_META), pack_len_key(pack), len.to_le_bytes());
-        }
-        self.db.write(batch)?;
         Ok(())
     }
 

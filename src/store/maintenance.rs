@@ -91,7 +91,10 @@ impl Store {
         // Packs rotated out before this call have every record indexed,
         // and the scan below starts after it.
         let appending = self.packs.appending();
-        let mut live = std::collections::HashSet::new();
+        // Then the packs of moves not indexed yet: a move leaves this list
+        // only after its index entry is written, so the scan sees it.
+        let mut live: std::collections::HashSet<u32> =
+            self.relocations.target_packs().into_iter().collect();
         self.for_each_chunk(|c| {
             live.extend(c.packed.map(|loc| loc.pack));
             Ok(())

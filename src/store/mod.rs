@@ -27,6 +27,7 @@ mod namespace;
 mod open;
 mod packs;
 pub mod records;
+mod relocate;
 pub mod schema;
 mod txn;
 
@@ -46,6 +47,7 @@ pub use manifest::Entry;
 pub use namespace::Scope;
 pub use open::{FORMAT_VERSION, WAL_PREALLOC_BYTES};
 use records::{FileKind, InodeRecord};
+pub use relocate::{scattered, Placement};
 use schema::*;
 pub use txn::Txn;
 
@@ -178,6 +180,9 @@ pub struct Store {
     packs: packs::Packs,
     /// How new chunks are coded (`chunk::Compression` as a u8).
     compression: std::sync::atomic::AtomicU8,
+    /// See [`Store::set_relocate_below`].
+    relocate_below: std::sync::atomic::AtomicU64,
+    relocations: relocate::Relocations,
 }
 
 impl Store {
@@ -205,6 +210,8 @@ impl Store {
             dir,
             packs,
             compression: std::sync::atomic::AtomicU8::new(0),
+            relocate_below: std::sync::atomic::AtomicU64::new(0),
+            relocations: Default::default(),
         };
         store.init_if_new()?;
         store.recover_packs()?;

@@ -26,7 +26,7 @@ use crate::ids::ChunkId;
 use super::stream_order::StreamOrder;
 use crate::chunk::{chunk_id, is_zero};
 use crate::store::manifest::Entry;
-use crate::store::{EncodedChunk, Store, StoreError};
+use crate::store::{scattered, EncodedChunk, Placement, Store, StoreError};
 
 /// What a chunk yields: its manifest entry.
 pub type ChunkResult = Result<Entry, StoreError>;
@@ -150,6 +150,11 @@ pub struct PipelineCounters {
     pub dedup_chunks: AtomicU64,
     /// All-zero chunks turned into holes.
     pub zero_chunks: AtomicU64,
+    /// Stored chunks written again next to a save's new chunks
+    /// (`store::scattered`); they count as deduplicated too.
+    pub moved_chunks: AtomicU64,
+    /// Bytes those took.
+    pub moved_bytes: AtomicU64,
 }
 
 /// What the workers share.
@@ -250,11 +255,12 @@ impl Context {
         let mut encoded = Vec::new();
         let mut slots = Vec::new();
         let mut results = Vec::with_capacity(batch.chunks.len());
+        let mut placements = Vec::with_capacity(batch.chunks.len());
         for &(len, packed) in &batch.chunks {
             let raw = at..at + len as usize;
             at += len as usize;
             let data = &batch.data[raw.clone()];
-            let result = match packed {
+            let (result, placement) = match packed {
                 Some(s) => {
                     stream = s;
                     self.dedup(data, |id| {
@@ -263,13 +269,20 @@ impl Context {
                         Ok(())
                     })
                 }
-                None => self.dedup(data, |id| {
-                    let stored = self.store.put_chunk(id, data, None)?;
-                    self.counted(data.len(), stored);
-                    Ok(())
-                }),
+                None => {
+                    let (result, _) = self.dedup(data, |id| {
+                        let stored = self.store.put_chunk(id, data, None)?;
+                        self.counted(data.len(), stored);
+                        Ok(())
+                    });
+                    (result, Placement::Elsewhere)
+                }
             };
             results.push(result);
+            placements.push(placement);
+        }
+        if !encoded.is_empty() {
+            self.add_moves(&batch, &results, &placements, &mut encoded, &mut slots);
         }
         Prepared {
             data: batch.data,
@@ -281,28 +294,67 @@ impl Context {
         }
     }
 
+    /// Adds to a batch's new chunks, in file order, the stored ones that
+    /// sit scattered in older packs (see `store::scattered`), to be moved
+    /// next to them.
+    fn add_moves(
+        &self,
+        batch: &ChunkBatch,
+        results: &[ChunkResult],
+        placements: &[Placement],
+        encoded: &mut Vec<EncodedChunk>,
+        slots: &mut Vec<usize>,
+    ) {
+        let moved = scattered(placements, self.store.relocate_below());
+        if !moved.contains(&true) {
+            return;
+        }
+        let mut merged: Vec<(usize, EncodedChunk)> =
+            slots.drain(..).zip(encoded.drain(..)).collect();
+        let mut at = 0;
+        for (slot, &(len, _)) in batch.chunks.iter().enumerate() {
+            let raw = at..at + len as usize;
+            at += len as usize;
+            if let (true, Placement::Packed(from), Ok(Entry::Chunk { id, .. })) =
+                (moved[slot], placements[slot], &results[slot])
+            {
+                let chunk = self.store.encode_chunk(*id, &batch.data, raw);
+                merged.push((slot, chunk.moving_from(from)));
+            }
+        }
+        merged.sort_unstable_by_key(|(slot, _)| *slot);
+        (*slots, *encoded) = merged.into_iter().unzip();
+    }
+
     /// A chunk's entry: a hole for zeros, else its id, after `store_new`
-    /// ran for it if it is not stored yet. The check and `store_new` run
-    /// under the GC gate, and the id is noted for a GC in progress.
+    /// ran for it if it is not stored yet; and where the chunk stands. The
+    /// check and `store_new` run under the GC gate, and the id is noted
+    /// for a GC in progress.
     fn dedup(
         &self,
         data: &[u8],
         store_new: impl FnOnce(ChunkId) -> Result<(), StoreError>,
-    ) -> ChunkResult {
+    ) -> (ChunkResult, Placement) {
         let len = data.len() as u32;
         if is_zero(data) {
             self.counters.zero_chunks.fetch_add(1, Ordering::Relaxed);
-            return Ok(Entry::Hole { len: len as u64 });
+            return (Ok(Entry::Hole { len: len as u64 }), Placement::Elsewhere);
         }
         let id = chunk_id(data);
         let _gate = self.guard.gate.read();
         self.guard.note(id);
-        if self.store.has_chunk(id)? {
-            self.counters.dedup_chunks.fetch_add(1, Ordering::Relaxed);
-        } else {
-            store_new(id)?;
-        }
-        Ok(Entry::Chunk { id, len })
+        let placement = match self.store.index_entry(id) {
+            Ok(Some(found)) => {
+                self.counters.dedup_chunks.fetch_add(1, Ordering::Relaxed);
+                found.packed.map_or(Placement::Elsewhere, Placement::Packed)
+            }
+            Ok(None) => match store_new(id) {
+                Ok(()) => Placement::New,
+                Err(e) => return (Err(e), Placement::Elsewhere),
+            },
+            Err(e) => return (Err(e), Placement::Elsewhere),
+        };
+        (Ok(Entry::Chunk { id, len }), placement)
     }
 
     fn counted(&self, raw_len: usize, stored_len: usize) {
@@ -323,12 +375,21 @@ impl Context {
         match self.store.put_packed(job.stream, &job.data, &job.encoded) {
             Ok(()) => {
                 for c in &job.encoded {
-                    self.counted(c.raw_len() as usize, c.stored_len() as usize);
+                    if c.is_move() {
+                        let counters = &self.counters;
+                        counters.moved_chunks.fetch_add(1, Ordering::Relaxed);
+                        (counters.moved_bytes).fetch_add(c.stored_len() as u64, Ordering::Relaxed);
+                    } else {
+                        self.counted(c.raw_len() as usize, c.stored_len() as usize);
+                    }
                 }
             }
             Err(e) => {
-                for &slot in &job.slots {
-                    job.results[slot] = Err(e.duplicate());
+                // A chunk that was to move is stored where it was: fine.
+                for (&slot, c) in job.slots.iter().zip(&job.encoded) {
+                    if !c.is_move() {
+                        job.results[slot] = Err(e.duplicate());
+                    }
                 }
             }
         }
@@ -384,5 +445,41 @@ mod tests {
             }
         }
         assert_eq!(pipeline.counters.stored_chunks.load(Ordering::Relaxed), 70);
+    }
+
+    #[test]
+    fn a_stored_chunk_between_new_ones_moves_into_place_between_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        store.set_relocate_below(64 << 10);
+        let pipeline = Pipeline::start(store.clone(), Arc::default(), 2, 4).unwrap();
+        let chunks: Vec<Vec<u8>> = (0..4).map(|k| noise(10_000, 2 * k + 1)).collect();
+        let ids: Vec<ChunkId> = chunks.iter().map(|c| chunk_id(c)).collect();
+        let store_batch = |stream: u64, which: &[usize]| {
+            let mut batch = ChunkBatch::default();
+            for &k in which {
+                batch.push(&chunks[k], Some(stream));
+            }
+            let order = Arc::new(JobOrder::default());
+            for result in pipeline.submit(batch, &order).recv().unwrap() {
+                result.unwrap();
+            }
+            store.persist_chunks().unwrap();
+        };
+        let at = |k: usize| store.index_entry(ids[k]).unwrap().unwrap().packed.unwrap();
+        store_batch(1, &[1, 3]);
+        let (was, neighbour) = (at(1), at(3));
+        // Chunk 1 is stored; 0 and 2 are new. Chunk 3 follows chunk 1 in
+        // the old pack, but not in this batch: it is a stretch of its own.
+        store_batch(2, &[0, 1, 2, 3]);
+        assert_ne!(at(1), was, "moved");
+        assert_eq!(at(1).offset, at(0).end(), "right after chunk 0");
+        assert_eq!(at(2).offset, at(1).end(), "right before chunk 2");
+        assert_eq!(at(3).offset, at(2).end());
+        assert_ne!(at(3), neighbour);
+        assert_eq!(pipeline.counters.moved_chunks.load(Ordering::Relaxed), 2);
+        for (k, chunk) in chunks.iter().enumerate() {
+            assert_eq!(&*store.read_chunk(ids[k]).unwrap(), &chunk[..]);
+        }
     }
 }

@@ -120,6 +120,8 @@ impl Tree {
                 "new_chunk_bytes": c.stored_raw_bytes.load(Relaxed),
                 "deduplicated_chunks": c.dedup_chunks.load(Relaxed),
                 "zero_chunks": c.zero_chunks.load(Relaxed),
+                "moved_chunks": c.moved_chunks.load(Relaxed),
+                "moved_bytes": c.moved_bytes.load(Relaxed),
             },
             "store_disk_bytes": store.disk_usage()?,
         }))

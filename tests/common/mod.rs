@@ -226,7 +226,6 @@ impl Mount {
         self.start();
     }
 
-    /// Peak RSS of the daemon in KiB (VmHWM).
     /// Bytes the daemon has read with read syscalls (`rchar` of
     /// `/proc/PID/io`), page cache hits included.
     pub fn read_bytes(&self) -> u64 {
@@ -237,6 +236,7 @@ impl Mount {
             .expect("rchar")
     }
 
+    /// Peak RSS of the daemon in KiB (VmHWM).
     pub fn peak_rss_kib(&self) -> u64 {
         let status =
             fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");

@@ -1,0 +1,345 @@
+//! Relocation of scattered duplicates (what deduplicating backup stores
+//! call "capping"): a save's unchanged chunks that sit in short stretches
+//! of older packs, between its changed chunks, are written again next to
+//! the save's new chunks, and their old records are freed. The newest
+//! version then reads back in long runs instead of one small read per
+//! surviving chunk; the disk holds one copy either way. Older versions read
+//! those chunks from the newer pack.
+//!
+//! Which chunks move is decided per chunk batch by [`scattered`], a pure
+//! function of where the batch's chunks are. A move is safe against crashes
+//! and against concurrent readers:
+//!
+//! 1. the chunk's record is appended to the save's pack like a new chunk's,
+//!    but its index entry is left alone: the move waits in [`Relocations`];
+//! 2. [`Store::persist_chunks`] takes the moves waiting when it starts,
+//!    syncs the packs (which then hold their records for good), and writes
+//!    their index entries with the packs' durable lengths, synced;
+//! 3. only then is the old record punched. A reader that looked the chunk
+//!    up just before reads a hole there, fails the hash check, and reads
+//!    it again where the index now says (`chunk_reads.rs`).
+//!
+//! A crash before step 2 leaves the old entry in force (the new record is
+//! cut off at open, or stays unindexed); a crash between 2 and 3 leaves the
+//! old record unindexed. Either costs a record's space, never data.
+
+use parking_lot::Mutex;
+use rocksdb::WriteBatch;
+
+use super::chunks::IndexEntry;
+use super::packs::PackLocation;
+use super::schema::{chunk_key, CF_CHUNK_INDEX};
+use super::{Result, Store};
+use crate::ids::ChunkId;
+
+/// Where a chunk of a batch stands before the batch is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Not stored yet: it goes to the batch's pack.
+    New,
+    /// Stored already, in this pack record.
+    Packed(PackLocation),
+    /// Anything else: a hole, or a chunk kept outside packs.
+    Elsewhere,
+}
+
+/// Which chunks of a batch (given in file order) to write again: those
+/// stored in a stretch of neighbouring records of one pack that holds
+/// fewer than `below` bytes, when the batch also stores new chunks. A batch
+/// of duplicates only (an unchanged file, a copy) moves nothing, and long
+/// unchanged stretches stay where they are.
+pub fn scattered(batch: &[Placement], below: u64) -> Vec<bool> {
+    let mut moved = vec![false; batch.len()];
+    if below == 0 || !batch.contains(&Placement::New) {
+        return moved;
+    }
+    let mut start = 0;
+    while start < batch.len() {
+        let Placement::Packed(first) = batch[start] else {
+            start += 1;
+            continue;
+        };
+        let (mut end, mut last, mut bytes) = (start + 1, first, first.len as u64);
+        while let Some(&Placement::Packed(next)) = batch.get(end) {
+            if next.pack != last.pack || next.offset != last.end() {
+                break;
+            }
+            bytes += next.len as u64;
+            last = next;
+            end += 1;
+        }
+        if bytes < below {
+            moved[start..end].fill(true);
+        }
+        start = end;
+    }
+    moved
+}
+
+/// A chunk written again, waiting for its index entry to move.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Relocation {
+    pub id: ChunkId,
+    pub raw_len: u32,
+    pub stored_len: u32,
+    /// The record the index names now.
+    pub from: PackLocation,
+    /// The record just appended.
+    pub to: PackLocation,
+}
+
+/// Moves appended but not yet in the index.
+#[derive(Default)]
+pub(crate) struct Relocations {
+    pending: Mutex<Vec<Relocation>>,
+    /// One `persist_chunks` applies moves at a time.
+    applying: Mutex<()>,
+}
+
+impl Relocations {
+    /// Notes moves whose records were just appended.
+    pub fn add(&self, moves: impl IntoIterator<Item = Relocation>) {
+        self.pending.lock().extend(moves);
+    }
+
+    /// Packs holding records of moves not applied yet: they are live even
+    /// though no index entry names them.
+    pub fn target_packs(&self) -> Vec<u32> {
+        self.pending.lock().iter().map(|m| m.to.pack).collect()
+    }
+}
+
+impl Store {
+    /// Chunks of a save found in stretches of older packs shorter than
+    /// this many stored bytes are written again next to the save's new
+    /// chunks (see [`scattered`]); 0 turns relocation off.
+    pub fn set_relocate_below(&self, bytes: u64) {
+        self.relocate_below
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// See [`Store::set_relocate_below`].
+    pub fn relocate_below(&self) -> u64 {
+        self.relocate_below
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes every packed chunk written so far durable: syncs the packs
+    /// written since the last call and records their lengths (in the WAL,
+    /// ahead of the commit that follows), with the index entries of the
+    /// chunks moved into them; then frees the records they moved from.
+    pub fn persist_chunks(&self) -> Result<()> {
+        let _one_at_a_time = self.relocations.applying.lock();
+        // Taken before the sync, so every move taken has its record synced.
+        let taken = self.relocations.pending.lock().len();
+        let synced = self.packs.sync()?;
+        let moves: Vec<Relocation> = self.relocations.pending.lock()[..taken].to_vec();
+        let mut batch = WriteBatch::default();
+        for (pack, len) in synced {
+            batch.put_cf(
+                self.cf(super::schema::CF_META),
+                super::schema::pack_len_key(pack),
+                len.to_le_bytes(),
+            );
+        }
+        let (mut freed, mut unused) = (Vec::new(), Vec::new());
+        let mut moved = std::collections::HashSet::new();
+        for m in &moves {
+            let current = self.index_entry(m.id)?.and_then(|e| e.packed);
+            // The first move of a chunk wins; the index read above does
+            // not see this batch.
+            if current == Some(m.from) && moved.insert(m.id) {
+                let entry = IndexEntry {
+                    raw_len: m.raw_len,
+                    stored_len: m.stored_len,
+                    packed: Some(m.to),
+                };
+                batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(m.id), entry.encode());
+                freed.push(m.from);
+            } else {
+                // Moved or deleted meanwhile: the new record is not needed.
+                unused.push(m.to);
+            }
+        }
+        if !batch.is_empty() {
+            let mut wo = rocksdb::WriteOptions::default();
+            // The old records are punched next: their moves must be durable.
+            wo.set_sync(!freed.is_empty());
+            self.db.write_opt(batch, &wo)?;
+        }
+        self.relocations.pending.lock().drain(..taken);
+        if !moves.is_empty() {
+            log::debug!(
+                "{}: moved {} chunks next to their new neighbours",
+                self.root().display(),
+                freed.len()
+            );
+        }
+        freed.extend(unused);
+        self.packs.punch(&freed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::chunk_id;
+    use crate::chunk::testdata::noise;
+    use crate::store::StoreError;
+    use Placement::{Elsewhere, New, Packed};
+
+    fn location(store: &Store, id: ChunkId) -> PackLocation {
+        store.index_entry(id).unwrap().unwrap().packed.unwrap()
+    }
+
+    /// Stores `old` in a pack of stream 1, durably; then appends a new
+    /// chunk and `old` moved next to it to a pack of `stream`.
+    fn store_then_move(store: &Store, old: &[u8], stream: u64) -> (ChunkId, PackLocation, ChunkId) {
+        let id = chunk_id(old);
+        if store.index_entry(id).unwrap().is_none() {
+            store.put_chunk(id, old, Some(1)).unwrap();
+            store.persist_chunks().unwrap();
+        }
+        let from = location(store, id);
+        let fresh = noise(30_000, 100 + stream);
+        let fresh_id = chunk_id(&fresh);
+        let data = [&fresh[..], old].concat();
+        let encoded = [
+            store.encode_chunk(fresh_id, &data, 0..fresh.len()),
+            store
+                .encode_chunk(id, &data, fresh.len()..data.len())
+                .moving_from(from),
+        ];
+        store.put_packed(stream, &data, &encoded).unwrap();
+        (id, from, fresh_id)
+    }
+
+    fn pack_bytes(store: &Store, loc: PackLocation) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let path = store.packs_dir().join(format!("{:08x}.pack", loc.pack));
+        let mut buf = vec![0u8; loc.len as usize];
+        std::fs::File::open(path)
+            .unwrap()
+            .read_exact_at(&mut buf, loc.offset)
+            .unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_move_takes_effect_at_persist_and_then_frees_the_old_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = noise(40_000, 1);
+        let (id, from, fresh_id) = {
+            let store = Store::open(dir.path()).unwrap();
+            let (id, from, fresh_id) = store_then_move(&store, &old, 2);
+            assert_eq!(location(&store, id), from, "not moved before persist");
+            assert_eq!(&*store.read_chunk(id).unwrap(), &old[..]);
+            store.persist_chunks().unwrap();
+            let to = location(&store, id);
+            assert_eq!(
+                to.pack,
+                location(&store, fresh_id).pack,
+                "next to the new chunk"
+            );
+            assert_eq!(to.offset, location(&store, fresh_id).end());
+            assert!(pack_bytes(&store, from).iter().all(|&b| b == 0), "punched");
+            assert_eq!(&*store.read_chunk(id).unwrap(), &old[..]);
+            (id, from, fresh_id)
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_ne!(location(&store, id), from, "the move is durable");
+        assert_eq!(&*store.read_chunk(id).unwrap(), &old[..]);
+        assert!(store.has_chunk(fresh_id).unwrap());
+    }
+
+    #[test]
+    fn a_reader_that_finds_the_old_record_punched_reads_where_the_chunk_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = noise(40_000, 7);
+        // The reader looked the chunk up here, then the move was applied.
+        let (id, looked_up, _) = store_then_move(&store, &old, 2);
+        store.persist_chunks().unwrap();
+        assert!(matches!(
+            store.read_record(id, looked_up),
+            Err(StoreError::ChunkCorrupt(_))
+        ));
+        let read = store.retry_if_moved(id, looked_up, |loc| store.read_record(id, loc));
+        assert_eq!(&*read.unwrap(), &old[..]);
+    }
+
+    #[test]
+    fn a_move_never_persisted_leaves_the_chunk_where_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = noise(40_000, 3);
+        let (id, from) = {
+            let store = Store::open(dir.path()).unwrap();
+            let (id, from, _) = store_then_move(&store, &old, 2);
+            (id, from) // the process dies before the next commit
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(location(&store, id), from);
+        assert_eq!(&*store.read_chunk(id).unwrap(), &old[..]);
+    }
+
+    #[test]
+    fn of_two_moves_of_one_chunk_the_first_wins_and_the_second_record_is_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = noise(40_000, 5);
+        let (id, from, _) = store_then_move(&store, &old, 2);
+        let (_, from_again, _) = store_then_move(&store, &old, 3);
+        assert_eq!(from, from_again, "both moves start from the same record");
+        let second_to = store.relocations.pending.lock()[1].to;
+        store.persist_chunks().unwrap();
+        let to = location(&store, id);
+        assert_ne!(to, from);
+        assert_ne!(to, second_to);
+        assert!(pack_bytes(&store, second_to).iter().all(|&b| b == 0));
+        assert_eq!(&*store.read_chunk(id).unwrap(), &old[..]);
+        assert!(store.relocations.pending.lock().is_empty());
+    }
+
+    fn at(pack: u32, offset: u64, len: u32) -> Placement {
+        Packed(PackLocation { pack, offset, len })
+    }
+
+    #[test]
+    fn short_stretches_between_new_chunks_move_and_long_ones_stay() {
+        let batch = [
+            New,
+            at(1, 0, 100),
+            at(1, 100, 100), // same stretch: 200 bytes
+            New,
+            at(1, 1000, 100),
+            at(2, 1100, 100), // another pack: a stretch of its own
+            Elsewhere,
+            at(3, 0, 500), // 500 bytes: long enough to stay
+            at(3, 500, 500),
+        ];
+        let moved = scattered(&batch, 300);
+        assert_eq!(
+            moved,
+            [false, true, true, false, true, true, false, false, false]
+        );
+    }
+
+    #[test]
+    fn batches_without_new_chunks_and_a_zero_limit_move_nothing() {
+        let duplicates = [at(1, 0, 100), at(7, 0, 100), Elsewhere];
+        assert_eq!(scattered(&duplicates, 1 << 20), [false; 3]);
+        let mixed = [New, at(1, 0, 100)];
+        assert_eq!(scattered(&mixed, 0), [false; 2]);
+        assert_eq!(scattered(&mixed, 101), [false, true]);
+        assert_eq!(scattered(&mixed, 100), [false, false]);
+    }
+
+    #[test]
+    fn records_out_of_order_are_separate_stretches() {
+        // Neighbours in the pack, but in the other order in the file.
+        let reversed = [New, at(1, 100, 100), at(1, 0, 100)];
+        assert_eq!(scattered(&reversed, 150), [false, true, true]);
+        let in_order = [New, at(1, 0, 100), at(1, 100, 100)];
+        assert_eq!(scattered(&in_order, 150), [false, false, false]);
+    }
+}
