@@ -459,6 +459,16 @@ impl Packs {
     /// Gives the disk the space of dead records back: neighbouring records
     /// are merged so that whole blocks between them are freed.
     pub fn punch(&self, dead: &[PackLocation]) -> Result<()> {
+        for stretches in self.dead_stretches(dead)? {
+            stretches.punch()?;
+        }
+        Ok(())
+    }
+
+    /// Dead records by pack, neighbours merged, with each pack's file, to
+    /// be punched now or by another thread. Packs already removed are left
+    /// out.
+    pub fn dead_stretches(&self, dead: &[PackLocation]) -> Result<Vec<DeadStretches>> {
         let mut by_pack: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
         for loc in dead {
             by_pack
@@ -466,6 +476,7 @@ impl Packs {
                 .or_default()
                 .push((loc.offset, loc.end()));
         }
+        let mut out = Vec::with_capacity(by_pack.len());
         for (id, mut ranges) in by_pack {
             ranges.sort_unstable();
             let mut merged: Vec<(u64, u64)> = Vec::new();
@@ -484,15 +495,35 @@ impl Packs {
                 }
                 Err(e) => return Err(e),
             };
-            for (start, end) in merged {
-                fallocate(
-                    file.as_ref(),
-                    FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
-                    start as libc::off_t,
-                    (end - start) as libc::off_t,
-                )
-                .map_err(|e| StoreError::io(&self.path(id), e.into()))?;
-            }
+            out.push(DeadStretches {
+                path: self.path(id),
+                file,
+                ranges: merged,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Stretches of one pack whose records are dead.
+pub struct DeadStretches {
+    path: PathBuf,
+    file: Arc<File>,
+    ranges: Vec<(u64, u64)>,
+}
+
+impl DeadStretches {
+    /// Punches them (`FALLOC_FL_PUNCH_HOLE`): the blocks they cover go back
+    /// to the disk, and they read as zeros.
+    pub fn punch(&self) -> Result<()> {
+        for &(start, end) in &self.ranges {
+            fallocate(
+                self.file.as_ref(),
+                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                start as libc::off_t,
+                (end - start) as libc::off_t,
+            )
+            .map_err(|e| StoreError::io(&self.path, e.into()))?;
         }
         Ok(())
     }
