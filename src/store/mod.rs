@@ -171,6 +171,9 @@ pub struct DiskSpace {
 
 /// An open store.
 pub struct Store {
+    /// First, so it is dropped first: its thread finishes freeing moved
+    /// records while the store is still held.
+    relocations: relocate::Relocations,
     db: DB,
     dir: open::StoreDir,
     ids: Counter,
@@ -182,7 +185,6 @@ pub struct Store {
     compression: std::sync::atomic::AtomicU8,
     /// See [`Store::set_relocate_below`].
     relocate_below: std::sync::atomic::AtomicU64,
-    relocations: relocate::Relocations,
 }
 
 impl Store {
