@@ -317,7 +317,7 @@ impl CkptFs {
             };
         }
         let mode = open_mode(flags.0);
-        let fopen = if self.direct_reads && !mode.write {
+        let fopen = if self.direct_io {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::empty()
@@ -547,7 +547,11 @@ impl CkptFs {
                     &file_attr(i, &rec),
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    if self.direct_io {
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else {
+                        FopenFlags::empty()
+                    },
                 )
             }
             Err(e) => reply.error(self.fail("create", ino(parent), &e)),
