@@ -18,6 +18,7 @@ mod autosnap;
 mod bloom;
 mod browse;
 mod builder;
+mod chunk_thread;
 mod events;
 mod export;
 mod extents;
@@ -170,7 +171,7 @@ impl Default for TreeOptions {
 /// What file content work needs: the store, the pipeline, the reader.
 pub struct Data {
     store: Arc<Store>,
-    pipeline: Pipeline,
+    pipeline: Arc<Pipeline>,
     reader: ContentReader,
     params: ChunkParams,
 }
@@ -222,7 +223,7 @@ impl Tree {
         let tree = Tree {
             data: Data {
                 store,
-                pipeline,
+                pipeline: Arc::new(pipeline),
                 reader,
                 params: opts.chunk,
             },
