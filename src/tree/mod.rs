@@ -18,7 +18,6 @@ mod autosnap;
 mod bloom;
 mod browse;
 mod builder;
-mod chunk_thread;
 mod events;
 mod export;
 mod extents;
@@ -171,7 +170,7 @@ impl Default for TreeOptions {
 /// What file content work needs: the store, the pipeline, the reader.
 pub struct Data {
     store: Arc<Store>,
-    pipeline: Arc<Pipeline>,
+    pipeline: Pipeline,
     reader: ContentReader,
     params: ChunkParams,
 }
@@ -223,7 +222,7 @@ impl Tree {
         let tree = Tree {
             data: Data {
                 store,
-                pipeline: Arc::new(pipeline),
+                pipeline,
                 reader,
                 params: opts.chunk,
             },

@@ -5,9 +5,7 @@
 //! * **Stream**: the file was truncated (or is new, or is being appended to)
 //!   and every write continues where the last one ended, the normal way a
 //!   checkpoint is saved. Bytes are chunked as they arrive and the chunks go
-//!   to the pipeline; `close()` only waits for the tail. Past
-//!   [`BACKGROUND_AFTER`] bytes the chunking moves to a thread of the
-//!   file's own (`chunk_thread.rs`), and a write returns once queued.
+//!   to the pipeline; `close()` only waits for the tail.
 //! * **Staged**: some write landed elsewhere. Written ranges go to a sparse
 //!   staging file in the store; the committed content (the *base*) shows
 //!   through everywhere else. At commit, base chunks that no write touched
@@ -21,7 +19,6 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use super::builder::ManifestBuilder;
-use super::chunk_thread::{ChunkThread, StreamState};
 use super::extents::Extents;
 use super::{Data, TreeError};
 use crate::chunk::Chunker;
@@ -32,11 +29,6 @@ use crate::store::{StoreError, Txn};
 
 /// Read and written in pieces of this size when re-chunking staged data.
 const PIECE: usize = 1 << 20;
-/// A stream this long is chunked on a thread of its own: large files gain
-/// from the overlap, small ones would pay for a thread each.
-pub const BACKGROUND_AFTER: u64 = 4 << 20;
-/// What a state reports if it skipped [`WriteState::foreground`] (a bug).
-const STILL_ON_ITS_THREAD: TreeError = TreeError::Invalid("stream still on its chunk thread");
 
 // One per file open for writing: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -45,8 +37,6 @@ enum Mode {
         chunker: Chunker,
         builder: ManifestBuilder,
     },
-    /// A stream chunked on its own thread.
-    Background(ChunkThread),
     Staged(Staged),
 }
 
@@ -177,18 +167,11 @@ impl WriteState {
     }
 
     fn write_inner(&mut self, d: &Data, offset: u64, bytes: &[u8]) -> Result<(), TreeError> {
-        if offset == self.size {
-            match &mut self.mode {
-                Mode::Background(thread) => return thread.send(bytes),
-                Mode::Stream { chunker, builder } => {
-                    chunker.push(bytes, |c| builder.submit(&d.pipeline, c));
-                    builder.drain(&d.pipeline, &d.store, false)?;
-                    if offset + bytes.len() as u64 >= BACKGROUND_AFTER {
-                        self.move_to_thread(d);
-                    }
-                    return Ok(());
-                }
-                Mode::Staged(_) => {}
+        if let Mode::Stream { chunker, builder } = &mut self.mode {
+            if offset == self.size {
+                chunker.push(bytes, |c| builder.submit(&d.pipeline, c));
+                builder.drain(&d.pipeline, &d.store, false)?;
+                return Ok(());
             }
         }
         self.demote(d)?;
@@ -213,8 +196,11 @@ impl WriteState {
         Ok(())
     }
 
-    /// Takes the mode out, leaving an empty staged state.
-    fn take_mode(&mut self) -> Mode {
+    /// Turns a stream into a staged state whose base is what it chunked.
+    fn demote(&mut self, d: &Data) -> Result<(), TreeError> {
+        if !matches!(self.mode, Mode::Stream { .. }) {
+            return Ok(());
+        }
         let placeholder = Mode::Staged(Staged {
             base: ManifestId::EMPTY,
             base_limit: 0,
@@ -222,49 +208,10 @@ impl WriteState {
             file: None,
             path: PathBuf::new(),
         });
-        std::mem::replace(&mut self.mode, placeholder)
-    }
-
-    /// Moves a stream's chunking to a thread of its own (it stays in
-    /// place if no thread can start).
-    fn move_to_thread(&mut self, d: &Data) {
-        let Mode::Stream { chunker, builder } = self.take_mode() else {
-            return;
-        };
-        let state = StreamState { chunker, builder };
-        self.mode = match ChunkThread::start(state, d.pipeline.clone(), d.store.clone()) {
-            Ok(thread) => Mode::Background(thread),
-            Err(state) => {
-                let StreamState { chunker, builder } = *state;
-                Mode::Stream { chunker, builder }
-            }
-        };
-    }
-
-    /// Brings a stream chunked on its own thread back here, once every
-    /// byte written is chunked.
-    fn foreground(&mut self) -> Result<(), TreeError> {
-        if !matches!(self.mode, Mode::Background(_)) {
-            return Ok(());
-        }
-        let Mode::Background(thread) = self.take_mode() else {
-            return Ok(());
-        };
-        let StreamState { chunker, builder } = thread.join()?;
-        self.mode = Mode::Stream { chunker, builder };
-        Ok(())
-    }
-
-    /// Turns a stream into a staged state whose base is what it chunked.
-    fn demote(&mut self, d: &Data) -> Result<(), TreeError> {
-        self.foreground()?;
-        if !matches!(self.mode, Mode::Stream { .. }) {
-            return Ok(());
-        }
         let Mode::Stream {
             mut chunker,
             mut builder,
-        } = self.take_mode()
+        } = std::mem::replace(&mut self.mode, placeholder)
         else {
             return Ok(());
         };
@@ -335,24 +282,30 @@ impl WriteState {
         if self.poisoned.is_some() {
             return Ok((Vec::new(), Vec::new()));
         }
-        let joined = self.foreground();
-        self.poison(joined)?;
         match &mut self.mode {
             Mode::Stream { builder, .. } => {
                 let (id, chunks) = builder.referenced(&d.pipeline, &d.store)?;
                 Ok((vec![id], chunks))
             }
             Mode::Staged(st) => Ok((vec![st.base], Vec::new())),
-            Mode::Background(_) => Err(STILL_ON_ITS_THREAD),
         }
     }
 
     /// Builds the committed manifest; its last segment goes into `txn`.
     pub fn finish(mut self, d: &Data, txn: &mut Txn<'_>) -> Result<(ManifestId, u64), TreeError> {
         self.check()?;
-        self.foreground()?;
         let size = self.size;
-        let (id, len) = match self.take_mode() {
+        let mode = std::mem::replace(
+            &mut self.mode,
+            Mode::Staged(Staged {
+                base: ManifestId::EMPTY,
+                base_limit: 0,
+                dirty: Extents::default(),
+                file: None,
+                path: PathBuf::new(),
+            }),
+        );
+        let (id, len) = match mode {
             Mode::Stream {
                 mut chunker,
                 mut builder,
@@ -366,7 +319,6 @@ impl WriteState {
                 st.rebuild(d, size, builder)
                     .and_then(|b| b.finish_into(&d.pipeline, &d.store, txn))?
             }
-            Mode::Background(_) => return Err(STILL_ON_ITS_THREAD),
         };
         if len != size {
             return Err(
