@@ -317,13 +317,8 @@ impl CkptFs {
             };
         }
         let mode = open_mode(flags.0);
-        let fopen = if self.direct_io {
-            FopenFlags::FOPEN_DIRECT_IO
-        } else {
-            FopenFlags::empty()
-        };
         match self.tree.open(ino(i), mode) {
-            Ok(fh) => reply.opened(FileHandle(fh), fopen),
+            Ok(fh) => reply.opened(FileHandle(fh), self.file_open_flags()),
             Err(e) => reply.error(self.fail("open", ino(i), &e)),
         }
     }
@@ -547,11 +542,7 @@ impl CkptFs {
                     &file_attr(i, &rec),
                     Generation(0),
                     FileHandle(fh),
-                    if self.direct_io {
-                        FopenFlags::FOPEN_DIRECT_IO
-                    } else {
-                        FopenFlags::empty()
-                    },
+                    self.file_open_flags(),
                 )
             }
             Err(e) => reply.error(self.fail("create", ino(parent), &e)),

@@ -74,6 +74,16 @@ impl CkptFs {
         }
     }
 
+    /// How live files are opened: past the page cache when mmap still
+    /// works on such files (see `init`).
+    fn file_open_flags(&self) -> FopenFlags {
+        if self.direct_io {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
     /// The root's listing with the control directory shown (offset 3,
     /// between `..` and the first entry, whose cookie is at least 16).
     fn readdir_root_with_ctl(&self, offset: u64, mut reply: ReplyDirectory) {
