@@ -164,7 +164,7 @@ impl Store {
     }
 
     /// Index entries of several chunks, in one batched lookup.
-    fn index_entries(&self, ids: &[ChunkId]) -> Vec<Result<Option<IndexEntry>>> {
+    pub(super) fn index_entries(&self, ids: &[ChunkId]) -> Vec<Result<Option<IndexEntry>>> {
         let keys: Vec<[u8; 16]> = ids.iter().map(|&id| chunk_key(id)).collect();
         self.db
             .batched_multi_get_cf(self.cf(CF_CHUNK_INDEX), &keys, false)

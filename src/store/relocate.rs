@@ -27,7 +27,7 @@
 
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, unbounded, Sender};
+use crossbeam_channel::{unbounded, Sender};
 use parking_lot::Mutex;
 use rocksdb::WriteBatch;
 
@@ -103,22 +103,18 @@ pub(crate) struct Relocations {
     freer: Freer,
 }
 
-/// Work for the freeing thread.
-enum FreeWork {
-    Punch(Vec<DeadStretches>),
-    /// Answers once everything sent before is punched.
-    Flush(Sender<()>),
-}
-
 /// A thread that punches the records moves left behind, off the commit
 /// path: one `fallocate` per stretch costs about 0.2 ms on ext4, and a
-/// sparse save leaves thousands. Started on first use; dropping it waits
-/// for the work sent, so a clean unmount leaves nothing unfreed.
+/// sparse save leaves thousands. Started on first use; [`Freer::flush`]
+/// (and dropping it) waits for the work sent, so a clean unmount leaves
+/// nothing unfreed.
 #[derive(Default)]
 struct Freer {
-    work: Mutex<Option<Sender<FreeWork>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    running: Mutex<Option<FreeingThread>>,
 }
+
+/// The freeing thread and where its work goes.
+type FreeingThread = (Sender<Vec<DeadStretches>>, JoinHandle<()>);
 
 impl Freer {
     /// Hands `stretches` to the thread (punches them here if it cannot
@@ -127,60 +123,41 @@ impl Freer {
         if stretches.is_empty() {
             return;
         }
-        let mut work = self.work.lock();
-        if work.is_none() {
-            let (tx, rx) = unbounded::<FreeWork>();
+        let mut running = self.running.lock();
+        if running.is_none() {
+            let (tx, rx) = unbounded::<Vec<DeadStretches>>();
             let spawned = std::thread::Builder::new()
                 .name("ckptfs-free".into())
-                .spawn(move || {
-                    for job in rx {
-                        match job {
-                            FreeWork::Punch(stretches) => punch_all(&stretches),
-                            FreeWork::Flush(done) => {
-                                let _ = done.send(());
-                            }
-                        }
-                    }
-                });
+                .spawn(move || rx.iter().for_each(|stretches| punch_all(&stretches)));
             match spawned {
-                Ok(handle) => {
-                    *work = Some(tx);
-                    *self.thread.lock() = Some(handle);
-                }
+                Ok(thread) => *running = Some((tx, thread)),
                 Err(e) => log::warn!("no thread to free moved records ({e}); freeing inline"),
             }
         }
-        match work.as_ref() {
-            Some(tx) => {
-                if let Err(unsent) = tx.send(FreeWork::Punch(stretches)) {
-                    if let FreeWork::Punch(stretches) = unsent.0 {
-                        punch_all(&stretches);
-                    }
+        match running.as_ref() {
+            Some((tx, _)) => {
+                if let Err(unsent) = tx.send(stretches) {
+                    punch_all(&unsent.0);
                 }
             }
             None => punch_all(&stretches),
         }
     }
 
-    /// Waits until everything handed over so far is punched.
+    /// Waits until everything handed over so far is punched: ends the
+    /// thread (the next `free` starts another).
     fn flush(&self) {
-        let (done, wait) = bounded(1);
-        let sent = match self.work.lock().as_ref() {
-            Some(tx) => tx.send(FreeWork::Flush(done)).is_ok(),
-            None => false,
-        };
-        if sent {
-            let _ = wait.recv();
+        let taken = self.running.lock().take();
+        if let Some((tx, thread)) = taken {
+            drop(tx);
+            let _ = thread.join();
         }
     }
 }
 
 impl Drop for Freer {
     fn drop(&mut self) {
-        self.work.lock().take();
-        if let Some(thread) = self.thread.lock().take() {
-            let _ = thread.join();
-        }
+        self.flush();
     }
 }
 
@@ -241,8 +218,9 @@ impl Store {
         }
         let (mut freed, mut unused) = (Vec::new(), Vec::new());
         let mut moved = std::collections::HashSet::new();
-        for m in &moves {
-            let current = self.index_entry(m.id)?.and_then(|e| e.packed);
+        let ids: Vec<ChunkId> = moves.iter().map(|m| m.id).collect();
+        for (m, found) in moves.iter().zip(self.index_entries(&ids)) {
+            let current = found?.and_then(|e| e.packed);
             // The first move of a chunk wins; the index read above does
             // not see this batch.
             if current == Some(m.from) && moved.insert(m.id) {
@@ -287,6 +265,7 @@ impl Store {
 
     /// Waits until the records left behind by moves made so far are
     /// punched (they are freed by a thread of their own).
+    #[cfg(test)]
     pub fn wait_for_freed_records(&self) {
         self.relocations.freer.flush();
     }

@@ -157,6 +157,15 @@ pub struct PipelineCounters {
     pub moved_bytes: AtomicU64,
 }
 
+/// What `prepare` found of a batch's chunks, in file order.
+struct Found<'a> {
+    /// The batch's bytes, and each chunk's span of them.
+    data: &'a [u8],
+    spans: &'a [std::ops::Range<usize>],
+    results: &'a [ChunkResult],
+    placements: &'a [Placement],
+}
+
 /// What the workers share.
 struct Context {
     store: Arc<Store>,
@@ -256,9 +265,11 @@ impl Context {
         let mut slots = Vec::new();
         let mut results = Vec::with_capacity(batch.chunks.len());
         let mut placements = Vec::with_capacity(batch.chunks.len());
+        let mut spans = Vec::with_capacity(batch.chunks.len());
         for &(len, packed) in &batch.chunks {
             let raw = at..at + len as usize;
             at += len as usize;
+            spans.push(raw.clone());
             let data = &batch.data[raw.clone()];
             let (result, placement) = match packed {
                 Some(s) => {
@@ -282,7 +293,13 @@ impl Context {
             placements.push(placement);
         }
         if !encoded.is_empty() {
-            self.add_moves(&batch, &results, &placements, &mut encoded, &mut slots);
+            let found = Found {
+                data: &batch.data,
+                spans: &spans,
+                results: &results,
+                placements: &placements,
+            };
+            self.add_moves(found, &mut encoded, &mut slots);
         }
         Prepared {
             data: batch.data,
@@ -297,28 +314,18 @@ impl Context {
     /// Adds to a batch's new chunks, in file order, the stored ones that
     /// sit scattered in older packs (see `store::scattered`), to be moved
     /// next to them.
-    fn add_moves(
-        &self,
-        batch: &ChunkBatch,
-        results: &[ChunkResult],
-        placements: &[Placement],
-        encoded: &mut Vec<EncodedChunk>,
-        slots: &mut Vec<usize>,
-    ) {
-        let moved = scattered(placements, self.store.relocate_below());
+    fn add_moves(&self, found: Found, encoded: &mut Vec<EncodedChunk>, slots: &mut Vec<usize>) {
+        let moved = scattered(found.placements, self.store.relocate_below());
         if !moved.contains(&true) {
             return;
         }
         let mut merged: Vec<(usize, EncodedChunk)> =
             slots.drain(..).zip(encoded.drain(..)).collect();
-        let mut at = 0;
-        for (slot, &(len, _)) in batch.chunks.iter().enumerate() {
-            let raw = at..at + len as usize;
-            at += len as usize;
+        for (slot, raw) in found.spans.iter().enumerate() {
             if let (true, Placement::Packed(from), Ok(Entry::Chunk { id, .. })) =
-                (moved[slot], placements[slot], &results[slot])
+                (moved[slot], found.placements[slot], &found.results[slot])
             {
-                let chunk = self.store.encode_chunk(*id, &batch.data, raw);
+                let chunk = self.store.encode_chunk(*id, found.data, raw.clone());
                 merged.push((slot, chunk.moving_from(from)));
             }
         }
