@@ -11,7 +11,8 @@
 //!   store shrinks.
 //! - `relocation`: a sparse save's unchanged chunks move next to its new
 //!   ones: it reads back as one stretch, the store does not grow, and a GC
-//!   of the save they moved from keeps every kept version intact.
+//!   of the save they moved from keeps every kept version intact; a disk
+//!   that fills during such saves gives ENOSPC and loses no committed save.
 //! - `verify`: clean on a healthy store; a flipped byte in a pack file is
 //!   found and named, with exit code 1.
 //! - `unmount`: the daemon exits 0 and the mount is gone; busy and

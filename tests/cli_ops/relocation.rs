@@ -3,11 +3,15 @@
 //! chunks written again next to its new ones, so it reads back as one
 //! stretch; their old copies are freed, so the store does not grow; and a
 //! GC of the save they moved from leaves every kept version intact. The
-//! same run with relocation off shows what the check tells apart.
+//! same run with relocation off shows what the check tells apart. A disk
+//! that fills up during such saves gives ENOSPC and loses no committed
+//! save, moved chunks included.
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
 
-use crate::common::{du_bytes, hash_file, noise, Mount};
+use crate::common::{du_bytes, hash_file, heavy, noise, Mount, SmallDisk};
 use crate::{args, json, ok};
 
 const SIZE: usize = 24 << 20;
@@ -116,4 +120,58 @@ fn a_sparse_save_reads_back_as_one_stretch_and_a_gc_of_its_origin_keeps_it() {
     );
     assert!(on.du_after_gc < on.du_saved - (SIZE as u64) / 4);
     assert!(on.du_after_gc < off.du_after_gc + (SIZE as u64) / 16);
+}
+
+/// Writes a file and closes it (close is where ckptfs commits); the errno
+/// of whichever failed.
+fn save(path: &Path, data: &[u8]) -> Result<(), Option<i32>> {
+    let mut f = File::create(path).map_err(|e| e.raw_os_error())?;
+    let written = f.write_all(data);
+    let closed = nix::unistd::close(f);
+    written.map_err(|e| e.raw_os_error())?;
+    closed.map_err(|e| Some(e as i32))
+}
+
+#[test]
+fn a_disk_that_fills_during_sparse_saves_gives_enospc_and_loses_no_committed_save() {
+    let _heavy = heavy();
+    // Declared first, dropped last: the daemon is gone before the unmount.
+    let disk = SmallDisk::new("ops-relocate-full-disk", "256M");
+    let mut m = Mount::with_store("ops-relocate-full", &disk.mnt.join("store"), &[]);
+    const BIG: usize = 48 << 20;
+    let base = noise(BIG, 0x7e10_0002);
+    save(&m.path("emb-0.bin"), &base).unwrap();
+    let mut committed = vec![("emb-0.bin".to_string(), xxhash_rust::xxh3::xxh3_128(&base))];
+    let mut failure = None;
+    // Each save changes other words than the last: about 40% new chunks,
+    // the rest moved. 20 of them cannot fit in 256 MB.
+    for k in 1..=20usize {
+        let mut next = base.clone();
+        for at in (k * 997..BIG - 8).step_by(CHANGE_EVERY) {
+            next[at..at + 8].copy_from_slice(&(k as u64).to_le_bytes());
+        }
+        let name = format!("emb-{k}.bin");
+        match save(&m.path(&name), &next) {
+            Ok(()) => committed.push((name, xxhash_rust::xxh3::xxh3_128(&next))),
+            Err(errno) => {
+                failure = Some(errno);
+                break;
+            }
+        }
+    }
+    let moved = json(args!["stats", m.mnt, "--json"])["since_mount"]["moved_chunks"]
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "{} saves committed, then {failure:?}; {moved} chunks moved",
+        committed.len()
+    );
+    assert_eq!(failure, Some(Some(libc::ENOSPC)), "{}", m.log());
+    assert!(committed.len() >= 3, "only {} saves fit", committed.len());
+    assert!(moved > 1000, "the saves moved {moved} chunks");
+    m.remount();
+    for (name, want) in &committed {
+        assert_eq!(hash_file(&m.path(name)), *want, "{name} after remount");
+    }
+    m.stop();
 }
