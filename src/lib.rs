@@ -13,9 +13,11 @@
 //!    calls `Tree::write` with the handle.
 //! 2. The file's `WriteState` is streaming: the bytes go into a
 //!    `chunk::Chunker`, which cuts complete chunks once it holds 4x the
-//!    average size, so boundaries do not depend on write sizes.
+//!    average size, so boundaries do not depend on write sizes, and hashes
+//!    each one. Where the chunk that followed the previous one last time
+//!    fits (`chunk::Successors`), the cut is taken without searching.
 //! 3. Each chunk is queued to the pipeline (bounded; a writer faster than
-//!    the disk blocks here). A worker hashes it, skips it if
+//!    the disk blocks here). A worker skips it if
 //!    `chunk_index` already has the id, else lz4-encodes it and writes the
 //!    value (BlobDB) and index entry in one batch.
 //! 4. Results return in file order into a `ManifestBuilder`, which writes
@@ -28,8 +30,8 @@
 //! use ckptfs::chunk::{Chunker, ChunkParams};
 //! let mut chunker = Chunker::new(ChunkParams::default());
 //! let mut sizes = Vec::new();
-//! chunker.push(&vec![1u8; 200_000], |c| sizes.push(c.len()));
-//! chunker.finish(|c| sizes.push(c.len()));
+//! chunker.push(&vec![1u8; 200_000], |c| sizes.push(c.data.len()));
+//! chunker.finish(|c| sizes.push(c.data.len()));
 //! assert_eq!(sizes.iter().sum::<usize>(), 200_000);
 //! ```
 

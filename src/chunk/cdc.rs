@@ -5,8 +5,20 @@
 //! how many bytes it may look at when fewer than the average are available,
 //! so a cut is only taken once `max` bytes are buffered (or at `finish`):
 //! then the result is the same as chunking the whole stream at once.
+//!
+//! Each chunk is handed on with its id. Given [`Successors`], the chunker
+//! first tries where the chunk that followed the previous one last time
+//! ended: if the bytes there hash to that chunk, the cut is taken without
+//! searching (see `successors` for why that cut is the one the search would
+//! find).
+
+use std::sync::Arc;
 
 use fastcdc::v2020::{cut, select_masks, Normalization};
+
+use super::hash::chunk_id;
+use super::successors::{Guess, Successors};
+use crate::ids::ChunkId;
 
 /// Minimum, average and maximum chunk sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +50,27 @@ impl Default for ChunkParams {
     }
 }
 
+/// A chunk as it is cut: its bytes and its id.
+#[derive(Clone, Copy, Debug)]
+pub struct Cut<'a> {
+    /// The chunk's bytes.
+    pub data: &'a [u8],
+    /// `chunk_id(data)`.
+    pub id: ChunkId,
+}
+
+impl Cut<'_> {
+    /// The chunk's length in bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True for an empty chunk (never emitted).
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
 /// Buffers pushed bytes and yields complete chunks.
 pub struct Chunker {
     params: ChunkParams,
@@ -46,6 +79,11 @@ pub struct Chunker {
     buf: Vec<u8>,
     /// Bytes of `buf` before this offset were already returned as chunks.
     start: usize,
+    successors: Option<Arc<Successors>>,
+    /// The last chunk, if it was cut by content.
+    last: Option<ChunkId>,
+    /// Where the next chunk is expected to end.
+    guess: Option<Guess>,
 }
 
 impl Chunker {
@@ -58,6 +96,17 @@ impl Chunker {
             mask_l,
             buf: Vec::new(),
             start: 0,
+            successors: None,
+            last: None,
+            guess: None,
+        }
+    }
+
+    /// A chunker that learns from and guesses with `successors`.
+    pub fn guided(params: ChunkParams, successors: Arc<Successors>) -> Self {
+        Chunker {
+            successors: Some(successors),
+            ..Chunker::new(params)
         }
     }
 
@@ -74,7 +123,7 @@ impl Chunker {
     /// Appends `data`; calls `emit` with every chunk that became complete.
     /// Chunks that lie wholly inside `data` are cut from it in place; only
     /// the bytes around a call's boundaries are copied into the buffer.
-    pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8])) {
+    pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(Cut<'_>)) {
         let max = self.params.max;
         let mut data = data;
         if self.buffered() == 0 {
@@ -91,8 +140,11 @@ impl Chunker {
             if self.buf.len() < max {
                 return; // all of `data` is buffered; wait for more
             }
-            let cut = self.next_cut(0, max);
-            emit(&self.buf[..cut]);
+            let (cut, id) = self.next_cut(0, max);
+            emit(Cut {
+                data: &self.buf[..cut],
+                id,
+            });
             if cut >= old {
                 // The next chunk starts inside `data`: cut it from there.
                 self.buf.clear();
@@ -106,27 +158,76 @@ impl Chunker {
         }
         let mut at = 0;
         while data.len() - at >= max {
-            let cut = cut_in(&self.params, self.mask_s, self.mask_l, &data[at..at + max]);
-            emit(&data[at..at + cut]);
+            let (cut, id) = self.cut(&data[at..at + max]);
+            emit(Cut {
+                data: &data[at..at + cut],
+                id,
+            });
             at += cut;
         }
         self.buf.extend_from_slice(&data[at..]);
     }
 
     /// Cuts everything still buffered into chunks and resets the chunker.
-    pub fn finish(&mut self, mut emit: impl FnMut(&[u8])) {
+    pub fn finish(&mut self, mut emit: impl FnMut(Cut<'_>)) {
         while self.buffered() > 0 {
-            let end = self.start + self.next_cut(self.start, self.buffered());
-            emit(&self.buf[self.start..end]);
+            let (len, id) = self.next_cut(self.start, self.buffered());
+            let end = self.start + len;
+            emit(Cut {
+                data: &self.buf[self.start..end],
+                id,
+            });
             self.start = end;
         }
         self.buf.clear();
         self.start = 0;
+        self.last = None;
+        self.guess = None;
     }
 
-    fn next_cut(&self, from: usize, len: usize) -> usize {
-        let window = &self.buf[from..from + len.min(self.params.max)];
-        cut_in(&self.params, self.mask_s, self.mask_l, window)
+    fn next_cut(&mut self, from: usize, len: usize) -> (usize, ChunkId) {
+        let window = from..from + len.min(self.params.max);
+        let buf = std::mem::take(&mut self.buf);
+        let cut = self.cut(&buf[window]);
+        self.buf = buf;
+        cut
+    }
+
+    /// Where the first chunk of `window` ends, and its id. `window` holds
+    /// `max` bytes, or all that is left of the stream.
+    fn cut(&mut self, window: &[u8]) -> (usize, ChunkId) {
+        if let Some(guess) = self.guess.take() {
+            let len = guess.len as usize;
+            if len <= window.len() {
+                let id = chunk_id(&window[..len]);
+                let taken = guess.names(id);
+                if let Some(s) = &self.successors {
+                    s.count(taken);
+                }
+                if taken {
+                    self.learn(id, len, true);
+                    return (len, id);
+                }
+            }
+        }
+        let len = cut_in(&self.params, self.mask_s, self.mask_l, window);
+        let id = chunk_id(&window[..len]);
+        // A cut at the end of a short window is where the stream ended,
+        // not where the content says; a cut at `max` is by content.
+        self.learn(id, len, len < window.len() || len == self.params.max);
+        (len, id)
+    }
+
+    fn learn(&mut self, id: ChunkId, len: usize, by_content: bool) {
+        let Some(s) = &self.successors else {
+            return;
+        };
+        if by_content {
+            self.guess = s.follow(self.last, id, len);
+            self.last = Some(id);
+        } else {
+            self.last = None;
+        }
     }
 }
 
@@ -154,10 +255,72 @@ mod tests {
         let mut c = Chunker::new(ChunkParams::default());
         let mut out = Vec::new();
         for part in data.chunks(piece) {
-            c.push(part, |ch| out.push(ch.to_vec()));
+            c.push(part, |ch| out.push(ch.data.to_vec()));
         }
-        c.finish(|ch| out.push(ch.to_vec()));
+        c.finish(|ch| out.push(ch.data.to_vec()));
         out
+    }
+
+    /// Chunks `data` with `c`; checks every id on the way.
+    fn chunk_with(c: &mut Chunker, data: &[u8], piece: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut keep = |ch: Cut<'_>| {
+            assert_eq!(ch.id, chunk_id(ch.data));
+            out.push(ch.data.to_vec());
+        };
+        for part in data.chunks(piece) {
+            c.push(part, &mut keep);
+        }
+        c.finish(&mut keep);
+        out
+    }
+
+    #[test]
+    fn guided_cuts_are_the_searched_cuts_and_repeats_skip_the_search() {
+        let successors = Arc::new(Successors::new(1 << 16));
+        let mut c = Chunker::guided(ChunkParams::default(), successors.clone());
+        let data = noise(3_000_000, 11);
+        assert_eq!(
+            chunk_with(&mut c, &data, 1 << 20),
+            chunk_all(&data, 1 << 20)
+        );
+        assert_eq!(successors.counts(), (0, 0), "nothing to guess from yet");
+
+        // The same bytes again, in other pieces: nearly every cut is a guess.
+        let again = chunk_with(&mut c, &data, 777);
+        assert_eq!(again, chunk_all(&data, 1 << 20));
+        let (taken, rejected) = successors.counts();
+        assert!(
+            taken + 3 >= again.len() as u64,
+            "{taken} of {}",
+            again.len()
+        );
+        assert_eq!(rejected, 0);
+
+        // Edited bytes: every guess that no longer holds is rejected, and
+        // the cuts stay exactly those of a plain search.
+        let mut edited = data.clone();
+        for at in [5_000, 700_000, 1_400_000, 2_999_000] {
+            edited[at] ^= 0x55;
+        }
+        edited.splice(2_000_000..2_000_000, b"inserted".iter().copied());
+        edited.drain(2_500_000..2_500_100);
+        let guided = chunk_with(&mut c, &edited, 1 << 20);
+        assert_eq!(guided, chunk_all(&edited, 1 << 20));
+        let (_, rejected) = successors.counts();
+        assert!(rejected > 0 && rejected < 20, "{rejected} rejected");
+    }
+
+    #[test]
+    fn a_file_end_is_never_learned_as_a_cut() {
+        // "a" ends inside what "b" continues: a guess from "a"'s last chunk
+        // would cut "b" where no content-defined cut is.
+        let successors = Arc::new(Successors::new(1 << 16));
+        let mut c = Chunker::guided(ChunkParams::default(), successors);
+        let b = noise(1_000_000, 5);
+        let a = &b[..500_000];
+        chunk_with(&mut c, a, 1 << 20);
+        assert_eq!(chunk_with(&mut c, &b, 1 << 20), chunk_all(&b, 1 << 20));
     }
 
     #[test]

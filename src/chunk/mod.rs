@@ -9,15 +9,17 @@ pub mod codec;
 pub mod hash;
 pub mod lanes;
 mod lanes_simd;
+pub mod successors;
 #[cfg(test)]
 pub(crate) mod testdata;
 
-pub use cdc::{ChunkParams, Chunker};
+pub use cdc::{ChunkParams, Chunker, Cut};
 pub use codec::{
     decode, decode_into, encode, encode_parts, layout, CodecError, Compression, Layout,
     MAX_CHUNK_LEN,
 };
 pub use hash::chunk_id;
+pub use successors::Successors;
 
 /// True when every byte is zero: such chunks are stored as holes.
 pub fn is_zero(data: &[u8]) -> bool {

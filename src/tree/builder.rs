@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use super::pipeline::{ChunkBatch, ChunkResult, JobOrder, Pipeline, BATCH_BYTES};
+use crate::chunk::Cut;
 use crate::ids::{ChunkId, ManifestId};
 use crate::store::manifest::{Entry, SEGMENT_ENTRIES};
 use crate::store::{Store, StoreError, Txn};
@@ -67,10 +68,10 @@ impl ManifestBuilder {
     /// its commit is amortized.
     /// Packed chunks carry the manifest id as their stream, so a file's
     /// chunks sit next to each other in one pack.
-    pub fn submit(&mut self, pipeline: &Pipeline, data: &[u8]) {
+    pub fn submit(&mut self, pipeline: &Pipeline, chunk: Cut<'_>) {
         let packed = (self.submitted >= VOLATILE_AFTER).then_some(self.id.0);
-        self.submitted += data.len() as u64;
-        self.batch.push(data, packed);
+        self.submitted += chunk.data.len() as u64;
+        self.batch.push(chunk, packed);
         if self.batch.bytes() >= BATCH_BYTES {
             self.send_batch(pipeline);
         }

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 
-use crate::chunk::ChunkParams;
+use crate::chunk::{ChunkParams, Chunker, Successors};
 use crate::store::Store;
 pub use autosnap::{is_staging, AutoSnapshotOptions};
 pub use browse::DirItem;
@@ -173,6 +173,15 @@ pub struct Data {
     pipeline: Pipeline,
     reader: ContentReader,
     params: ChunkParams,
+    /// What followed each recent chunk, shared by every file's chunker.
+    successors: Arc<Successors>,
+}
+
+impl Data {
+    /// A chunker for one stream of new content.
+    fn chunker(&self) -> Chunker {
+        Chunker::guided(self.params, self.successors.clone())
+    }
 }
 
 /// The live tree over an open store.
@@ -225,6 +234,7 @@ impl Tree {
                 pipeline,
                 reader,
                 params: opts.chunk,
+                successors: Arc::default(),
             },
             space: space::SpaceGuard::new(opts.reserve_bytes),
             opts,
@@ -271,13 +281,16 @@ impl Tree {
     pub fn log_summary(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &self.data.pipeline.counters;
+        let (guessed, rejected) = self.data.successors.counts();
         log::info!(
-            "stored {} new chunks ({} MiB raw, {} MiB on disk), {} deduplicated, {} zero chunks as holes",
+            "stored {} new chunks ({} MiB raw, {} MiB on disk), {} deduplicated, {} zero chunks as holes, {} cuts guessed ({} guesses rejected)",
             c.stored_chunks.load(Relaxed),
             c.stored_raw_bytes.load(Relaxed) >> 20,
             c.stored_bytes.load(Relaxed) >> 20,
             c.dedup_chunks.load(Relaxed),
             c.zero_chunks.load(Relaxed),
+            guessed,
+            rejected,
         );
     }
 

@@ -1,5 +1,6 @@
-//! The chunk pipeline: worker threads that hash, dedup-check, compress and
-//! store chunks, so that none of that runs on the FUSE request threads.
+//! The chunk pipeline: worker threads that dedup-check, compress and store
+//! chunks (hashed by the chunker as it cuts them), so that none of that
+//! runs on the FUSE request threads.
 //!
 //! Chunks travel in batches of about [`BATCH_BYTES`] (one job, one reply),
 //! not one by one: a channel round trip per 16 KiB chunk cost more than
@@ -24,7 +25,7 @@ use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use crate::ids::ChunkId;
 
 use super::stream_order::StreamOrder;
-use crate::chunk::{chunk_id, is_zero};
+use crate::chunk::{is_zero, Cut};
 use crate::store::manifest::Entry;
 use crate::store::{scattered, EncodedChunk, Placement, Store, StoreError};
 
@@ -38,19 +39,20 @@ pub const BATCH_BYTES: usize = 256 << 10;
 #[derive(Default)]
 pub struct ChunkBatch {
     data: Vec<u8>,
-    /// Each chunk's length, and `Some(stream)` when it goes to a pack file
-    /// (see `Store::put_chunk`).
-    chunks: Vec<(u32, Option<u64>)>,
+    /// Each chunk's length, id, and `Some(stream)` when it goes to a pack
+    /// file (see `Store::put_chunk`).
+    chunks: Vec<(u32, ChunkId, Option<u64>)>,
 }
 
 impl ChunkBatch {
     /// Adds a chunk.
-    pub fn push(&mut self, data: &[u8], packed: Option<u64>) {
+    pub fn push(&mut self, chunk: Cut<'_>, packed: Option<u64>) {
         if self.data.capacity() == 0 {
             self.data.reserve(BATCH_BYTES + (64 << 10));
         }
-        self.data.extend_from_slice(data);
-        self.chunks.push((data.len() as u32, packed));
+        self.data.extend_from_slice(chunk.data);
+        self.chunks
+            .push((chunk.data.len() as u32, chunk.id, packed));
     }
 
     /// Bytes of chunk data in the batch.
@@ -255,7 +257,7 @@ impl Pipeline {
 }
 
 impl Context {
-    /// Hashes a batch's chunks, turns zeros into holes, checks which are
+    /// Turns a batch's zero chunks into holes, checks which are
     /// stored already, stores the new ones that go through the WAL, and
     /// encodes the new ones that go to a pack.
     fn prepare(&self, batch: ChunkBatch, reply: Sender<Vec<ChunkResult>>) -> Prepared {
@@ -266,7 +268,7 @@ impl Context {
         let mut results = Vec::with_capacity(batch.chunks.len());
         let mut placements = Vec::with_capacity(batch.chunks.len());
         let mut spans = Vec::with_capacity(batch.chunks.len());
-        for &(len, packed) in &batch.chunks {
+        for &(len, id, packed) in &batch.chunks {
             let raw = at..at + len as usize;
             at += len as usize;
             spans.push(raw.clone());
@@ -274,14 +276,14 @@ impl Context {
             let (result, placement) = match packed {
                 Some(s) => {
                     stream = s;
-                    self.dedup(data, |id| {
+                    self.dedup(data, id, |id| {
                         encoded.push(self.store.encode_chunk(id, &batch.data, raw));
                         slots.push(results.len());
                         Ok(())
                     })
                 }
                 None => {
-                    let (result, _) = self.dedup(data, |id| {
+                    let (result, _) = self.dedup(data, id, |id| {
                         let stored = self.store.put_chunk(id, data, None)?;
                         self.counted(data.len(), stored);
                         Ok(())
@@ -340,6 +342,7 @@ impl Context {
     fn dedup(
         &self,
         data: &[u8],
+        id: ChunkId,
         store_new: impl FnOnce(ChunkId) -> Result<(), StoreError>,
     ) -> (ChunkResult, Placement) {
         let len = data.len() as u32;
@@ -347,7 +350,6 @@ impl Context {
             self.counters.zero_chunks.fetch_add(1, Ordering::Relaxed);
             return (Ok(Entry::Hole { len: len as u64 }), Placement::Elsewhere);
         }
-        let id = chunk_id(data);
         let _gate = self.guard.gate.read();
         self.guard.note(id);
         let placement = match self.store.index_entry(id) {
@@ -418,7 +420,15 @@ impl Drop for Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::chunk_id;
     use crate::chunk::testdata::noise;
+
+    fn cut(data: &[u8]) -> Cut<'_> {
+        Cut {
+            data,
+            id: chunk_id(data),
+        }
+    }
 
     #[test]
     fn a_streams_batches_land_in_its_pack_in_submission_order() {
@@ -431,10 +441,8 @@ mod tests {
             let mut batch = ChunkBatch::default();
             // Batches of different sizes finish out of order on 4 workers.
             for k in 0..1 + batch_no % 5 {
-                batch.push(
-                    &noise(9000 + 100 * k as usize, 2 * (batch_no * 8 + k) + 1),
-                    Some(7),
-                );
+                let data = noise(9000 + 100 * k as usize, 2 * (batch_no * 8 + k) + 1);
+                batch.push(cut(&data), Some(7));
             }
             replies.push(pipeline.submit(batch, &order));
         }
@@ -465,7 +473,7 @@ mod tests {
         let store_batch = |stream: u64, which: &[usize]| {
             let mut batch = ChunkBatch::default();
             for &k in which {
-                batch.push(&chunks[k], Some(stream));
+                batch.push(cut(&chunks[k]), Some(stream));
             }
             let order = Arc::new(JobOrder::default());
             for result in pipeline.submit(batch, &order).recv().unwrap() {

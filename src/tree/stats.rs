@@ -79,6 +79,7 @@ impl Tree {
             .count();
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
         let c = &self.data.pipeline.counters;
+        let guessed = self.data.successors.counts();
         let (commits, committed_bytes) = {
             let recent = self.recent_commits.lock();
             let now = Instant::now();
@@ -122,6 +123,8 @@ impl Tree {
                 "zero_chunks": c.zero_chunks.load(Relaxed),
                 "moved_chunks": c.moved_chunks.load(Relaxed),
                 "moved_bytes": c.moved_bytes.load(Relaxed),
+                "guessed_cuts": guessed.0,
+                "rejected_guesses": guessed.1,
             },
             "store_disk_bytes": store.disk_usage()?,
         }))

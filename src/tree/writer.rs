@@ -73,7 +73,7 @@ impl WriteState {
         prefix: Option<(ManifestId, u64)>,
     ) -> Result<Self, TreeError> {
         let mut builder = ManifestBuilder::new(ManifestId(d.store.alloc_id()?));
-        let mut chunker = Chunker::new(d.params);
+        let mut chunker = d.chunker();
         let mut size = 0;
         if let Some((base, len)) = prefix {
             let mut entries = Vec::new();
@@ -243,7 +243,7 @@ impl WriteState {
             // Starting over: the cheapest state, and the common O_TRUNC case.
             // Replacing the mode drops a staged state's file (Staged::drop).
             self.mode = Mode::Stream {
-                chunker: Chunker::new(d.params),
+                chunker: d.chunker(),
                 builder: ManifestBuilder::new(ManifestId(d.store.alloc_id()?)),
             };
             self.size = 0;
@@ -381,7 +381,7 @@ impl Staged {
         size: u64,
         mut out: ManifestBuilder,
     ) -> Result<ManifestBuilder, StoreError> {
-        let mut chunker = Chunker::new(d.params);
+        let mut chunker = d.chunker();
         let visible = self.base_limit.min(size);
         let mut failure = None;
         d.reader.for_each_entry(self.base, |start, entry| {

@@ -131,6 +131,74 @@ fn rewriting_512_mib_with_1_mib_inserted_in_the_middle_grows_the_store_by_under_
     assert_eq!(hash_file(&m.path("model.ckpt")), xxh(&v2));
 }
 
+/// `.ckpt/stats` `since_mount`.
+fn since_mount(m: &Mount) -> serde_json::Value {
+    let stats: serde_json::Value =
+        serde_json::from_slice(&fs::read(m.path(".ckpt/stats")).unwrap()).unwrap();
+    stats["since_mount"].clone()
+}
+
+fn count(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+#[test]
+fn repeated_data_is_cut_by_guess_where_the_search_would_cut() {
+    // Within one mount, a copy (best.pt = last.pt) and a re-save with 1 MiB
+    // inserted reuse the cuts learned from the first file instead of
+    // searching for them; the store must grow exactly as little as with
+    // searched cuts (see the insert test above), and every file read back
+    // whole after a remount.
+    let _heavy = heavy();
+    let mut m = Mount::new("storage-guessed-cuts");
+    let len = 128 * MIB as usize;
+    let v1 = noise(len, 0x5eed_0007);
+    write_closed(&m.path("last.pt"), &v1);
+    let first = since_mount(&m);
+    assert_eq!(count(&first, "guessed_cuts"), 0, "nothing seen before");
+    let chunks = count(&first, "new_chunks");
+    assert!(chunks > 4000, "{chunks} chunks for 128 MiB");
+
+    write_closed(&m.path("best.pt"), &v1);
+    let copy = since_mount(&m);
+    let guessed = count(&copy, "guessed_cuts");
+    eprintln!("guessed cuts: {guessed} of {chunks} chunks of the copy; {copy}");
+    assert!(guessed + 2 >= chunks, "{guessed} of {chunks} cuts guessed");
+    assert_eq!(count(&copy, "rejected_guesses"), 0);
+    assert_eq!(
+        count(&copy, "new_chunks"),
+        chunks,
+        "the copy stored nothing"
+    );
+
+    let at = len / 2 + 12_345;
+    let mut v2 = Vec::with_capacity(len + MIB as usize);
+    v2.extend_from_slice(&v1[..at]);
+    v2.extend_from_slice(&noise(MIB as usize, 0x5eed_0008));
+    v2.extend_from_slice(&v1[at..]);
+    let before = du_bytes(&m.store);
+    write_closed(&m.path("last.pt"), &v2);
+    let edited = since_mount(&m);
+    let rejected = count(&edited, "rejected_guesses");
+    let new_chunks = count(&edited, "new_chunks") - chunks;
+    eprintln!("insert: {new_chunks} new chunks, {rejected} guesses rejected; {edited}");
+    assert!((1..=3).contains(&rejected), "{rejected} guesses rejected");
+    assert!(
+        new_chunks <= 64 + 4,
+        "1 MiB inserted gave {new_chunks} new chunks"
+    );
+    let after = settled_du(&mut m);
+    assert!(
+        after.saturating_sub(before) < 4 * MIB,
+        "the insert grew the store by {:.2} MiB",
+        mib(after.saturating_sub(before))
+    );
+    assert_eq!(hash_file(&m.path("best.pt")), xxh(&v1));
+    assert_eq!(hash_file(&m.path("last.pt")), xxh(&v2));
+}
+
 #[test]
 fn a_gib_of_zeros_takes_under_1_mib_in_the_store() {
     let _heavy = heavy();
