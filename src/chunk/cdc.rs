@@ -1,4 +1,5 @@
-//! Push-based content-defined chunking over `fastcdc`'s v2020 cut function.
+//! Push-based content-defined chunking: FastCDC v2020's cuts (searched by
+//! `gear`, two lanes at a time).
 //!
 //! `write()` hands us data in whatever pieces the kernel chose; the chunk
 //! boundaries must not depend on those pieces. FastCDC's cut point depends on
@@ -14,8 +15,9 @@
 
 use std::sync::Arc;
 
-use fastcdc::v2020::{cut, select_masks, Normalization};
+use fastcdc::v2020::{select_masks, Normalization};
 
+use super::gear;
 use super::hash::chunk_id;
 use super::successors::{Guess, Successors};
 use crate::ids::ChunkId;
@@ -233,17 +235,7 @@ impl Chunker {
 
 /// Where the first chunk of `window` ends (at most `window.len()`).
 fn cut_in(p: &ChunkParams, mask_s: u64, mask_l: u64, window: &[u8]) -> usize {
-    let (_, at) = cut(
-        window,
-        p.min,
-        p.avg,
-        p.max,
-        mask_s,
-        mask_l,
-        mask_s << 1,
-        mask_l << 1,
-    );
-    at.max(1)
+    gear::cut(window, p.min, p.avg, p.max, mask_s, mask_l).max(1)
 }
 
 #[cfg(test)]

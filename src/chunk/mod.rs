@@ -6,6 +6,7 @@
 
 pub mod cdc;
 pub mod codec;
+mod gear;
 pub mod hash;
 pub mod lanes;
 mod lanes_simd;
