@@ -17,6 +17,7 @@
 //! bytes, so nothing stored is ever wrong).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -43,9 +44,32 @@ impl Guess {
     }
 }
 
+/// Keys are bits of xxh3 hashes already: hashing them again (SipHash by
+/// default) only costs time.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map = HashMap<u64, Guess, BuildHasherDefault<PassThrough>>;
+
 /// What followed each recently seen chunk.
 pub struct Successors {
-    generations: Mutex<[HashMap<u64, Guess>; 2]>,
+    generations: Mutex<[Map; 2]>,
     /// Entries per generation.
     half: usize,
     taken: AtomicU64,
@@ -60,7 +84,7 @@ impl Successors {
     /// A map of at most `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         Successors {
-            generations: Mutex::new([HashMap::new(), HashMap::new()]),
+            generations: Mutex::new([Map::default(), Map::default()]),
             half: (capacity / 2).max(1),
             taken: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
