@@ -84,6 +84,13 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
         }
         let cpu = summary[seq]["cpu"]["ckptfs"]["median"].as_f64();
         assert!(cpu.is_some(), "{seq}: no CPU figure for the daemon");
+        // The daemon writes at least what it stores (the store's fixed
+        // files aside, which weigh more at this tiny size).
+        let wamp = summary[seq]["wamp"]["ckptfs"]["median"].as_f64();
+        assert!(
+            wamp.is_some_and(|w| w > 0.3 && w < 5.0),
+            "{seq}: disk writes / stored {wamp:?}"
+        );
     }
     // Sizes do not depend on timing: dedup must show where data repeats
     // (at this tiny size the store's fixed files weigh a few percent: the

@@ -187,6 +187,9 @@ class Plain:
     def rss_kib(self):
         return None
 
+    def written(self):
+        return None
+
     def close(self, keep):
         stored = du(self.dir)
         if not keep:
@@ -218,6 +221,15 @@ class Daemon:
                 if line.startswith(key):
                     return int(line.split()[1])
         return 0
+
+    def written_bytes(self):
+        """Bytes the daemon sent to the storage layer (counted when it
+        dirties page-cache pages: packs, RocksDB files, staging)."""
+        with open(f"/proc/{self.proc.pid}/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+        return None
 
     def cpu_seconds(self):
         with open(f"/proc/{self.proc.pid}/stat") as f:
@@ -264,6 +276,9 @@ class Ckptfs(Plain):
 
     def rss_kib(self):
         return self.daemon.status("VmHWM:")
+
+    def written(self):
+        return self.daemon.written_bytes()
 
     def close(self, keep):
         d, self.daemon = self.daemon, None
@@ -328,6 +343,9 @@ class Repo:
 
     def rss_kib(self):
         return self.rss
+
+    def written(self):
+        return None
 
     def close(self, keep):
         stored = du(self.repo)
