@@ -24,9 +24,10 @@ use parking_lot::Mutex;
 
 use crate::ids::ChunkId;
 
-/// Entries kept by default: about 16 GiB of recent writes at 16 KiB chunks,
-/// in about 30 MiB.
-pub const DEFAULT_CAPACITY: usize = 1 << 20;
+/// Entries kept by default: about 14 GiB of recent writes at 16 KiB
+/// chunks. Each generation then just fits a table of 2^19 buckets (at
+/// most 7/8 full) of 25 bytes: about 26 MiB in all.
+pub const DEFAULT_CAPACITY: usize = 2 * (7 << 19) / 8;
 
 /// The chunk expected next: its length and the low 64 bits of its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
