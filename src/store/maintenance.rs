@@ -143,11 +143,13 @@ impl Store {
         Ok(())
     }
 
-    /// Leaves the database settled for a clean stop: memtables flushed (so
+    /// Leaves the database settled for a clean stop: records moves left
+    /// behind punched and unlisted, memtables flushed (so
     /// the next start replays no WAL) and pending compactions done (so no
     /// compaction input lingers next to its output), waiting at most
     /// `timeout`.
     pub fn settle(&self, timeout: std::time::Duration) -> Result<()> {
+        self.finish_freeing()?;
         let mut opts = rocksdb::WaitForCompactOptions::default();
         opts.set_flush(true);
         opts.set_abort_on_pause(true);

@@ -20,6 +20,7 @@ mod bytes;
 mod chunk_reads;
 mod chunks;
 mod counters;
+mod freeing;
 mod history;
 mod maintenance;
 pub mod manifest;
@@ -217,6 +218,7 @@ impl Store {
         };
         store.init_if_new()?;
         store.recover_packs()?;
+        store.free_listed_records()?;
         Ok(store)
     }
 

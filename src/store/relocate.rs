@@ -21,18 +21,16 @@
 //!    where the index now says (`chunk_reads.rs`).
 //!
 //! A crash before step 2 leaves the old entry in force (the new record is
-//! cut off at open, or stays unindexed); a crash between 2 and 3 leaves the
-//! old record unindexed until its pack is removed whole. Either costs a
-//! record's space, never data.
+//! cut off at open); a crash between 2 and 3 leaves the old record listed
+//! in the store, and the next open punches it (`freeing.rs`). Neither
+//! costs data.
 
-use std::thread::JoinHandle;
-
-use crossbeam_channel::{unbounded, Sender};
 use parking_lot::Mutex;
 use rocksdb::WriteBatch;
 
 use super::chunks::IndexEntry;
-use super::packs::{DeadStretches, PackLocation};
+use super::freeing::{list_to_free, Freer};
+use super::packs::PackLocation;
 use super::schema::{chunk_key, CF_CHUNK_INDEX};
 use super::{Result, Store};
 use crate::ids::ChunkId;
@@ -100,74 +98,7 @@ pub(crate) struct Relocations {
     pending: Mutex<Vec<Relocation>>,
     /// One `persist_chunks` applies moves at a time.
     applying: Mutex<()>,
-    freer: Freer,
-}
-
-/// A thread that punches the records moves left behind, off the commit
-/// path: one `fallocate` per stretch costs about 0.2 ms on ext4, and a
-/// sparse save leaves thousands. Started on first use; [`Freer::flush`]
-/// (and dropping it) waits for the work sent, so a clean unmount leaves
-/// nothing unfreed.
-#[derive(Default)]
-struct Freer {
-    running: Mutex<Option<FreeingThread>>,
-}
-
-/// The freeing thread and where its work goes.
-type FreeingThread = (Sender<Vec<DeadStretches>>, JoinHandle<()>);
-
-impl Freer {
-    /// Hands `stretches` to the thread (punches them here if it cannot
-    /// be started).
-    fn free(&self, stretches: Vec<DeadStretches>) {
-        if stretches.is_empty() {
-            return;
-        }
-        let mut running = self.running.lock();
-        if running.is_none() {
-            let (tx, rx) = unbounded::<Vec<DeadStretches>>();
-            let spawned = std::thread::Builder::new()
-                .name("ckptfs-free".into())
-                .spawn(move || rx.iter().for_each(|stretches| punch_all(&stretches)));
-            match spawned {
-                Ok(thread) => *running = Some((tx, thread)),
-                Err(e) => log::warn!("no thread to free moved records ({e}); freeing inline"),
-            }
-        }
-        match running.as_ref() {
-            Some((tx, _)) => {
-                if let Err(unsent) = tx.send(stretches) {
-                    punch_all(&unsent.0);
-                }
-            }
-            None => punch_all(&stretches),
-        }
-    }
-
-    /// Waits until everything handed over so far is punched: ends the
-    /// thread (the next `free` starts another).
-    fn flush(&self) {
-        let taken = self.running.lock().take();
-        if let Some((tx, thread)) = taken {
-            drop(tx);
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Freer {
-    fn drop(&mut self) {
-        self.flush();
-    }
-}
-
-fn punch_all(stretches: &[DeadStretches]) {
-    for s in stretches {
-        if let Err(e) = s.punch() {
-            // The moves stand; only the old copies' space is not returned.
-            log::warn!("could not free moved records: {e}");
-        }
-    }
+    pub(super) freer: Freer,
 }
 
 impl Relocations {
@@ -217,13 +148,13 @@ impl Store {
             );
         }
         let (mut freed, mut unused) = (Vec::new(), Vec::new());
-        let mut moved = std::collections::HashSet::new();
+        let mut first_moves = std::collections::HashSet::new();
         let ids: Vec<ChunkId> = moves.iter().map(|m| m.id).collect();
         for (m, found) in moves.iter().zip(self.index_entries(&ids)) {
             let current = found?.and_then(|e| e.packed);
             // The first move of a chunk wins; the index read above does
             // not see this batch.
-            if current == Some(m.from) && moved.insert(m.id) {
+            if current == Some(m.from) && first_moves.insert(m.id) {
                 let entry = IndexEntry {
                     raw_len: m.raw_len,
                     stored_len: m.stored_len,
@@ -236,6 +167,12 @@ impl Store {
                 unused.push(m.to);
             }
         }
+        // The records left behind are listed with the moves, and the ones
+        // punched since the last call are unlisted.
+        let moved = freed.len();
+        freed.extend(unused);
+        list_to_free(self, &mut batch, &freed);
+        self.unlist_punched(&mut batch);
         if !batch.is_empty() {
             let mut wo = rocksdb::WriteOptions::default();
             // The old records are punched next: their moves must be durable.
@@ -245,15 +182,13 @@ impl Store {
         self.relocations.pending.lock().drain(..taken);
         if !moves.is_empty() {
             log::debug!(
-                "{}: moved {} chunks next to their new neighbours",
+                "{}: moved {moved} chunks next to their new neighbours",
                 self.root().display(),
-                freed.len()
             );
         }
-        freed.extend(unused);
         match self.packs.dead_stretches(&freed) {
-            Ok(stretches) => self.relocations.freer.free(stretches),
-            // The moves stand; only the old copies' space is not returned.
+            Ok(stretches) => self.relocations.freer.free(stretches, freed),
+            // The moves stand; the records stay listed for the next open.
             Err(e) => log::warn!(
                 "{}: could not free {} moved records: {e}",
                 self.root().display(),

@@ -149,6 +149,10 @@ pub const META_SNAP_CEILING: &[u8] = b"snap_ceiling";
 /// Prefix of the `meta` keys holding each pack file's durable length.
 pub const META_PACK_LEN_PREFIX: &[u8] = b"pack_len/";
 
+/// Prefix of the `meta` keys of pack records that moves left behind and
+/// that are not known to be punched yet (`store/freeing.rs`).
+pub const META_FREE_PREFIX: &[u8] = b"free/";
+
 /// `meta` key of a pack's durable length.
 pub fn pack_len_key(pack: u32) -> Vec<u8> {
     let mut k = META_PACK_LEN_PREFIX.to_vec();

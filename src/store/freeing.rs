@@ -1,0 +1,313 @@
+//! Freeing the pack records that moves leave behind (`relocate.rs`), off
+//! the commit path and without losing track of them in a crash.
+//!
+//! The batch that moves chunks' index entries away from their old records
+//! also lists those records under `meta` keys `free/<pack><offset>`. A
+//! thread punches them ([`Freer`]: one `fallocate` per stretch costs about
+//! 0.2 ms on ext4, and a sparse save leaves thousands); the keys of what it
+//! punched are deleted by the next `persist_chunks` or a clean stop. Any
+//! key still there at open (a crash came between the move and its punch)
+//! is punched then. A listed record is dead for good: packs are append
+//! only and no index entry ever points back to an old record, so punching
+//! one twice is harmless. Keys are cleared, synced, at open before any new
+//! pack is made, so a pack number freed by GC and reused after a restart
+//! can never be punched by a stale key.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{unbounded, Sender};
+use parking_lot::Mutex;
+use rocksdb::WriteBatch;
+
+use super::packs::{DeadStretches, PackLocation};
+use super::schema::{CF_META, META_FREE_PREFIX};
+use super::{Result, Store, StoreError};
+
+/// `meta` key listing a record to be punched.
+pub(crate) fn free_key(loc: PackLocation) -> Vec<u8> {
+    let mut k = META_FREE_PREFIX.to_vec();
+    k.extend_from_slice(&loc.pack.to_be_bytes());
+    k.extend_from_slice(&loc.offset.to_be_bytes());
+    k
+}
+
+fn parse_free(key: &[u8], value: &[u8]) -> Result<PackLocation> {
+    let bad = || StoreError::Corrupt(format!("record-to-free key {key:02x?}"));
+    let rest = key.strip_prefix(META_FREE_PREFIX).ok_or_else(bad)?;
+    let (pack, offset) = rest.split_at_checked(4).ok_or_else(bad)?;
+    Ok(PackLocation {
+        pack: u32::from_be_bytes(pack.try_into().map_err(|_| bad())?),
+        offset: u64::from_be_bytes(offset.try_into().map_err(|_| bad())?),
+        len: u32::from_le_bytes(value.try_into().map_err(|_| bad())?),
+    })
+}
+
+/// Adds to `batch` the listing of `records`, to be punched.
+pub(crate) fn list_to_free(store: &Store, batch: &mut WriteBatch, records: &[PackLocation]) {
+    for &loc in records {
+        batch.put_cf(store.cf(CF_META), free_key(loc), loc.len.to_le_bytes());
+    }
+}
+
+/// Work for the freeing thread: stretches to punch, and the records they
+/// cover (whose keys go once they are punched).
+type Work = (Vec<DeadStretches>, Vec<PackLocation>);
+
+/// The thread that punches freed records, started on first use.
+/// [`Freer::flush`] (and dropping it) waits for the work sent, so a clean
+/// unmount leaves nothing unpunched.
+#[derive(Default)]
+pub(crate) struct Freer {
+    running: Mutex<Option<(Sender<Work>, JoinHandle<()>)>>,
+    /// Records punched whose keys are not deleted yet.
+    punched: Arc<Mutex<Vec<PackLocation>>>,
+    /// Tests: drop the work, as a crash before the punch would.
+    #[cfg(test)]
+    pub dropping: std::sync::atomic::AtomicBool,
+}
+
+impl Freer {
+    /// Hands `stretches` (covering `records`) to the thread, or punches
+    /// them here if it cannot be started.
+    pub fn free(&self, stretches: Vec<DeadStretches>, records: Vec<PackLocation>) {
+        #[cfg(test)]
+        if self.dropping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if records.is_empty() {
+            return;
+        }
+        let mut running = self.running.lock();
+        if running.is_none() {
+            let (tx, rx) = unbounded::<Work>();
+            let punched = self.punched.clone();
+            let spawned = std::thread::Builder::new()
+                .name("ckptfs-free".into())
+                .spawn(move || {
+                    for (stretches, records) in rx {
+                        punch_all(&stretches, records, &punched);
+                    }
+                });
+            match spawned {
+                Ok(thread) => *running = Some((tx, thread)),
+                Err(e) => log::warn!("no thread to free moved records ({e}); freeing inline"),
+            }
+        }
+        match running.as_ref() {
+            Some((tx, _)) => {
+                if let Err(unsent) = tx.send((stretches, records)) {
+                    let (stretches, records) = unsent.0;
+                    punch_all(&stretches, records, &self.punched);
+                }
+            }
+            None => punch_all(&stretches, records, &self.punched),
+        }
+    }
+
+    /// Waits until everything handed over so far is punched: ends the
+    /// thread (the next `free` starts another).
+    pub fn flush(&self) {
+        let taken = self.running.lock().take();
+        if let Some((tx, thread)) = taken {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
+
+    /// Records punched since the last call: their keys can go.
+    pub fn take_punched(&self) -> Vec<PackLocation> {
+        std::mem::take(&mut *self.punched.lock())
+    }
+}
+
+impl Drop for Freer {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+fn punch_all(
+    stretches: &[DeadStretches],
+    records: Vec<PackLocation>,
+    punched: &Mutex<Vec<PackLocation>>,
+) {
+    for s in stretches {
+        if let Err(e) = s.punch() {
+            // The moves stand; the records stay listed and are tried again
+            // at the next open.
+            log::warn!("could not free moved records: {e}");
+            return;
+        }
+    }
+    punched.lock().extend(records);
+}
+
+impl Store {
+    /// Adds to `batch` the deletion of the keys of records punched so far.
+    pub(crate) fn unlist_punched(&self, batch: &mut WriteBatch) {
+        for loc in self.relocations.freer.take_punched() {
+            batch.delete_cf(self.cf(CF_META), free_key(loc));
+        }
+    }
+
+    /// Punches the records a move left listed (a crash came before they
+    /// were punched) and deletes their keys, durably. Runs at open.
+    pub(crate) fn free_listed_records(&self) -> Result<()> {
+        let mut listed = Vec::new();
+        let mut batch = WriteBatch::default();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_META));
+        it.seek(META_FREE_PREFIX);
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            if !key.starts_with(META_FREE_PREFIX) {
+                break;
+            }
+            listed.push(parse_free(key, value)?);
+            batch.delete_cf(self.cf(CF_META), key);
+            it.next();
+        }
+        it.status()?;
+        if listed.is_empty() {
+            return Ok(());
+        }
+        for stretches in self.packs.dead_stretches(&listed)? {
+            stretches.punch()?;
+        }
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        log::info!(
+            "{}: freed {} records left behind by moves",
+            self.root().display(),
+            listed.len()
+        );
+        Ok(())
+    }
+
+    /// Waits for the freeing thread and deletes the keys of what it
+    /// punched (a clean stop; otherwise the next open punches them again).
+    pub(crate) fn finish_freeing(&self) -> Result<()> {
+        self.relocations.freer.flush();
+        let mut batch = WriteBatch::default();
+        self.unlist_punched(&mut batch);
+        if !batch.is_empty() {
+            self.db.write(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Records listed to be punched now (tests).
+    #[cfg(test)]
+    pub(crate) fn listed_records(&self) -> usize {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_META));
+        it.seek(META_FREE_PREFIX);
+        let mut n = 0;
+        while it.key().is_some_and(|k| k.starts_with(META_FREE_PREFIX)) {
+            n += 1;
+            it.next();
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::chunk_id;
+    use crate::chunk::testdata::noise;
+    use std::sync::atomic::Ordering;
+
+    fn location(store: &Store, id: crate::ids::ChunkId) -> PackLocation {
+        store.index_entry(id).unwrap().unwrap().packed.unwrap()
+    }
+
+    fn pack_bytes(store: &Store, loc: PackLocation) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let path = store.packs_dir().join(format!("{:08x}.pack", loc.pack));
+        let mut buf = vec![0u8; loc.len as usize];
+        std::fs::File::open(path)
+            .unwrap()
+            .read_exact_at(&mut buf, loc.offset)
+            .unwrap();
+        buf
+    }
+
+    /// Stores `old` durably in a pack of stream 1, then moves it next to a
+    /// new chunk in a pack of stream 2, durably; returns its id and where
+    /// it was.
+    fn move_one(store: &Store, old: &[u8]) -> (crate::ids::ChunkId, PackLocation) {
+        let id = chunk_id(old);
+        store.put_chunk(id, old, Some(1)).unwrap();
+        store.persist_chunks().unwrap();
+        let from = location(store, id);
+        let fresh = noise(30_000, 77);
+        let data = [&fresh[..], old].concat();
+        let encoded = [
+            store.encode_chunk(chunk_id(&fresh), &data, 0..fresh.len()),
+            store
+                .encode_chunk(id, &data, fresh.len()..data.len())
+                .moving_from(from),
+        ];
+        store.put_packed(2, &data, &encoded).unwrap();
+        store.persist_chunks().unwrap();
+        assert_ne!(location(store, id), from, "moved");
+        (id, from)
+    }
+
+    #[test]
+    fn a_record_a_crash_kept_from_its_punch_is_punched_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = noise(40_000, 1);
+        let (id, from) = {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .relocations
+                .freer
+                .dropping
+                .store(true, Ordering::Relaxed);
+            let (id, from) = move_one(&store, &old);
+            assert_eq!(store.listed_records(), 1);
+            (id, from)
+            // Dropped without punching: the crash.
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert!(
+            pack_bytes(&store, from).iter().all(|&b| b == 0),
+            "the old record is punched at open"
+        );
+        assert_eq!(store.listed_records(), 0, "and no longer listed");
+        assert_eq!(&*store.read_chunk(id).unwrap(), &old[..]);
+    }
+
+    #[test]
+    fn punched_records_are_unlisted_by_the_next_persist_and_by_a_clean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (id, from) = move_one(&store, &noise(40_000, 2));
+        store.wait_for_freed_records();
+        assert!(pack_bytes(&store, from).iter().all(|&b| b == 0));
+        assert_eq!(store.listed_records(), 1, "punched, not unlisted yet");
+        store.persist_chunks().unwrap();
+        assert_eq!(store.listed_records(), 0);
+
+        move_one(&store, &noise(40_000, 3));
+        store.settle(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(store.listed_records(), 0, "a clean stop unlists");
+        assert_eq!(store.read_chunk(id).unwrap().len(), 40_000);
+    }
+
+    #[test]
+    fn keys_round_trip_and_damaged_ones_are_errors() {
+        let loc = PackLocation {
+            pack: 7,
+            offset: 1 << 40,
+            len: 16_421,
+        };
+        assert_eq!(
+            parse_free(&free_key(loc), &loc.len.to_le_bytes()).unwrap(),
+            loc
+        );
+        assert!(parse_free(b"free/abc", &[0; 4]).is_err());
+        assert!(parse_free(&free_key(loc), &[0; 3]).is_err());
+    }
+}
