@@ -40,13 +40,15 @@ fn tables() -> &'static Tables {
     })
 }
 
+/// The byte pairs of `bytes` (a trailing odd byte is left out).
+fn pairs(bytes: &[u8]) -> &[[u8; 2]] {
+    bytes.as_chunks::<2>().0
+}
+
 /// One step of a lane over a pair of bytes: the offset (0 or 1) of a cut
 /// in it, if any. `m` is the mask, `m_ls` the mask shifted left by one.
 #[inline(always)]
-fn step(t: &Tables, pair: &[u8], hash: &mut u64, m: u64, m_ls: u64) -> Option<usize> {
-    let &[x, y] = pair else {
-        return None; // `chunks_exact(2)` gives only pairs
-    };
+fn step(t: &Tables, &[x, y]: &[u8; 2], hash: &mut u64, m: u64, m_ls: u64) -> Option<usize> {
     *hash = (*hash << 2).wrapping_add(t.g_ls[x as usize]);
     if *hash & m_ls == 0 {
         return Some(0);
@@ -71,28 +73,23 @@ fn scan(t: &Tables, src: &[u8], from: usize, to: usize, m: u64, hash: &mut u64) 
         let (b_warm, b_main) = src[2 * (p + BLOCK - WARM)..2 * (p + 2 * BLOCK)].split_at(2 * WARM);
         let (b_lock, b_tail) = b_main.split_at(2 * (BLOCK - WARM));
         let mut hb = 0u64;
-        for (k, (pa, pb)) in a_warm
-            .chunks_exact(2)
-            .zip(b_warm.chunks_exact(2))
-            .enumerate()
-        {
+        for (k, (pa, pb)) in pairs(a_warm).iter().zip(pairs(b_warm).iter()).enumerate() {
             if let Some(off) = step(t, pa, hash, m, m_ls) {
                 return Some(2 * (p + k) + off);
             }
-            if let &[x, y] = pb {
-                hb = (hb << 2).wrapping_add(t.g_ls[x as usize]);
-                hb = hb.wrapping_add(t.g[y as usize]);
-            }
+            let &[x, y] = pb;
+            hb = (hb << 2).wrapping_add(t.g_ls[x as usize]);
+            hb = hb.wrapping_add(t.g[y as usize]);
         }
-        let pairs = a_rest.chunks_exact(2).zip(b_lock.chunks_exact(2));
-        for (k, (pa, pb)) in pairs.enumerate() {
+        let lockstep = pairs(a_rest).iter().zip(pairs(b_lock).iter());
+        for (k, (pa, pb)) in lockstep.enumerate() {
             if let Some(off) = step(t, pa, hash, m, m_ls) {
                 return Some(2 * (p + WARM + k) + off);
             }
             if let Some(off) = step(t, pb, &mut hb, m, m_ls) {
                 // A's rest comes first; B's cut holds if A has none.
                 let rest = &a_rest[2 * (k + 1)..];
-                for (j, pa) in rest.chunks_exact(2).enumerate() {
+                for (j, pa) in pairs(rest).iter().enumerate() {
                     if let Some(off) = step(t, pa, hash, m, m_ls) {
                         return Some(2 * (p + WARM + k + 1 + j) + off);
                     }
@@ -100,7 +97,7 @@ fn scan(t: &Tables, src: &[u8], from: usize, to: usize, m: u64, hash: &mut u64) 
                 return Some(2 * (p + BLOCK + k) + off);
             }
         }
-        for (k, pb) in b_tail.chunks_exact(2).enumerate() {
+        for (k, pb) in pairs(b_tail).iter().enumerate() {
             if let Some(off) = step(t, pb, &mut hb, m, m_ls) {
                 return Some(2 * (p + 2 * BLOCK - WARM + k) + off);
             }
@@ -108,7 +105,7 @@ fn scan(t: &Tables, src: &[u8], from: usize, to: usize, m: u64, hash: &mut u64) 
         *hash = hb;
         p += 2 * BLOCK;
     }
-    for (k, pair) in src[2 * p..2 * to].chunks_exact(2).enumerate() {
+    for (k, pair) in pairs(&src[2 * p..2 * to]).iter().enumerate() {
         if let Some(off) = step(t, pair, hash, m, m_ls) {
             return Some(2 * (p + k) + off);
         }
