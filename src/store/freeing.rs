@@ -212,43 +212,16 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::relocate::tests::{location, pack_bytes, store_then_move};
     use super::*;
-    use crate::chunk::chunk_id;
     use crate::chunk::testdata::noise;
+    use crate::ids::ChunkId;
     use std::sync::atomic::Ordering;
 
-    fn location(store: &Store, id: crate::ids::ChunkId) -> PackLocation {
-        store.index_entry(id).unwrap().unwrap().packed.unwrap()
-    }
-
-    fn pack_bytes(store: &Store, loc: PackLocation) -> Vec<u8> {
-        use std::os::unix::fs::FileExt;
-        let path = store.packs_dir().join(format!("{:08x}.pack", loc.pack));
-        let mut buf = vec![0u8; loc.len as usize];
-        std::fs::File::open(path)
-            .unwrap()
-            .read_exact_at(&mut buf, loc.offset)
-            .unwrap();
-        buf
-    }
-
-    /// Stores `old` durably in a pack of stream 1, then moves it next to a
-    /// new chunk in a pack of stream 2, durably; returns its id and where
-    /// it was.
-    fn move_one(store: &Store, old: &[u8]) -> (crate::ids::ChunkId, PackLocation) {
-        let id = chunk_id(old);
-        store.put_chunk(id, old, Some(1)).unwrap();
-        store.persist_chunks().unwrap();
-        let from = location(store, id);
-        let fresh = noise(30_000, 77);
-        let data = [&fresh[..], old].concat();
-        let encoded = [
-            store.encode_chunk(chunk_id(&fresh), &data, 0..fresh.len()),
-            store
-                .encode_chunk(id, &data, fresh.len()..data.len())
-                .moving_from(from),
-        ];
-        store.put_packed(2, &data, &encoded).unwrap();
+    /// Stores `old` durably, then moves it next to a new chunk in a pack
+    /// of `stream`, durably; returns its id and where it was.
+    fn move_one(store: &Store, old: &[u8], stream: u64) -> (ChunkId, PackLocation) {
+        let (id, from, _) = store_then_move(store, old, stream);
         store.persist_chunks().unwrap();
         assert_ne!(location(store, id), from, "moved");
         (id, from)
@@ -265,7 +238,7 @@ mod tests {
                 .freer
                 .dropping
                 .store(true, Ordering::Relaxed);
-            let (id, from) = move_one(&store, &old);
+            let (id, from) = move_one(&store, &old, 2);
             assert_eq!(store.listed_records(), 1);
             (id, from)
             // Dropped without punching: the crash.
@@ -283,14 +256,14 @@ mod tests {
     fn punched_records_are_unlisted_by_the_next_persist_and_by_a_clean_stop() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (id, from) = move_one(&store, &noise(40_000, 2));
+        let (id, from) = move_one(&store, &noise(40_000, 2), 2);
         store.wait_for_freed_records();
         assert!(pack_bytes(&store, from).iter().all(|&b| b == 0));
         assert_eq!(store.listed_records(), 1, "punched, not unlisted yet");
         store.persist_chunks().unwrap();
         assert_eq!(store.listed_records(), 0);
 
-        move_one(&store, &noise(40_000, 3));
+        move_one(&store, &noise(40_000, 3), 3);
         store.settle(std::time::Duration::from_secs(10)).unwrap();
         assert_eq!(store.listed_records(), 0, "a clean stop unlists");
         assert_eq!(store.read_chunk(id).unwrap().len(), 40_000);

@@ -207,20 +207,24 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::chunk::chunk_id;
     use crate::chunk::testdata::noise;
     use crate::store::StoreError;
     use Placement::{Elsewhere, New, Packed};
 
-    fn location(store: &Store, id: ChunkId) -> PackLocation {
+    pub(in crate::store) fn location(store: &Store, id: ChunkId) -> PackLocation {
         store.index_entry(id).unwrap().unwrap().packed.unwrap()
     }
 
     /// Stores `old` in a pack of stream 1, durably; then appends a new
     /// chunk and `old` moved next to it to a pack of `stream`.
-    fn store_then_move(store: &Store, old: &[u8], stream: u64) -> (ChunkId, PackLocation, ChunkId) {
+    pub(in crate::store) fn store_then_move(
+        store: &Store,
+        old: &[u8],
+        stream: u64,
+    ) -> (ChunkId, PackLocation, ChunkId) {
         let id = chunk_id(old);
         if store.index_entry(id).unwrap().is_none() {
             store.put_chunk(id, old, Some(1)).unwrap();
@@ -240,7 +244,7 @@ mod tests {
         (id, from, fresh_id)
     }
 
-    fn pack_bytes(store: &Store, loc: PackLocation) -> Vec<u8> {
+    pub(in crate::store) fn pack_bytes(store: &Store, loc: PackLocation) -> Vec<u8> {
         use std::os::unix::fs::FileExt;
         let path = store.packs_dir().join(format!("{:08x}.pack", loc.pack));
         let mut buf = vec![0u8; loc.len as usize];

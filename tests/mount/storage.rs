@@ -91,6 +91,17 @@ fn a_second_copy_of_512_mib_of_noise_grows_the_store_by_under_1_percent() {
     assert_eq!(hash_file(&m.path("second.bin")), want);
 }
 
+/// `data` with 1 MiB of noise (from `seed`) inserted a little past its
+/// middle.
+fn with_mib_inserted(data: &[u8], seed: u64) -> Vec<u8> {
+    let at = data.len() / 2 + 12_345;
+    let mut out = Vec::with_capacity(data.len() + MIB as usize);
+    out.extend_from_slice(&data[..at]);
+    out.extend_from_slice(&noise(MIB as usize, seed));
+    out.extend_from_slice(&data[at..]);
+    out
+}
+
 #[test]
 fn rewriting_512_mib_with_1_mib_inserted_in_the_middle_grows_the_store_by_under_4_mib() {
     let _heavy = heavy();
@@ -107,11 +118,7 @@ fn rewriting_512_mib_with_1_mib_inserted_in_the_middle_grows_the_store_by_under_
 
     // The second version: 1 MiB of new bytes inserted at 256 MiB (not at a
     // 1 MiB boundary of the writes, so nothing lines up by accident).
-    let at = len / 2 + 12_345;
-    let mut v2 = Vec::with_capacity(len + MIB as usize);
-    v2.extend_from_slice(&v1[..at]);
-    v2.extend_from_slice(&noise(MIB as usize, 0x5eed_0003));
-    v2.extend_from_slice(&v1[at..]);
+    let v2 = with_mib_inserted(&v1, 0x5eed_0003);
     drop(v1);
     // Overwrite the same name (open with O_TRUNC and write it all again),
     // as a training loop re-saves its checkpoint.
@@ -173,11 +180,7 @@ fn repeated_data_is_cut_by_guess_where_the_search_would_cut() {
         "the copy stored nothing"
     );
 
-    let at = len / 2 + 12_345;
-    let mut v2 = Vec::with_capacity(len + MIB as usize);
-    v2.extend_from_slice(&v1[..at]);
-    v2.extend_from_slice(&noise(MIB as usize, 0x5eed_0008));
-    v2.extend_from_slice(&v1[at..]);
+    let v2 = with_mib_inserted(&v1, 0x5eed_0008);
     let before = du_bytes(&m.store);
     write_closed(&m.path("last.pt"), &v2);
     let edited = since_mount(&m);
