@@ -61,26 +61,20 @@ pub struct Cut<'a> {
     pub id: ChunkId,
 }
 
-impl Cut<'_> {
-    /// The chunk's length in bytes.
-    pub fn len(&self) -> usize {
-        self.data.len()
-    }
-
-    /// True for an empty chunk (never emitted).
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
-}
-
 /// Buffers pushed bytes and yields complete chunks.
 pub struct Chunker {
-    params: ChunkParams,
-    mask_s: u64,
-    mask_l: u64,
+    cutter: Cutter,
     buf: Vec<u8>,
     /// Bytes of `buf` before this offset were already returned as chunks.
     start: usize,
+}
+
+/// Finds where the chunk starting a window ends: by the guess from the
+/// chunk before, else by searching.
+struct Cutter {
+    params: ChunkParams,
+    mask_s: u64,
+    mask_l: u64,
     successors: Option<Arc<Successors>>,
     /// The last chunk, if it was cut by content.
     last: Option<ChunkId>,
@@ -93,28 +87,29 @@ impl Chunker {
     pub fn new(params: ChunkParams) -> Self {
         let (mask_s, mask_l) = select_masks(params.avg, Normalization::Level1);
         Chunker {
-            params,
-            mask_s,
-            mask_l,
+            cutter: Cutter {
+                params,
+                mask_s,
+                mask_l,
+                successors: None,
+                last: None,
+                guess: None,
+            },
             buf: Vec::new(),
             start: 0,
-            successors: None,
-            last: None,
-            guess: None,
         }
     }
 
     /// A chunker that learns from and guesses with `successors`.
     pub fn guided(params: ChunkParams, successors: Arc<Successors>) -> Self {
-        Chunker {
-            successors: Some(successors),
-            ..Chunker::new(params)
-        }
+        let mut chunker = Chunker::new(params);
+        chunker.cutter.successors = Some(successors);
+        chunker
     }
 
     /// The sizes this chunker cuts with.
     pub fn params(&self) -> ChunkParams {
-        self.params
+        self.cutter.params
     }
 
     /// Bytes pushed but not yet returned in a chunk.
@@ -126,7 +121,7 @@ impl Chunker {
     /// Chunks that lie wholly inside `data` are cut from it in place; only
     /// the bytes around a call's boundaries are copied into the buffer.
     pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(Cut<'_>)) {
-        let max = self.params.max;
+        let max = self.cutter.params.max;
         let mut data = data;
         if self.buffered() == 0 {
             self.buf.clear();
@@ -160,7 +155,7 @@ impl Chunker {
         }
         let mut at = 0;
         while data.len() - at >= max {
-            let (cut, id) = self.cut(&data[at..at + max]);
+            let (cut, id) = self.cutter.cut(&data[at..at + max]);
             emit(Cut {
                 data: &data[at..at + cut],
                 id,
@@ -183,18 +178,18 @@ impl Chunker {
         }
         self.buf.clear();
         self.start = 0;
-        self.last = None;
-        self.guess = None;
+        // What follows starts a stream of its own.
+        self.cutter.last = None;
+        self.cutter.guess = None;
     }
 
     fn next_cut(&mut self, from: usize, len: usize) -> (usize, ChunkId) {
-        let window = from..from + len.min(self.params.max);
-        let buf = std::mem::take(&mut self.buf);
-        let cut = self.cut(&buf[window]);
-        self.buf = buf;
-        cut
+        let window = from..from + len.min(self.cutter.params.max);
+        self.cutter.cut(&self.buf[window])
     }
+}
 
+impl Cutter {
     /// Where the first chunk of `window` ends, and its id. `window` holds
     /// `max` bytes, or all that is left of the stream.
     fn cut(&mut self, window: &[u8]) -> (usize, ChunkId) {
@@ -212,7 +207,8 @@ impl Chunker {
                 }
             }
         }
-        let len = cut_in(&self.params, self.mask_s, self.mask_l, window);
+        let p = &self.params;
+        let len = gear::cut(window, p.min, p.avg, p.max, self.mask_s, self.mask_l).max(1);
         let id = chunk_id(&window[..len]);
         // A cut at the end of a short window is where the stream ended,
         // not where the content says; a cut at `max` is by content.
@@ -231,11 +227,6 @@ impl Chunker {
             self.last = None;
         }
     }
-}
-
-/// Where the first chunk of `window` ends (at most `window.len()`).
-fn cut_in(p: &ChunkParams, mask_s: u64, mask_l: u64, window: &[u8]) -> usize {
-    gear::cut(window, p.min, p.avg, p.max, mask_s, mask_l).max(1)
 }
 
 #[cfg(test)]

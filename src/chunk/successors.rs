@@ -122,14 +122,10 @@ impl Successors {
     }
 
     /// Entries held now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn entries(&self) -> usize {
         let gens = self.generations.lock();
         gens[0].len() + gens[1].len()
-    }
-
-    /// True when nothing was learned (or all of it was dropped).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -160,7 +156,7 @@ mod tests {
         for i in 0..1000u128 {
             s.follow(Some(ChunkId(i)), ChunkId(i + 1), 10);
         }
-        assert!(s.len() <= 100, "{} entries", s.len());
+        assert!(s.entries() <= 100, "{} entries", s.entries());
         assert!(s.follow(None, ChunkId(998), 10).is_some());
         assert!(s.follow(None, ChunkId(5), 10).is_none());
     }

@@ -276,14 +276,14 @@ impl Context {
             let (result, placement) = match packed {
                 Some(s) => {
                     stream = s;
-                    self.dedup(data, id, |id| {
+                    self.dedup(data, id, || {
                         encoded.push(self.store.encode_chunk(id, &batch.data, raw));
                         slots.push(results.len());
                         Ok(())
                     })
                 }
                 None => {
-                    let (result, _) = self.dedup(data, id, |id| {
+                    let (result, _) = self.dedup(data, id, || {
                         let stored = self.store.put_chunk(id, data, None)?;
                         self.counted(data.len(), stored);
                         Ok(())
@@ -343,7 +343,7 @@ impl Context {
         &self,
         data: &[u8],
         id: ChunkId,
-        store_new: impl FnOnce(ChunkId) -> Result<(), StoreError>,
+        store_new: impl FnOnce() -> Result<(), StoreError>,
     ) -> (ChunkResult, Placement) {
         let len = data.len() as u32;
         if is_zero(data) {
@@ -357,7 +357,7 @@ impl Context {
                 self.counters.dedup_chunks.fetch_add(1, Ordering::Relaxed);
                 found.packed.map_or(Placement::Elsewhere, Placement::Packed)
             }
-            Ok(None) => match store_new(id) {
+            Ok(None) => match store_new() {
                 Ok(()) => Placement::New,
                 Err(e) => return (Err(e), Placement::Elsewhere),
             },
