@@ -20,9 +20,10 @@ use crossbeam_channel::{unbounded, Sender};
 use parking_lot::Mutex;
 use rocksdb::WriteBatch;
 
+use super::open::for_each_meta;
 use super::packs::{DeadStretches, PackLocation};
 use super::schema::{CF_META, META_FREE_PREFIX};
-use super::{Result, Store, StoreError};
+use super::{Result, Store};
 
 /// `meta` key listing a record to be punched.
 pub(crate) fn free_key(loc: PackLocation) -> Vec<u8> {
@@ -32,14 +33,13 @@ pub(crate) fn free_key(loc: PackLocation) -> Vec<u8> {
     k
 }
 
-fn parse_free(key: &[u8], value: &[u8]) -> Result<PackLocation> {
-    let bad = || StoreError::Corrupt(format!("record-to-free key {key:02x?}"));
-    let rest = key.strip_prefix(META_FREE_PREFIX).ok_or_else(bad)?;
-    let (pack, offset) = rest.split_at_checked(4).ok_or_else(bad)?;
-    Ok(PackLocation {
-        pack: u32::from_be_bytes(pack.try_into().map_err(|_| bad())?),
-        offset: u64::from_be_bytes(offset.try_into().map_err(|_| bad())?),
-        len: u32::from_le_bytes(value.try_into().map_err(|_| bad())?),
+/// The record a `free/` key (without its prefix) and value name.
+fn parse_free(rest: &[u8], value: &[u8]) -> Option<PackLocation> {
+    let (pack, offset) = rest.split_at_checked(4)?;
+    Some(PackLocation {
+        pack: u32::from_be_bytes(pack.try_into().ok()?),
+        offset: u64::from_be_bytes(offset.try_into().ok()?),
+        len: u32::from_le_bytes(value.try_into().ok()?),
     })
 }
 
@@ -152,35 +152,60 @@ impl Store {
     }
 
     /// Punches the records a move left listed (a crash came before they
-    /// were punched) and deletes their keys, durably. Runs at open.
+    /// were punched) and deletes their keys, durably. Runs at open. Only
+    /// space is at stake, so nothing here keeps a store from opening: a
+    /// damaged key is dropped, and records that cannot be punched stay
+    /// listed for the next open.
     pub(crate) fn free_listed_records(&self) -> Result<()> {
         let mut listed = Vec::new();
-        let mut batch = WriteBatch::default();
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_META));
-        it.seek(META_FREE_PREFIX);
-        while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            if !key.starts_with(META_FREE_PREFIX) {
-                break;
+        let mut damaged = Vec::new();
+        for_each_meta(&self.db, META_FREE_PREFIX, |rest, value| {
+            match parse_free(rest, value) {
+                Some(loc) => listed.push(loc),
+                None => damaged.push([META_FREE_PREFIX, rest].concat()),
             }
-            listed.push(parse_free(key, value)?);
+            Ok(())
+        })?;
+        let mut batch = WriteBatch::default();
+        for key in &damaged {
+            log::warn!(
+                "{}: dropping a damaged record-to-free key {key:02x?}",
+                self.root().display()
+            );
             batch.delete_cf(self.cf(CF_META), key);
-            it.next();
         }
-        it.status()?;
-        if listed.is_empty() {
-            return Ok(());
+        let punched = match self.punch_listed(&listed) {
+            Ok(()) => listed.len(),
+            Err(e) => {
+                log::warn!(
+                    "{}: could not free {} records left behind by moves ({e}); trying again at the next open",
+                    self.root().display(),
+                    listed.len()
+                );
+                0
+            }
+        };
+        if punched > 0 {
+            for &loc in &listed {
+                batch.delete_cf(self.cf(CF_META), free_key(loc));
+            }
+            log::info!(
+                "{}: freed {punched} records left behind by moves",
+                self.root().display()
+            );
         }
-        for stretches in self.packs.dead_stretches(&listed)? {
+        if !batch.is_empty() {
+            let mut wo = rocksdb::WriteOptions::default();
+            wo.set_sync(true);
+            self.db.write_opt(batch, &wo)?;
+        }
+        Ok(())
+    }
+
+    fn punch_listed(&self, listed: &[PackLocation]) -> Result<()> {
+        for stretches in self.packs.dead_stretches(listed)? {
             stretches.punch()?;
         }
-        let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(true);
-        self.db.write_opt(batch, &wo)?;
-        log::info!(
-            "{}: freed {} records left behind by moves",
-            self.root().display(),
-            listed.len()
-        );
         Ok(())
     }
 
@@ -199,13 +224,12 @@ impl Store {
     /// Records listed to be punched now (tests).
     #[cfg(test)]
     pub(crate) fn listed_records(&self) -> usize {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_META));
-        it.seek(META_FREE_PREFIX);
         let mut n = 0;
-        while it.key().is_some_and(|k| k.starts_with(META_FREE_PREFIX)) {
+        for_each_meta(&self.db, META_FREE_PREFIX, |_, _| {
             n += 1;
-            it.next();
-        }
+            Ok(())
+        })
+        .unwrap();
         n
     }
 }
@@ -270,17 +294,36 @@ mod tests {
     }
 
     #[test]
-    fn keys_round_trip_and_damaged_ones_are_errors() {
+    fn keys_round_trip_and_damaged_ones_are_refused() {
         let loc = PackLocation {
             pack: 7,
             offset: 1 << 40,
             len: 16_421,
         };
-        assert_eq!(
-            parse_free(&free_key(loc), &loc.len.to_le_bytes()).unwrap(),
-            loc
-        );
-        assert!(parse_free(b"free/abc", &[0; 4]).is_err());
-        assert!(parse_free(&free_key(loc), &[0; 3]).is_err());
+        let key = free_key(loc);
+        let rest = &key[META_FREE_PREFIX.len()..];
+        assert_eq!(parse_free(rest, &loc.len.to_le_bytes()), Some(loc));
+        assert_eq!(parse_free(b"abc", &[0; 4]), None);
+        assert_eq!(parse_free(rest, &[0; 3]), None);
+    }
+
+    #[test]
+    fn a_store_opens_over_damaged_keys_and_records_of_packs_gone_and_drops_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let gone = PackLocation {
+                pack: 999,
+                offset: 4096,
+                len: 100,
+            };
+            let mut batch = WriteBatch::default();
+            list_to_free(&store, &mut batch, &[gone]);
+            batch.put_cf(store.cf(CF_META), b"free/bad", b"x");
+            store.db.write(batch).unwrap();
+            assert_eq!(store.listed_records(), 2);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.listed_records(), 0);
     }
 }

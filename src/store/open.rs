@@ -246,22 +246,35 @@ pub fn open_db(path: &Path) -> Result<DB, StoreError> {
     DB::open_cf_descriptors(&db_opts, path, cfs).map_err(StoreError::from)
 }
 
+/// Calls `f` with the rest of every `meta` key under `prefix`, and its
+/// value, in key order.
+pub(super) fn for_each_meta(
+    db: &DB,
+    prefix: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut it = db.raw_iterator_cf(super::cf(db, CF_META));
+    it.seek(prefix);
+    while let (Some(key), Some(value)) = (it.key(), it.value()) {
+        let Some(rest) = key.strip_prefix(prefix) else {
+            break;
+        };
+        f(rest, value)?;
+        it.next();
+    }
+    Ok(it.status()?)
+}
+
 /// The durable length of every pack, as the last commits recorded them.
 pub fn sealed_pack_lengths(db: &DB) -> Result<std::collections::HashMap<u32, u64>, StoreError> {
     let mut out = std::collections::HashMap::new();
-    let mut it = db.raw_iterator_cf(super::cf(db, CF_META));
-    it.seek(META_PACK_LEN_PREFIX);
-    while let (Some(key), Some(value)) = (it.key(), it.value()) {
-        let Some(id) = key.strip_prefix(META_PACK_LEN_PREFIX) else {
-            break;
-        };
+    for_each_meta(db, META_PACK_LEN_PREFIX, |id, value| {
         let id: [u8; 4] = id
             .try_into()
             .map_err(|_| StoreError::Corrupt("pack length key".into()))?;
         out.insert(u32::from_be_bytes(id), super::decode_u64(value)?);
-        it.next();
-    }
-    it.status()?;
+        Ok(())
+    })?;
     Ok(out)
 }
 
