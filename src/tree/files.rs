@@ -286,6 +286,30 @@ impl Tree {
         gid: u32,
         mode: OpenMode,
     ) -> Result<(Ino, InodeRecord, u64)> {
+        // From its entry until its write state exists, a new file is being
+        // written but not yet open: a snapshot waits for this count too.
+        self.creating.fetch_add(1, Ordering::SeqCst);
+        let created = self.create_counted(parent, name, perm, uid, gid);
+        self.creating.fetch_sub(1, Ordering::SeqCst);
+        let (ino, rec, file) = created?;
+        let fh = self.add_handle(
+            file,
+            OpenMode {
+                write: true,
+                ..mode
+            },
+        );
+        Ok((ino, rec, fh))
+    }
+
+    fn create_counted(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        perm: u16,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Ino, InodeRecord, Arc<OpenFile>)> {
         let (ino, rec) = self.new_node(parent, name, FileKind::File, perm, 0, uid, gid, b"")?;
         let file = self.acquire(ino, true)?;
         {
@@ -298,14 +322,7 @@ impl Tree {
             *file.live.lock() = Some((0, fresh.mtime));
             st.write = Some(fresh);
         }
-        let fh = self.add_handle(
-            file,
-            OpenMode {
-                write: true,
-                ..mode
-            },
-        );
-        Ok((ino, rec, fh))
+        Ok((ino, rec, file))
     }
 
     fn handle(&self, fh: u64) -> Result<HandleView> {

@@ -195,6 +195,9 @@ pub struct Tree {
     lookups: Mutex<HashMap<crate::ids::Ino, u64>>,
     handles: RwLock<HashMap<u64, FileHandle>>,
     next_handle: AtomicU64,
+    /// Files being created: their entry may be in the namespace before
+    /// they count as being written (see `Tree::create`).
+    creating: std::sync::atomic::AtomicUsize,
     space: space::SpaceGuard,
     gc_guard: Arc<GcGuard>,
     gc_lock: Mutex<()>,
@@ -243,6 +246,7 @@ impl Tree {
             lookups: Mutex::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            creating: std::sync::atomic::AtomicUsize::new(0),
             gc_guard,
             gc_lock: Mutex::new(()),
             stats_cache: Mutex::new(None),

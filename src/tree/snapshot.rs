@@ -2,6 +2,7 @@
 //! no file data: the copies name the same manifests), taken atomically
 //! under the namespace lock after files being written were committed.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{check_name, Result, Tree, TreeError};
@@ -59,20 +60,26 @@ impl Tree {
         self.data.store.snapshot(id)?.ok_or(TreeError::NotFound)
     }
 
-    /// Waits, up to the snapshot wait, until no file has unsaved writes, so
-    /// that the shards several ranks write land in the same snapshot.
-    /// Returns the paths still being written when the wait ran out.
-    fn wait_for_writers(&self) -> Vec<String> {
-        let deadline = Instant::now() + self.opts.snapshot_wait;
+    /// Files with unsaved writes, and whether a file is being created.
+    fn writers(&self) -> (Vec<crate::ids::Ino>, bool) {
+        let busy = self
+            .open
+            .lock()
+            .values()
+            .filter(|f| f.has_unsaved_writes())
+            .map(|f| f.ino())
+            .collect();
+        (busy, self.creating.load(Ordering::SeqCst) > 0)
+    }
+
+    /// Waits, until `deadline`, until no file has unsaved writes or is
+    /// being created, so that the shards several ranks write land in the
+    /// same snapshot. Returns the paths still being written when the wait
+    /// ran out.
+    fn wait_for_writers(&self, deadline: Instant) -> Vec<String> {
         loop {
-            let busy: Vec<crate::ids::Ino> = self
-                .open
-                .lock()
-                .values()
-                .filter(|f| f.has_unsaved_writes())
-                .map(|f| f.ino())
-                .collect();
-            if busy.is_empty() {
+            let (busy, creating) = self.writers();
+            if busy.is_empty() && !creating {
                 return Vec::new();
             }
             if Instant::now() >= deadline {
@@ -95,7 +102,17 @@ impl Tree {
             }
         }
         let waited = Instant::now();
-        let still_open = self.wait_for_writers();
+        let deadline = waited + self.opts.snapshot_wait;
+        let (_ns, still_open) = loop {
+            let still_open = self.wait_for_writers(deadline);
+            let ns = self.ns.lock();
+            // A file created between the wait and the lock is being
+            // written too: its empty entry is not a version to keep.
+            let (busy, creating) = self.writers();
+            if (busy.is_empty() && !creating) || Instant::now() >= deadline {
+                break (ns, still_open);
+            }
+        };
         if !still_open.is_empty() {
             log::warn!(
                 "snapshot ({}): files still being written after {:?}, their last committed versions are taken: {}",
@@ -105,7 +122,6 @@ impl Tree {
             );
         }
         let store = &self.data.store;
-        let _ns = self.ns.lock();
         let id = store.alloc_snapshot()?;
         let created = Time::now();
         let name = match &req.name {
