@@ -90,6 +90,22 @@ impl OpenFile {
     }
 }
 
+/// Counts a file being created while it lives.
+struct Creating<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Creating<'a> {
+    fn count(creating: &'a std::sync::atomic::AtomicUsize) -> Self {
+        creating.fetch_add(1, Ordering::SeqCst);
+        Creating(creating)
+    }
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// An open file handle.
 pub struct FileHandle {
     file: Arc<OpenFile>,
@@ -288,28 +304,7 @@ impl Tree {
     ) -> Result<(Ino, InodeRecord, u64)> {
         // From its entry until its write state exists, a new file is being
         // written but not yet open: a snapshot waits for this count too.
-        self.creating.fetch_add(1, Ordering::SeqCst);
-        let created = self.create_counted(parent, name, perm, uid, gid);
-        self.creating.fetch_sub(1, Ordering::SeqCst);
-        let (ino, rec, file) = created?;
-        let fh = self.add_handle(
-            file,
-            OpenMode {
-                write: true,
-                ..mode
-            },
-        );
-        Ok((ino, rec, fh))
-    }
-
-    fn create_counted(
-        &self,
-        parent: Ino,
-        name: &[u8],
-        perm: u16,
-        uid: u32,
-        gid: u32,
-    ) -> Result<(Ino, InodeRecord, Arc<OpenFile>)> {
+        let _creating = Creating::count(&self.creating);
         let (ino, rec) = self.new_node(parent, name, FileKind::File, perm, 0, uid, gid, b"")?;
         let file = self.acquire(ino, true)?;
         {
@@ -322,7 +317,14 @@ impl Tree {
             *file.live.lock() = Some((0, fresh.mtime));
             st.write = Some(fresh);
         }
-        Ok((ino, rec, file))
+        let fh = self.add_handle(
+            file,
+            OpenMode {
+                write: true,
+                ..mode
+            },
+        );
+        Ok((ino, rec, fh))
     }
 
     fn handle(&self, fh: u64) -> Result<HandleView> {
