@@ -49,7 +49,9 @@ impl Store {
 
     /// Calls `f` for every chunk in the index.
     pub fn for_each_chunk(&self, mut f: impl FnMut(IndexedChunk) -> Result<()>) -> Result<()> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_CHUNK_INDEX));
+        let mut read = rocksdb::ReadOptions::default();
+        read.set_total_order_seek(true);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_CHUNK_INDEX), read);
         it.seek_to_first();
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
             let id = ChunkId::from_slice(key)
