@@ -361,9 +361,15 @@ impl CkptFs {
                 Err(e) => reply.error(e),
             };
         }
-        match self.tree.write(fh.0, offset, data, req.pid()) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(self.fail("write", ino(i), &e)),
+        // Answered from inside the write, as soon as the writer may go on.
+        let mut reply = Some(reply);
+        let written = self.tree.write(fh.0, offset, data, req.pid(), |n| {
+            if let Some(reply) = reply.take() {
+                reply.written(n as u32);
+            }
+        });
+        if let (Err(e), Some(reply)) = (written, reply) {
+            reply.error(self.fail("write", ino(i), &e));
         }
     }
 

@@ -359,8 +359,18 @@ impl Tree {
     }
 
     /// Writes `data` at `offset` (at the end for O_APPEND handles) for the
-    /// task `writer` (the FUSE request's pid; [`ANYONE`] if unknown).
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8], writer: u32) -> Result<usize> {
+    /// task `writer` (the FUSE request's pid; [`ANYONE`] if unknown), and
+    /// calls `acknowledge` with the count written once the writer may go
+    /// on: for a write that continues a stream, before its bytes are
+    /// chunked (see [`WriteState::write`]). `Err` means it was not called.
+    pub fn write(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        writer: u32,
+        acknowledge: impl FnOnce(usize),
+    ) -> Result<()> {
         self.writable()?;
         let HandleView {
             file, mode, wrote, ..
@@ -372,15 +382,19 @@ impl Tree {
         let mut st = file.state.lock();
         let ws = self.write_state(&file, &mut st, Some(offset))?;
         let offset = if mode.append { ws.size } else { offset };
-        ws.write(&self.data, offset, data)?;
-        *file.live.lock() = Some((ws.size, ws.mtime));
         // Writes the kernel sends on its own (mmap writeback, pid 0) may
         // be any process's: any close commits them.
         let writer = if writer == 0 { ANYONE } else { writer };
-        wrote.store(writer, Ordering::Release);
+        ws.write(&self.data, offset, data, |ws| {
+            // What the writer may rely on once answered: the size a stat
+            // shows, and that its close commits.
+            *file.live.lock() = Some((ws.size, ws.mtime));
+            wrote.store(writer, Ordering::Release);
+            acknowledge(data.len());
+        })?;
         drop(st);
         self.touch_activity();
-        Ok(data.len())
+        Ok(())
     }
 
     /// The file's write state, created over the committed content if

@@ -155,25 +155,58 @@ impl WriteState {
         r
     }
 
-    /// Writes `bytes` at `offset`.
-    pub fn write(&mut self, d: &Data, offset: u64, bytes: &[u8]) -> Result<(), TreeError> {
+    /// Writes `bytes` at `offset`, then calls `acknowledge` with the state
+    /// as the writer may now see it (size and mtime).
+    ///
+    /// A write that continues a stream is acknowledged *before* its bytes
+    /// are chunked: the caller can then answer the writer, whose next
+    /// request (its read of the source, the kernel's copy of it) overlaps
+    /// the hashing of this one, while the caller still holds the file, so
+    /// the file's writes are chunked in order. Chunking can only fail on
+    /// the store's side, and such a failure is reported the way errors of
+    /// chunks already handed to the pipeline are: the state is poisoned and
+    /// the next write, `fsync` or `close` fails. Every other write is
+    /// acknowledged once it is done; an `Err` means it was not.
+    pub fn write(
+        &mut self,
+        d: &Data,
+        offset: u64,
+        bytes: &[u8],
+        acknowledge: impl FnOnce(&Self),
+    ) -> Result<(), TreeError> {
         self.check()?;
         self.pristine = false;
+        let end = offset + bytes.len() as u64;
+        if matches!(self.mode, Mode::Stream { .. }) && offset == self.size {
+            self.size = end;
+            self.mtime = Time::now();
+            acknowledge(self);
+            if let Mode::Stream { chunker, builder } = &mut self.mode {
+                chunker.push(bytes, |c| builder.submit(&d.pipeline, c));
+                let drained = builder
+                    .drain(&d.pipeline, &d.store, false)
+                    .map_err(TreeError::from);
+                if let Err(e) = self.poison(drained) {
+                    log::warn!(
+                        "inode {}: write of {} bytes at {offset}, already acknowledged, \
+                         failed: {e}; the next write, fsync or close reports it",
+                        self.ino.0,
+                        bytes.len()
+                    );
+                }
+            }
+            return Ok(());
+        }
         let r = self.write_inner(d, offset, bytes);
         self.poison(r)?;
-        self.size = self.size.max(offset + bytes.len() as u64);
+        self.size = self.size.max(end);
         self.mtime = Time::now();
+        acknowledge(self);
         Ok(())
     }
 
+    /// Writes anywhere but the end of a stream: into the staging file.
     fn write_inner(&mut self, d: &Data, offset: u64, bytes: &[u8]) -> Result<(), TreeError> {
-        if let Mode::Stream { chunker, builder } = &mut self.mode {
-            if offset == self.size {
-                chunker.push(bytes, |c| builder.submit(&d.pipeline, c));
-                builder.drain(&d.pipeline, &d.store, false)?;
-                return Ok(());
-            }
-        }
         self.demote(d)?;
         let Mode::Staged(st) = &mut self.mode else {
             return Err(TreeError::Invalid("write state not staged after demotion"));
