@@ -498,3 +498,59 @@ impl Staged {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::chunk::testdata::noise;
+    use crate::store::Store;
+    use crate::tree::{Tree, TreeOptions};
+
+    /// Bytes the stream's chunker holds, or `None` once staged.
+    fn chunker_holds(ws: &WriteState) -> Option<usize> {
+        match &ws.mode {
+            Mode::Stream { chunker, .. } => Some(chunker.buffered()),
+            Mode::Staged(_) => None,
+        }
+    }
+
+    #[test]
+    fn an_append_is_acknowledged_before_it_is_chunked_and_others_after_they_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let tree = Tree::new(store, TreeOptions::default()).unwrap();
+        let d = &tree.data;
+        let bytes = noise(1 << 20, 0xac_0001);
+        let mut ws = WriteState::stream(d, Ino(77), None).unwrap();
+
+        // An append: acknowledged with its size already counted, before
+        // any of it reached the chunker; chunked by the time write returns.
+        let mut seen = None;
+        ws.write(d, 0, &bytes, |ws| seen = Some((ws.size, chunker_holds(ws))))
+            .unwrap();
+        assert_eq!(
+            seen,
+            Some((1 << 20, Some(0))),
+            "size and chunker at the ack"
+        );
+        let held = chunker_holds(&ws).unwrap();
+        assert!(
+            held > 0 && held < 1 << 20,
+            "the tail waits in the chunker: {held}"
+        );
+
+        // A write elsewhere is acknowledged only once it is in the
+        // staging file.
+        let mut seen = None;
+        ws.write(d, 4096, &bytes[..4096], |ws| {
+            seen = Some((ws.size, chunker_holds(ws)))
+        })
+        .unwrap();
+        assert_eq!(seen, Some((1 << 20, None)), "staged before the ack");
+        let mut back = vec![0u8; 8192];
+        assert_eq!(ws.read(d, 0, &mut back).unwrap(), 8192);
+        assert!(back[..4096] == bytes[..4096] && back[4096..] == bytes[..4096]);
+    }
+}
