@@ -14,6 +14,7 @@ use std::borrow::Cow;
 
 use thiserror::Error;
 
+use super::lane_plans::LanePlans;
 use super::lanes;
 
 /// The largest chunk the codec accepts (fastcdc's maximum maximum).
@@ -94,31 +95,60 @@ pub fn encode(raw: &[u8]) -> Vec<u8> {
 /// The stored form of `raw` as its header and its payload (`raw` itself
 /// when it is stored raw), so a caller can write both without a copy.
 pub fn encode_parts(raw: &[u8], compression: Compression) -> ([u8; HEADER_LEN], Cow<'_, [u8]>) {
-    let probe = &raw[..raw.len().min(PROBE_LEN)];
-    let promising = compression != Compression::None
-        && (raw.len() <= PROBE_LEN || shrinks(probe, lz4_flex::block::compress(probe).len()));
-    let compressed = promising
-        .then(|| lz4_flex::block::compress(raw))
-        .filter(|c| shrinks(raw, c.len()))
-        .map(|c| (TAG_LZ4, c))
-        .or_else(|| {
-            (compression == Compression::Auto)
-                .then(|| lanes::encode(raw))
-                .flatten()
-                .filter(|c| shrinks(raw, c.len()))
-                .map(|c| (TAG_LANES, c))
-        });
-    let mut header = [0u8; HEADER_LEN];
-    header[1..].copy_from_slice(&(raw.len() as u32).to_le_bytes());
-    match compressed {
-        Some((tag, c)) => {
-            header[0] = tag;
-            (header, Cow::Owned(c))
+    Coder::default().encode_parts(raw, compression)
+}
+
+/// Encodes a run of neighbouring chunks (a batch of one file's), where
+/// what coding one chunk found holds for the next: float chunks reuse the
+/// lane plan of the one before ([`LanePlans`]) and, being like it,
+/// skip the lz4 probe that it failed.
+#[derive(Default)]
+pub struct Coder {
+    lanes: LanePlans,
+}
+
+impl Coder {
+    /// [`encode_parts`] for the next chunk of the run.
+    pub fn encode_parts<'a>(
+        &mut self,
+        raw: &'a [u8],
+        compression: Compression,
+    ) -> ([u8; HEADER_LEN], Cow<'a, [u8]>) {
+        let auto = compression == Compression::Auto;
+        let compressed = match auto.then(|| self.lanes.reuse(raw)).flatten() {
+            Some(c) if shrinks(raw, c.len()) => Some((TAG_LANES, c)),
+            _ => self.compress(raw, compression),
+        };
+        let mut header = [0u8; HEADER_LEN];
+        header[1..].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+        match compressed {
+            Some((tag, c)) => {
+                header[0] = tag;
+                (header, Cow::Owned(c))
+            }
+            None => {
+                header[0] = TAG_RAW;
+                (header, Cow::Borrowed(raw))
+            }
         }
-        None => {
-            header[0] = TAG_RAW;
-            (header, Cow::Borrowed(raw))
-        }
+    }
+
+    /// lz4 where a probe says it pays, else lanes planned afresh.
+    fn compress(&mut self, raw: &[u8], compression: Compression) -> Option<(u8, Vec<u8>)> {
+        let probe = &raw[..raw.len().min(PROBE_LEN)];
+        let promising = compression != Compression::None
+            && (raw.len() <= PROBE_LEN || shrinks(probe, lz4_flex::block::compress(probe).len()));
+        promising
+            .then(|| lz4_flex::block::compress(raw))
+            .filter(|c| shrinks(raw, c.len()))
+            .map(|c| (TAG_LZ4, c))
+            .or_else(|| {
+                (compression == Compression::Auto)
+                    .then(|| self.lanes.plan(raw))
+                    .flatten()
+                    .filter(|c| shrinks(raw, c.len()))
+                    .map(|c| (TAG_LANES, c))
+            })
     }
 }
 
@@ -239,6 +269,37 @@ mod tests {
             assert_eq!(c.parse::<Compression>().unwrap().to_string(), c);
         }
         assert!("zstd".parse::<Compression>().is_err());
+    }
+
+    #[test]
+    fn a_coder_run_skips_lz4_only_for_chunks_like_the_last() {
+        // Floats, then text-like data in the same batch: the floats after
+        // the first reuse its lane plan; the text still gets lz4.
+        let floats = weights(4 * 16384 / 4, 8);
+        let text: Vec<u8> = b"step_100/data/0 model.layers.0.weight "
+            .iter()
+            .copied()
+            .cycle()
+            .take(16384)
+            .collect();
+        let mut coder = Coder::default();
+        let mut tags = Vec::new();
+        for raw in floats.chunks(16384).chain([&text[..]]) {
+            for c in [Compression::Auto, Compression::Lz4, Compression::None] {
+                let mut alone = Coder::default();
+                let (header, payload) = alone.encode_parts(raw, c);
+                assert_eq!(decode(&[&header[..], &payload].concat()).unwrap(), raw);
+            }
+            let (header, payload) = coder.encode_parts(raw, Compression::Auto);
+            assert_eq!(decode(&[&header[..], &payload].concat()).unwrap(), raw);
+            tags.push(header[0]);
+        }
+        assert_eq!(tags, [TAG_LANES, TAG_LANES, TAG_LANES, TAG_LANES, TAG_LZ4]);
+        // A run that may not code lanes never reuses a plan.
+        let mut coder = Coder::default();
+        for raw in floats.chunks(16384) {
+            assert_eq!(coder.encode_parts(raw, Compression::Lz4).0[0], TAG_RAW);
+        }
     }
 
     #[test]

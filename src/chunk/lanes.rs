@@ -18,8 +18,9 @@
 //! ```
 //! with `n = len / 4`. On float32 weights this stores about 0.87 of the
 //! raw bytes; encoding and decoding are table lookups, a few microseconds
-//! per 16 KiB chunk (decoding one lane is a byte shuffle with SSSE3). A
-//! lane is coded only if that saves a quarter of it.
+//! per 16 KiB chunk (byte shuffles with SSSE3, `lanes_simd.rs`). A lane is
+//! coded only if that saves a quarter of it; which lanes a run of chunks
+//! codes, and with which tables, is planned in `lane_plans.rs`.
 
 use super::codec::CodecError;
 
@@ -27,29 +28,25 @@ use super::codec::CodecError;
 const TABLE_LEN: usize = 15;
 const ESCAPE: u8 = 15;
 /// Groups sampled to decide whether a lane is worth coding.
-const SAMPLE: usize = 256;
+pub(super) const SAMPLE: usize = 256;
 /// A sampled lane with more distinct bytes than this is mantissa noise.
 const MAX_SAMPLED_DISTINCT: usize = 48;
 /// The table is built from every `TABLE_STRIDE`th group.
 const TABLE_STRIDE: usize = 8;
 
 /// One lane's 4-bit code: `codes[byte]` is its nibble (or [`ESCAPE`]).
-struct LaneCode {
+pub(super) struct LaneCode {
     table: [u8; TABLE_LEN],
     codes: [u8; 256],
 }
 
 /// The code for `lane`, if a sample of the groups says that the lane is
 /// concentrated enough for coding to save a quarter of it.
-fn plan_lane(groups: &[[u8; 4]], lane: usize) -> Option<LaneCode> {
-    let mut seen = [false; 256];
-    let mut distinct = 0;
-    for group in &groups[..SAMPLE] {
-        let slot = &mut seen[group[lane] as usize];
-        distinct += usize::from(!*slot);
-        *slot = true;
-    }
-    if distinct > MAX_SAMPLED_DISTINCT {
+pub(super) fn plan_lane(groups: &[[u8; 4]], lane: usize) -> Option<LaneCode> {
+    if too_spread(
+        groups[..SAMPLE].iter().map(|g| g[lane]),
+        MAX_SAMPLED_DISTINCT,
+    ) {
         return None;
     }
     // Four partial histograms: runs of one exponent byte would otherwise
@@ -85,22 +82,45 @@ fn plan_lane(groups: &[[u8; 4]], lane: usize) -> Option<LaneCode> {
 
 /// The lane-coded payload of `raw`, or `None` when no lane pays.
 pub fn encode(raw: &[u8]) -> Option<Vec<u8>> {
-    let (groups, tail) = raw.as_chunks::<4>();
-    if groups.len() < SAMPLE {
-        return None;
+    super::lane_plans::LanePlans::default().plan(raw)
+}
+
+/// True when `sample` holds more than `max` distinct bytes: mantissa
+/// noise, too spread to code.
+pub(super) fn too_spread(sample: impl Iterator<Item = u8>, max: usize) -> bool {
+    let mut seen = [false; 256];
+    let mut distinct = 0;
+    for byte in sample {
+        let slot = &mut seen[byte as usize];
+        distinct += usize::from(!*slot);
+        *slot = true;
     }
-    let plans: [Option<LaneCode>; 4] = std::array::from_fn(|lane| plan_lane(groups, lane));
+    distinct > max
+}
+
+/// The payload of `groups` and `tail` coded with `plans`; `None` when no
+/// lane is coded, or, when `checked`, when a coded lane escapes more than
+/// planning allows.
+pub(super) fn code(
+    plans: &[Option<LaneCode>; 4],
+    groups: &[[u8; 4]],
+    tail: &[u8],
+    checked: bool,
+) -> Option<Vec<u8>> {
     let mask = plans.iter().enumerate().fold(0u8, |m, (lane, plan)| {
         m | (u8::from(plan.is_some()) << lane)
     });
     if mask == 0 {
         return None;
     }
-    let mut out = Vec::with_capacity(raw.len() + 64);
+    let mut out = Vec::with_capacity(4 * groups.len() + tail.len() + 64);
     out.push(mask);
     for (lane, plan) in plans.iter().enumerate() {
         if let Some(code) = plan {
-            write_lane(&mut out, groups, lane, code);
+            let escaped = write_lane(&mut out, groups, lane, code);
+            if checked && 4 * escaped > groups.len() {
+                return None;
+            }
         }
     }
     compact(&mut out, groups, mask);
@@ -165,17 +185,27 @@ fn spread(
     Ok(())
 }
 
-fn write_lane(out: &mut Vec<u8>, groups: &[[u8; 4]], lane: usize, code: &LaneCode) {
+/// Appends `lane` coded with `code`; returns how many bytes it escaped.
+fn write_lane(out: &mut Vec<u8>, groups: &[[u8; 4]], lane: usize, code: &LaneCode) -> usize {
     out.extend_from_slice(&code.table);
     let count_at = out.len();
     out.extend_from_slice(&[0; 4]);
     let nibbles_at = out.len();
     out.resize(nibbles_at + groups.len().div_ceil(2), 0);
     let mut escaped = Vec::new();
-    let (pairs, odd) = groups.as_chunks::<2>();
-    for (slot, [first, second]) in out[nibbles_at..].iter_mut().zip(pairs) {
-        let low = code.codes[first[lane] as usize];
-        let high = code.codes[second[lane] as usize];
+    let nibbles = &mut out[nibbles_at..];
+    let codes = &code.codes;
+    let simd_done = match lane {
+        0 => super::lanes_simd::code_groups::<0>(codes, groups, nibbles, &mut escaped),
+        1 => super::lanes_simd::code_groups::<1>(codes, groups, nibbles, &mut escaped),
+        2 => super::lanes_simd::code_groups::<2>(codes, groups, nibbles, &mut escaped),
+        _ => super::lanes_simd::code_groups::<3>(codes, groups, nibbles, &mut escaped),
+    };
+    let (pairs, odd) = groups[simd_done..].as_chunks::<2>();
+    let nibbles = &mut nibbles[simd_done / 2..];
+    for (slot, [first, second]) in nibbles.iter_mut().zip(pairs) {
+        let low = codes[first[lane] as usize];
+        let high = codes[second[lane] as usize];
         *slot = low | (high << 4);
         if low == ESCAPE || high == ESCAPE {
             escaped.extend(
@@ -187,14 +217,15 @@ fn write_lane(out: &mut Vec<u8>, groups: &[[u8; 4]], lane: usize, code: &LaneCod
         }
     }
     if let [last] = odd {
-        let nibble = code.codes[last[lane] as usize];
-        out[nibbles_at + pairs.len()] = nibble;
+        let nibble = codes[last[lane] as usize];
+        nibbles[pairs.len()] = nibble;
         if nibble == ESCAPE {
             escaped.push(last[lane]);
         }
     }
     out[count_at..nibbles_at].copy_from_slice(&(escaped.len() as u32).to_le_bytes());
     out.extend_from_slice(&escaped);
+    escaped.len()
 }
 
 /// A coded lane as stored.

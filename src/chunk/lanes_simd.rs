@@ -1,13 +1,14 @@
-//! The SSSE3 kernel of float-lane decoding for chunks with one coded lane
-//! (fp32 weights): 16 groups of 4 bytes per step.
+//! The SSE kernels of float lanes, 16 groups of 4 bytes per step: decoding
+//! chunks with one coded lane (fp32 weights), and coding a lane.
 //!
 //! A coded lane is 4-bit codes into a 16-byte table, which is exactly what
 //! the `pshufb` byte shuffle looks up: one shuffle decodes 16 lane bytes,
 //! and two more per 16 output bytes put each group's three stored bytes
 //! and its lane byte in place. The scalar loop in `lanes.rs` did one table
-//! lookup per group and took a quarter of a cold read's CPU. Built only
-//! where the compiler may use SSSE3 (`.cargo/config.toml` targets Haswell);
-//! elsewhere the scalar loop does all of it.
+//! lookup per group and took a quarter of a cold read's CPU. Coding looks
+//! each byte's code up the same way (see [`code_groups`]). Built only
+//! where the compiler may use SSSE3 and SSE4.1 (`.cargo/config.toml`
+//! targets Haswell); elsewhere the scalar loops do all of it.
 
 /// Decodes the first pairs of groups of a chunk whose lane `LANE` is
 /// coded: `nibbles` are the lane's codes (one byte per pair), `rest` the
@@ -96,4 +97,191 @@ pub fn decode_pairs<const LANE: usize>(
     _out: &mut [[u8; 8]],
 ) -> usize {
     0
+}
+
+/// Coded bytes of a lane spread over more high nibbles than this are left
+/// to the scalar loop (one compare and blend per high nibble).
+const MAX_ROWS: usize = 4;
+
+/// Codes lane `LANE` of the first groups of a chunk, 16 groups a step:
+/// `codes[byte]` is the byte's 4-bit code (15: escaped), the codes go two
+/// to a byte into `nibbles` (the earlier group's in the low nibble), and
+/// escaped bytes are appended to `escaped`, in order. Returns how many
+/// groups it coded (a multiple of 16); the caller codes the rest, as in
+/// the scalar loop, whose output this is byte for byte.
+///
+/// The scalar loop loads each byte and then its code: two dependent loads
+/// per group, 85% of coding's time. Here `codes` is cut into rows of 16
+/// by the byte's high nibble; a lane's coded bytes (the exponents of one
+/// tensor) fall in one to four rows, and `pshufb` looks a row up by the
+/// low nibble for 16 bytes at once. Lanes whose codes spread over more
+/// rows are left to the scalar loop (returns 0).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse4.1"))]
+pub fn code_groups<const LANE: usize>(
+    codes: &[u8; 256],
+    groups: &[[u8; 4]],
+    nibbles: &mut [u8],
+    escaped: &mut Vec<u8>,
+) -> usize {
+    use safe_arch::{
+        bitand_m128i, bitor_m128i, blend_varying_i8_m128i, cmp_eq_mask_i8_m128i,
+        load_unaligned_m128i, m128i, move_mask_i8_m128i, mul_u8i8_add_horizontal_saturating_m128i,
+        pack_i16_to_u8_m128i, set_splat_i16_m128i, set_splat_i8_m128i, shr_imm_u16_m128i,
+        shuffle_av_i8z_all_m128i as shuffle,
+    };
+    const ZERO: u8 = 0x80;
+    const ESCAPE: u8 = 15;
+    let (rows, _) = codes.as_chunks::<16>();
+    let rows: Vec<(m128i, m128i)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| row.iter().any(|&code| code != ESCAPE))
+        .map(|(high, row)| (set_splat_i8_m128i(high as i8), m128i::from(*row)))
+        .collect();
+    if rows.len() > MAX_ROWS {
+        return 0;
+    }
+    // Block q (groups 4q..4q + 4) puts its lane bytes at 4q..4q + 4.
+    let gather: [m128i; 4] = std::array::from_fn(|q| {
+        let mask: [u8; 16] = std::array::from_fn(|i| {
+            if i / 4 == q {
+                (4 * (i % 4) + LANE) as u8
+            } else {
+                ZERO
+            }
+        });
+        m128i::from(mask)
+    });
+    let low_nibble = set_splat_i8_m128i(0x0f);
+    let escape = set_splat_i8_m128i(ESCAPE as i8);
+    // Byte pairs (low, high) to low + 16 * high.
+    let nibble_weights = set_splat_i16_m128i(0x1001);
+    let (steps, _) = groups.as_chunks::<16>();
+    let (slots, _) = nibbles.as_chunks_mut::<8>();
+    let mut done = 0;
+    for (step, slot) in steps.iter().zip(slots) {
+        let (blocks, _) = step.as_flattened().as_chunks::<16>();
+        let lane = blocks
+            .iter()
+            .zip(&gather)
+            .fold(m128i::default(), |lane, (block, mask)| {
+                bitor_m128i(lane, shuffle(load_unaligned_m128i(block), *mask))
+            });
+        let low = bitand_m128i(lane, low_nibble);
+        let high = bitand_m128i(shr_imm_u16_m128i::<4>(lane), low_nibble);
+        let coded = rows.iter().fold(escape, |coded, (row_high, row)| {
+            let in_row = cmp_eq_mask_i8_m128i(high, *row_high);
+            blend_varying_i8_m128i(coded, shuffle(*row, low), in_row)
+        });
+        let pairs = mul_u8i8_add_horizontal_saturating_m128i(coded, nibble_weights);
+        let packed: [u8; 16] = pack_i16_to_u8_m128i(pairs, pairs).into();
+        slot.copy_from_slice(&packed[..8]);
+        let mut escapes = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(coded, escape)) as u32;
+        if escapes != 0 {
+            let bytes: [u8; 16] = lane.into();
+            while escapes != 0 {
+                escaped.push(bytes[escapes.trailing_zeros() as usize]);
+                escapes &= escapes - 1;
+            }
+        }
+        done += 16;
+    }
+    done
+}
+
+/// Without SSE4.1 the caller's scalar loop codes every group.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse4.1")))]
+pub fn code_groups<const LANE: usize>(
+    _codes: &[u8; 256],
+    _groups: &[[u8; 4]],
+    _nibbles: &mut [u8],
+    _escaped: &mut Vec<u8>,
+) -> usize {
+    0
+}
+
+#[cfg(all(test, target_arch = "x86_64", target_feature = "sse4.1"))]
+mod tests {
+    use super::*;
+
+    /// Groups whose lane `lane` holds mostly `table` bytes, and the codes
+    /// map of `table`.
+    fn lane_data(table: &[u8], lane: usize, n: usize, seed: u64) -> (Vec<[u8; 4]>, [u8; 256]) {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut codes = [15u8; 256];
+        for (code, &byte) in table.iter().enumerate() {
+            codes[byte as usize] = code as u8;
+        }
+        let groups = (0..n)
+            .map(|_| {
+                let mut group = (next() as u32).to_le_bytes();
+                let r = next();
+                if r % 20 != 0 {
+                    group[lane] = table[(r >> 8) as usize % table.len()];
+                }
+                group
+            })
+            .collect();
+        (groups, codes)
+    }
+
+    /// The scalar coding of the first `n` groups.
+    fn scalar(codes: &[u8; 256], groups: &[[u8; 4]], lane: usize) -> (Vec<u8>, Vec<u8>) {
+        let nibbles = groups
+            .chunks(2)
+            .map(|pair| codes[pair[0][lane] as usize] | (codes[pair[1][lane] as usize] << 4))
+            .collect();
+        let escaped = groups
+            .iter()
+            .map(|g| g[lane])
+            .filter(|&b| codes[b as usize] == 15)
+            .collect();
+        (nibbles, escaped)
+    }
+
+    fn simd(codes: &[u8; 256], groups: &[[u8; 4]], lane: usize) -> (usize, Vec<u8>, Vec<u8>) {
+        let mut nibbles = vec![0u8; groups.len().div_ceil(2)];
+        let mut escaped = Vec::new();
+        let done = match lane {
+            0 => code_groups::<0>(codes, groups, &mut nibbles, &mut escaped),
+            1 => code_groups::<1>(codes, groups, &mut nibbles, &mut escaped),
+            2 => code_groups::<2>(codes, groups, &mut nibbles, &mut escaped),
+            _ => code_groups::<3>(codes, groups, &mut nibbles, &mut escaped),
+        };
+        nibbles.truncate(done / 2);
+        (done, nibbles, escaped)
+    }
+
+    #[test]
+    fn lane_coding_matches_the_scalar_loop_byte_for_byte() {
+        // fp32 exponents of small weights: two rows (high nibbles 3, B).
+        let exponents: Vec<u8> = (0x38..0x3f).chain(0xb8..0xbf).chain([0x37]).collect();
+        // Four rows, the most the shuffle takes.
+        let four_rows = [0x01, 0x12, 0x23, 0x34, 0x05, 0x16, 0x27, 0x38, 0x09];
+        for (t, table) in [&exponents[..], &four_rows[..]].into_iter().enumerate() {
+            for lane in 0..4 {
+                for n in [16, 17, 100, 4096, 4099] {
+                    let (groups, codes) = lane_data(table, lane, n, (t * 10 + lane) as u64 + 7);
+                    let (done, nibbles, escaped) = simd(&codes, &groups, lane);
+                    assert_eq!(done, n / 16 * 16, "table {t}, lane {lane}, {n} groups");
+                    let (want_nibbles, want_escaped) = scalar(&codes, &groups[..done], lane);
+                    assert_eq!(nibbles, want_nibbles, "table {t}, lane {lane}, {n} groups");
+                    assert_eq!(escaped, want_escaped, "table {t}, lane {lane}, {n} groups");
+                    assert!(!escaped.is_empty() || n < 100, "the data has escapes");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn codes_spread_over_five_rows_are_left_to_the_scalar_loop() {
+        let (groups, codes) = lane_data(&[0x01, 0x12, 0x23, 0x34, 0x45], 3, 256, 9);
+        assert_eq!(simd(&codes, &groups, 3).0, 0);
+    }
 }

@@ -8,6 +8,7 @@ pub mod cdc;
 pub mod codec;
 mod gear;
 pub mod hash;
+pub mod lane_plans;
 pub mod lanes;
 mod lanes_simd;
 pub mod successors;
@@ -16,7 +17,7 @@ pub(crate) mod testdata;
 
 pub use cdc::{ChunkParams, Chunker, Cut};
 pub use codec::{
-    decode, decode_into, encode, encode_parts, layout, CodecError, Compression, Layout,
+    decode, decode_into, encode, encode_parts, layout, CodecError, Coder, Compression, Layout,
     MAX_CHUNK_LEN,
 };
 pub use hash::chunk_id;

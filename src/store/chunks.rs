@@ -27,7 +27,7 @@ use super::packs::{PackLocation, RECORD_HEADER};
 use super::relocate::Relocation;
 use super::schema::{chunk_key, chunk_shard, CF_CHUNK_INDEX};
 use super::{Result, Store, StoreError};
-use crate::chunk;
+use crate::chunk::{self, Coder};
 use crate::ids::ChunkId;
 
 /// A chunk encoded for a pack record, not written yet.
@@ -186,7 +186,7 @@ impl Store {
     /// other, so reading the file back reads long runs.
     pub fn put_chunk(&self, id: ChunkId, raw: &[u8], packed: Option<u64>) -> Result<usize> {
         if let Some(stream) = packed {
-            let encoded = self.encode_chunk(id, raw, 0..raw.len());
+            let encoded = self.encode_chunk(id, raw, 0..raw.len(), &mut Coder::default());
             let stored_len = encoded.stored_len();
             self.put_packed(stream, raw, &[encoded])?;
             return Ok(stored_len as usize);
@@ -206,9 +206,15 @@ impl Store {
     }
 
     /// Encodes the chunk `id` whose raw bytes are `data[raw]`, for
-    /// [`Store::put_packed`].
-    pub fn encode_chunk(&self, id: ChunkId, data: &[u8], raw: Range<usize>) -> EncodedChunk {
-        let (codec_header, payload) = chunk::encode_parts(&data[raw.clone()], self.compression());
+    /// [`Store::put_packed`], as the next of `coder`'s run.
+    pub fn encode_chunk(
+        &self,
+        id: ChunkId,
+        data: &[u8],
+        raw: Range<usize>,
+        coder: &mut Coder,
+    ) -> EncodedChunk {
+        let (codec_header, payload) = coder.encode_parts(&data[raw.clone()], self.compression());
         let coded = match payload {
             Cow::Owned(coded) => Some(coded),
             Cow::Borrowed(_) => None,

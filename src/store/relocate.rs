@@ -209,8 +209,8 @@ impl Store {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::chunk::chunk_id;
     use crate::chunk::testdata::noise;
+    use crate::chunk::{chunk_id, Coder};
     use crate::store::StoreError;
     use Placement::{Elsewhere, New, Packed};
 
@@ -235,9 +235,9 @@ pub(super) mod tests {
         let fresh_id = chunk_id(&fresh);
         let data = [&fresh[..], old].concat();
         let encoded = [
-            store.encode_chunk(fresh_id, &data, 0..fresh.len()),
+            store.encode_chunk(fresh_id, &data, 0..fresh.len(), &mut Coder::default()),
             store
-                .encode_chunk(id, &data, fresh.len()..data.len())
+                .encode_chunk(id, &data, fresh.len()..data.len(), &mut Coder::default())
                 .moving_from(from),
         ];
         store.put_packed(stream, &data, &encoded).unwrap();

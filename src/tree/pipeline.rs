@@ -25,7 +25,7 @@ use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use crate::ids::ChunkId;
 
 use super::stream_order::StreamOrder;
-use crate::chunk::{is_zero, Cut};
+use crate::chunk::{is_zero, Coder, Cut};
 use crate::store::manifest::Entry;
 use crate::store::{scattered, EncodedChunk, Placement, Store, StoreError};
 
@@ -268,6 +268,8 @@ impl Context {
         let mut results = Vec::with_capacity(batch.chunks.len());
         let mut placements = Vec::with_capacity(batch.chunks.len());
         let mut spans = Vec::with_capacity(batch.chunks.len());
+        // The batch's chunks are neighbours in one file: coded as a run.
+        let mut coder = Coder::default();
         for &(len, id, packed) in &batch.chunks {
             let raw = at..at + len as usize;
             at += len as usize;
@@ -277,7 +279,8 @@ impl Context {
                 Some(s) => {
                     stream = s;
                     self.dedup(data, id, || {
-                        encoded.push(self.store.encode_chunk(id, &batch.data, raw));
+                        let chunk = self.store.encode_chunk(id, &batch.data, raw, &mut coder);
+                        encoded.push(chunk);
                         slots.push(results.len());
                         Ok(())
                     })
@@ -321,13 +324,16 @@ impl Context {
         if !moved.contains(&true) {
             return;
         }
+        let mut coder = Coder::default();
         let mut merged: Vec<(usize, EncodedChunk)> =
             slots.drain(..).zip(encoded.drain(..)).collect();
         for (slot, raw) in found.spans.iter().enumerate() {
             if let (true, Placement::Packed(from), Ok(Entry::Chunk { id, .. })) =
                 (moved[slot], found.placements[slot], &found.results[slot])
             {
-                let chunk = self.store.encode_chunk(*id, found.data, raw.clone());
+                let chunk = self
+                    .store
+                    .encode_chunk(*id, found.data, raw.clone(), &mut coder);
                 merged.push((slot, chunk.moving_from(from)));
             }
         }
