@@ -474,7 +474,7 @@ mod tests {
         let store = Arc::new(Store::open(dir.path()).unwrap());
         store.set_relocate_below(64 << 10);
         let pipeline = Pipeline::start(store.clone(), Arc::default(), 2, 4).unwrap();
-        let chunks: Vec<Vec<u8>> = (0..4).map(|k| noise(10_000, 2 * k + 1)).collect();
+        let chunks: Vec<Vec<u8>> = (0..5).map(|k| noise(10_000, 2 * k + 1)).collect();
         let ids: Vec<ChunkId> = chunks.iter().map(|c| chunk_id(c)).collect();
         let store_batch = |stream: u64, which: &[usize]| {
             let mut batch = ChunkBatch::default();
@@ -490,13 +490,14 @@ mod tests {
         let at = |k: usize| store.index_entry(ids[k]).unwrap().unwrap().packed.unwrap();
         store_batch(1, &[1, 3]);
         let (was, neighbour) = (at(1), at(3));
-        // Chunk 1 is stored; 0 and 2 are new. Chunk 3 follows chunk 1 in
-        // the old pack, but not in this batch: it is a stretch of its own.
-        store_batch(2, &[0, 1, 2, 3]);
+        // Chunk 1 is stored; 0, 2 and 4 are new. Chunk 3 follows chunk 1
+        // in the old pack, but not in this batch: it is a stretch of its own.
+        store_batch(2, &[0, 1, 2, 3, 4]);
         assert_ne!(at(1), was, "moved");
         assert_eq!(at(1).offset, at(0).end(), "right after chunk 0");
         assert_eq!(at(2).offset, at(1).end(), "right before chunk 2");
         assert_eq!(at(3).offset, at(2).end());
+        assert_eq!(at(4).offset, at(3).end());
         assert_ne!(at(3), neighbour);
         assert_eq!(pipeline.counters.moved_chunks.load(Ordering::Relaxed), 2);
         for (k, chunk) in chunks.iter().enumerate() {
