@@ -59,6 +59,9 @@ pub struct Cut<'a> {
     pub data: &'a [u8],
     /// `chunk_id(data)`.
     pub id: ChunkId,
+    /// True when the cut was a guess that held: the chunk repeats data the
+    /// chunker's successor map saw, so it is likely stored already.
+    pub guessed: bool,
 }
 
 /// Buffers pushed bytes and yields complete chunks.
@@ -137,10 +140,11 @@ impl Chunker {
             if self.buf.len() < max {
                 return; // all of `data` is buffered; wait for more
             }
-            let (cut, id) = self.next_cut(0, max);
+            let (cut, id, guessed) = self.next_cut(0, max);
             emit(Cut {
                 data: &self.buf[..cut],
                 id,
+                guessed,
             });
             if cut >= old {
                 // The next chunk starts inside `data`: cut it from there.
@@ -155,10 +159,11 @@ impl Chunker {
         }
         let mut at = 0;
         while data.len() - at >= max {
-            let (cut, id) = self.cutter.cut(&data[at..at + max]);
+            let (cut, id, guessed) = self.cutter.cut(&data[at..at + max]);
             emit(Cut {
                 data: &data[at..at + cut],
                 id,
+                guessed,
             });
             at += cut;
         }
@@ -168,11 +173,12 @@ impl Chunker {
     /// Cuts everything still buffered into chunks and resets the chunker.
     pub fn finish(&mut self, mut emit: impl FnMut(Cut<'_>)) {
         while self.buffered() > 0 {
-            let (len, id) = self.next_cut(self.start, self.buffered());
+            let (len, id, guessed) = self.next_cut(self.start, self.buffered());
             let end = self.start + len;
             emit(Cut {
                 data: &self.buf[self.start..end],
                 id,
+                guessed,
             });
             self.start = end;
         }
@@ -183,16 +189,17 @@ impl Chunker {
         self.cutter.guess = None;
     }
 
-    fn next_cut(&mut self, from: usize, len: usize) -> (usize, ChunkId) {
+    fn next_cut(&mut self, from: usize, len: usize) -> (usize, ChunkId, bool) {
         let window = from..from + len.min(self.cutter.params.max);
         self.cutter.cut(&self.buf[window])
     }
 }
 
 impl Cutter {
-    /// Where the first chunk of `window` ends, and its id. `window` holds
-    /// `max` bytes, or all that is left of the stream.
-    fn cut(&mut self, window: &[u8]) -> (usize, ChunkId) {
+    /// Where the first chunk of `window` ends, its id, and whether the cut
+    /// was a guess. `window` holds `max` bytes, or all that is left of the
+    /// stream.
+    fn cut(&mut self, window: &[u8]) -> (usize, ChunkId, bool) {
         if let Some(guess) = self.guess.take() {
             let len = guess.len as usize;
             if len <= window.len() {
@@ -203,7 +210,7 @@ impl Cutter {
                 }
                 if taken {
                     self.learn(id, len, true);
-                    return (len, id);
+                    return (len, id, true);
                 }
             }
         }
@@ -213,7 +220,7 @@ impl Cutter {
         // A cut at the end of a short window is where the stream ended,
         // not where the content says; a cut at `max` is by content.
         self.learn(id, len, len < window.len() || len == self.params.max);
-        (len, id)
+        (len, id, false)
     }
 
     fn learn(&mut self, id: ChunkId, len: usize, by_content: bool) {

@@ -71,7 +71,12 @@ impl ManifestBuilder {
     pub fn submit(&mut self, pipeline: &Pipeline, chunk: Cut<'_>) {
         let packed = (self.submitted >= VOLATILE_AFTER).then_some(self.id.0);
         self.submitted += chunk.data.len() as u64;
-        self.batch.push(chunk, packed);
+        // A guessed cut repeats data seen before: if stored, its bytes
+        // need not travel.
+        match chunk.guessed.then(|| pipeline.find_stored(chunk.id)) {
+            Some(Some(placement)) => self.batch.push_stored(chunk, packed, placement),
+            _ => self.batch.push(chunk, packed),
+        }
         if self.batch.bytes() >= BATCH_BYTES {
             self.send_batch(pipeline);
         }

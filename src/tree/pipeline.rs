@@ -39,9 +39,21 @@ pub const BATCH_BYTES: usize = 256 << 10;
 #[derive(Default)]
 pub struct ChunkBatch {
     data: Vec<u8>,
-    /// Each chunk's length, id, and `Some(stream)` when it goes to a pack
-    /// file (see `Store::put_chunk`).
-    chunks: Vec<(u32, ChunkId, Option<u64>)>,
+    chunks: Vec<BatchChunk>,
+    /// Bytes the chunks cover, sent or not.
+    covered: usize,
+}
+
+/// One chunk of a [`ChunkBatch`].
+#[derive(Clone, Copy)]
+struct BatchChunk {
+    len: u32,
+    id: ChunkId,
+    /// `Some(stream)` when it goes to a pack file (see `Store::put_chunk`).
+    packed: Option<u64>,
+    /// Where it is stored, when the submitter found it stored already
+    /// ([`Pipeline::find_stored`]); its bytes are then not in the batch.
+    stored: Option<Placement>,
 }
 
 impl ChunkBatch {
@@ -51,13 +63,27 @@ impl ChunkBatch {
             self.data.reserve(BATCH_BYTES + (64 << 10));
         }
         self.data.extend_from_slice(chunk.data);
-        self.chunks
-            .push((chunk.data.len() as u32, chunk.id, packed));
+        self.add(chunk.data.len(), chunk.id, packed, None);
     }
 
-    /// Bytes of chunk data in the batch.
+    /// Adds a chunk found stored at `placement`, without its bytes.
+    pub fn push_stored(&mut self, chunk: Cut<'_>, packed: Option<u64>, placement: Placement) {
+        self.add(chunk.data.len(), chunk.id, packed, Some(placement));
+    }
+
+    fn add(&mut self, len: usize, id: ChunkId, packed: Option<u64>, stored: Option<Placement>) {
+        self.covered += len;
+        self.chunks.push(BatchChunk {
+            len: len as u32,
+            id,
+            packed,
+            stored,
+        });
+    }
+
+    /// Bytes the batch's chunks cover (sent with their bytes or not).
     pub fn bytes(&self) -> usize {
-        self.data.len()
+        self.covered
     }
 
     /// Number of chunks in the batch.
@@ -161,9 +187,10 @@ pub struct PipelineCounters {
 
 /// What `prepare` found of a batch's chunks, in file order.
 struct Found<'a> {
-    /// The batch's bytes, and each chunk's span of them.
-    data: &'a [u8],
-    spans: &'a [std::ops::Range<usize>],
+    /// The batch's bytes, and each chunk's span of them (empty for chunks
+    /// sent without their bytes).
+    data: &'a mut Vec<u8>,
+    spans: &'a mut [std::ops::Range<usize>],
     results: &'a [ChunkResult],
     placements: &'a [Placement],
 }
@@ -254,6 +281,20 @@ impl Pipeline {
         }
         result
     }
+
+    /// Where chunk `id` is stored, if it is. A submitter that finds a
+    /// chunk stored (a guessed cut: a repeat) sends it without its bytes
+    /// ([`ChunkBatch::push_stored`]), which spares copying them (7% of a
+    /// duplicate save, on the request's thread). Checked and noted under
+    /// the GC gate, as the workers' own checks are; an error only means
+    /// the chunk is sent with its bytes.
+    pub fn find_stored(&self, id: ChunkId) -> Option<Placement> {
+        let context = &self.context;
+        let _gate = context.guard.gate.read();
+        context.guard.note(id);
+        let found = context.store.index_entry(id).ok().flatten()?;
+        Some(found.packed.map_or(Placement::Elsewhere, Placement::Packed))
+    }
 }
 
 impl Context {
@@ -261,34 +302,48 @@ impl Context {
     /// stored already, stores the new ones that go through the WAL, and
     /// encodes the new ones that go to a pack.
     fn prepare(&self, batch: ChunkBatch, reply: Sender<Vec<ChunkResult>>) -> Prepared {
+        let ChunkBatch {
+            mut data, chunks, ..
+        } = batch;
         let mut at = 0;
         let mut stream = 0;
         let mut encoded = Vec::new();
         let mut slots = Vec::new();
-        let mut results = Vec::with_capacity(batch.chunks.len());
-        let mut placements = Vec::with_capacity(batch.chunks.len());
-        let mut spans = Vec::with_capacity(batch.chunks.len());
+        let mut results = Vec::with_capacity(chunks.len());
+        let mut placements = Vec::with_capacity(chunks.len());
+        let mut spans = Vec::with_capacity(chunks.len());
         // The batch's chunks are neighbours in one file: coded as a run.
         let mut coder = Coder::default();
-        for &(len, id, packed) in &batch.chunks {
-            let raw = at..at + len as usize;
-            at += len as usize;
+        for c in &chunks {
+            if let Some(s) = c.packed {
+                stream = s;
+            }
+            if let Some(placement) = c.stored {
+                // Found stored by the submitter; no bytes in the batch.
+                spans.push(at..at);
+                self.counters.dedup_chunks.fetch_add(1, Ordering::Relaxed);
+                results.push(Ok(Entry::Chunk {
+                    id: c.id,
+                    len: c.len,
+                }));
+                placements.push(placement);
+                continue;
+            }
+            let raw = at..at + c.len as usize;
+            at += c.len as usize;
             spans.push(raw.clone());
-            let data = &batch.data[raw.clone()];
-            let (result, placement) = match packed {
-                Some(s) => {
-                    stream = s;
-                    self.dedup(data, id, || {
-                        let chunk = self.store.encode_chunk(id, &batch.data, raw, &mut coder);
-                        encoded.push(chunk);
-                        slots.push(results.len());
-                        Ok(())
-                    })
-                }
+            let bytes = &data[raw.clone()];
+            let (result, placement) = match c.packed {
+                Some(_) => self.dedup(bytes, c.id, || {
+                    let chunk = self.store.encode_chunk(c.id, &data, raw, &mut coder);
+                    encoded.push(chunk);
+                    slots.push(results.len());
+                    Ok(())
+                }),
                 None => {
-                    let (result, _) = self.dedup(data, id, || {
-                        let stored = self.store.put_chunk(id, data, None)?;
-                        self.counted(data.len(), stored);
+                    let (result, _) = self.dedup(bytes, c.id, || {
+                        let stored = self.store.put_chunk(c.id, bytes, None)?;
+                        self.counted(bytes.len(), stored);
                         Ok(())
                     });
                     (result, Placement::Elsewhere)
@@ -299,15 +354,15 @@ impl Context {
         }
         if !encoded.is_empty() {
             let found = Found {
-                data: &batch.data,
-                spans: &spans,
+                data: &mut data,
+                spans: &mut spans,
                 results: &results,
                 placements: &placements,
             };
             self.add_moves(found, &mut encoded, &mut slots);
         }
         Prepared {
-            data: batch.data,
+            data,
             results,
             encoded,
             slots,
@@ -318,7 +373,7 @@ impl Context {
 
     /// Adds to a batch's new chunks, in file order, the stored ones that
     /// sit scattered in older packs (see `store::scattered`), to be moved
-    /// next to them.
+    /// next to them. A chunk sent without its bytes is read back for that.
     fn add_moves(&self, found: Found, encoded: &mut Vec<EncodedChunk>, slots: &mut Vec<usize>) {
         let moved = scattered(found.placements, self.store.relocate_below());
         if !moved.contains(&true) {
@@ -327,10 +382,20 @@ impl Context {
         let mut coder = Coder::default();
         let mut merged: Vec<(usize, EncodedChunk)> =
             slots.drain(..).zip(encoded.drain(..)).collect();
-        for (slot, raw) in found.spans.iter().enumerate() {
+        for (slot, raw) in found.spans.iter_mut().enumerate() {
             if let (true, Placement::Packed(from), Ok(Entry::Chunk { id, .. })) =
                 (moved[slot], found.placements[slot], &found.results[slot])
             {
+                if raw.start == raw.end {
+                    // Chunks are never empty: this one was sent without
+                    // its bytes. Unreadable, it stays where it is.
+                    let Ok(bytes) = self.store.read_chunk(*id) else {
+                        continue;
+                    };
+                    let end = found.data.len();
+                    found.data.extend_from_slice(&bytes);
+                    *raw = end..found.data.len();
+                }
                 let chunk = self
                     .store
                     .encode_chunk(*id, found.data, raw.clone(), &mut coder);
@@ -424,84 +489,5 @@ impl Drop for Pipeline {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::chunk::chunk_id;
-    use crate::chunk::testdata::noise;
-
-    fn cut(data: &[u8]) -> Cut<'_> {
-        Cut {
-            data,
-            id: chunk_id(data),
-        }
-    }
-
-    #[test]
-    fn a_streams_batches_land_in_its_pack_in_submission_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let pipeline = Pipeline::start(store.clone(), Arc::default(), 4, 8).unwrap();
-        let order = Arc::new(JobOrder::default());
-        let mut replies = Vec::new();
-        for batch_no in 0..24u64 {
-            let mut batch = ChunkBatch::default();
-            // Batches of different sizes finish out of order on 4 workers.
-            for k in 0..1 + batch_no % 5 {
-                let data = noise(9000 + 100 * k as usize, 2 * (batch_no * 8 + k) + 1);
-                batch.push(cut(&data), Some(7));
-            }
-            replies.push(pipeline.submit(batch, &order));
-        }
-        let mut last_end = 0;
-        let mut pack = None;
-        for reply in replies {
-            for result in reply.recv().unwrap() {
-                let Entry::Chunk { id, .. } = result.unwrap() else {
-                    panic!("noise is not a hole");
-                };
-                let loc = store.index_entry(id).unwrap().unwrap().packed.unwrap();
-                assert_eq!(*pack.get_or_insert(loc.pack), loc.pack, "one pack");
-                assert_eq!(loc.offset, last_end, "records side by side, in order");
-                last_end = loc.end();
-            }
-        }
-        assert_eq!(pipeline.counters.stored_chunks.load(Ordering::Relaxed), 70);
-    }
-
-    #[test]
-    fn a_stored_chunk_between_new_ones_moves_into_place_between_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        store.set_relocate_below(64 << 10);
-        let pipeline = Pipeline::start(store.clone(), Arc::default(), 2, 4).unwrap();
-        let chunks: Vec<Vec<u8>> = (0..5).map(|k| noise(10_000, 2 * k + 1)).collect();
-        let ids: Vec<ChunkId> = chunks.iter().map(|c| chunk_id(c)).collect();
-        let store_batch = |stream: u64, which: &[usize]| {
-            let mut batch = ChunkBatch::default();
-            for &k in which {
-                batch.push(cut(&chunks[k]), Some(stream));
-            }
-            let order = Arc::new(JobOrder::default());
-            for result in pipeline.submit(batch, &order).recv().unwrap() {
-                result.unwrap();
-            }
-            store.persist_chunks().unwrap();
-        };
-        let at = |k: usize| store.index_entry(ids[k]).unwrap().unwrap().packed.unwrap();
-        store_batch(1, &[1, 3]);
-        let (was, neighbour) = (at(1), at(3));
-        // Chunk 1 is stored; 0, 2 and 4 are new. Chunk 3 follows chunk 1
-        // in the old pack, but not in this batch: it is a stretch of its own.
-        store_batch(2, &[0, 1, 2, 3, 4]);
-        assert_ne!(at(1), was, "moved");
-        assert_eq!(at(1).offset, at(0).end(), "right after chunk 0");
-        assert_eq!(at(2).offset, at(1).end(), "right before chunk 2");
-        assert_eq!(at(3).offset, at(2).end());
-        assert_eq!(at(4).offset, at(3).end());
-        assert_ne!(at(3), neighbour);
-        assert_eq!(pipeline.counters.moved_chunks.load(Ordering::Relaxed), 2);
-        for (k, chunk) in chunks.iter().enumerate() {
-            assert_eq!(&*store.read_chunk(ids[k]).unwrap(), &chunk[..]);
-        }
-    }
-}
+#[path = "pipeline_tests.rs"]
+mod tests;
