@@ -50,12 +50,7 @@ pub enum Placement {
 /// stored in a stretch of neighbouring records of one pack that holds
 /// fewer than `below` bytes, when the batch also stores new chunks. A batch
 /// of duplicates only (an unchanged file, a copy) moves nothing, and long
-/// unchanged stretches stay where they are. A stretch that reaches the
-/// batch's first or last chunk may go on in the batch before or after it,
-/// so its length is unknown and it stays too: a tensor saved again under a
-/// new record name (`last.pt` = `best.pt`) has one new chunk per record
-/// header, and the batch edges cut its long unchanged runs into pieces
-/// that looked short (they moved, 4 ms of each close).
+/// unchanged stretches stay where they are.
 pub fn scattered(batch: &[Placement], below: u64) -> Vec<bool> {
     let mut moved = vec![false; batch.len()];
     if below == 0 || !batch.contains(&Placement::New) {
@@ -76,8 +71,7 @@ pub fn scattered(batch: &[Placement], below: u64) -> Vec<bool> {
             last = next;
             end += 1;
         }
-        let inside = start > 0 && end < batch.len();
-        if inside && bytes < below {
+        if bytes < below {
             moved[start..end].fill(true);
         }
         start = end;
@@ -355,12 +349,11 @@ pub(super) mod tests {
             Elsewhere,
             at(3, 0, 500), // 500 bytes: long enough to stay
             at(3, 500, 500),
-            New,
         ];
         let moved = scattered(&batch, 300);
         assert_eq!(
             moved,
-            [false, true, true, false, true, true, false, false, false, false]
+            [false, true, true, false, true, true, false, false, false]
         );
     }
 
@@ -368,31 +361,18 @@ pub(super) mod tests {
     fn batches_without_new_chunks_and_a_zero_limit_move_nothing() {
         let duplicates = [at(1, 0, 100), at(7, 0, 100), Elsewhere];
         assert_eq!(scattered(&duplicates, 1 << 20), [false; 3]);
-        let mixed = [New, at(1, 0, 100), New];
-        assert_eq!(scattered(&mixed, 0), [false; 3]);
-        assert_eq!(scattered(&mixed, 101), [false, true, false]);
-        assert_eq!(scattered(&mixed, 100), [false, false, false]);
+        let mixed = [New, at(1, 0, 100)];
+        assert_eq!(scattered(&mixed, 0), [false; 2]);
+        assert_eq!(scattered(&mixed, 101), [false, true]);
+        assert_eq!(scattered(&mixed, 100), [false, false]);
     }
 
     #[test]
     fn records_out_of_order_are_separate_stretches() {
         // Neighbours in the pack, but in the other order in the file.
-        let reversed = [New, at(1, 100, 100), at(1, 0, 100), New];
-        assert_eq!(scattered(&reversed, 150), [false, true, true, false]);
-        let in_order = [New, at(1, 0, 100), at(1, 100, 100), New];
-        assert_eq!(scattered(&in_order, 150), [false, false, false, false]);
-    }
-
-    #[test]
-    fn stretches_at_a_batch_edge_stay_however_short() {
-        // The runs of a long unchanged tensor, cut by the batch's edges
-        // around a changed record header.
-        let batch = [at(1, 900, 100), New, at(1, 1100, 100)];
-        assert_eq!(scattered(&batch, 1 << 20), [false; 3]);
-        let batch = [at(1, 900, 100), New, at(2, 0, 100), New, at(1, 1100, 100)];
-        assert_eq!(
-            scattered(&batch, 1 << 20),
-            [false, false, true, false, false]
-        );
+        let reversed = [New, at(1, 100, 100), at(1, 0, 100)];
+        assert_eq!(scattered(&reversed, 150), [false, true, true]);
+        let in_order = [New, at(1, 0, 100), at(1, 100, 100)];
+        assert_eq!(scattered(&in_order, 150), [false, false, false]);
     }
 }
