@@ -50,8 +50,10 @@ pub enum Placement {
 /// stored in a stretch of neighbouring records of one pack that holds
 /// fewer than `below` bytes, when the batch also stores new chunks. A batch
 /// of duplicates only (an unchanged file, a copy) moves nothing, and long
-/// unchanged stretches stay where they are.
-pub fn scattered(batch: &[Placement], below: u64) -> Vec<bool> {
+/// unchanged stretches stay where they are, as does every stretch with a
+/// chunk in `pinned`: the submitter knows it lies in a run of at least
+/// `below` bytes that the batch's edge cut short.
+pub fn scattered(batch: &[Placement], pinned: &[bool], below: u64) -> Vec<bool> {
     let mut moved = vec![false; batch.len()];
     if below == 0 || !batch.contains(&Placement::New) {
         return moved;
@@ -71,7 +73,8 @@ pub fn scattered(batch: &[Placement], below: u64) -> Vec<bool> {
             last = next;
             end += 1;
         }
-        if bytes < below {
+        let pinned = pinned.get(start..end).is_some_and(|p| p.contains(&true));
+        if bytes < below && !pinned {
             moved[start..end].fill(true);
         }
         start = end;
@@ -350,7 +353,7 @@ pub(super) mod tests {
             at(3, 0, 500), // 500 bytes: long enough to stay
             at(3, 500, 500),
         ];
-        let moved = scattered(&batch, 300);
+        let moved = scattered(&batch, &[], 300);
         assert_eq!(
             moved,
             [false, true, true, false, true, true, false, false, false]
@@ -360,19 +363,30 @@ pub(super) mod tests {
     #[test]
     fn batches_without_new_chunks_and_a_zero_limit_move_nothing() {
         let duplicates = [at(1, 0, 100), at(7, 0, 100), Elsewhere];
-        assert_eq!(scattered(&duplicates, 1 << 20), [false; 3]);
+        assert_eq!(scattered(&duplicates, &[], 1 << 20), [false; 3]);
         let mixed = [New, at(1, 0, 100)];
-        assert_eq!(scattered(&mixed, 0), [false; 2]);
-        assert_eq!(scattered(&mixed, 101), [false, true]);
-        assert_eq!(scattered(&mixed, 100), [false, false]);
+        assert_eq!(scattered(&mixed, &[], 0), [false; 2]);
+        assert_eq!(scattered(&mixed, &[], 101), [false, true]);
+        assert_eq!(scattered(&mixed, &[], 100), [false, false]);
     }
 
     #[test]
     fn records_out_of_order_are_separate_stretches() {
         // Neighbours in the pack, but in the other order in the file.
         let reversed = [New, at(1, 100, 100), at(1, 0, 100)];
-        assert_eq!(scattered(&reversed, 150), [false, true, true]);
+        assert_eq!(scattered(&reversed, &[], 150), [false, true, true]);
         let in_order = [New, at(1, 0, 100), at(1, 100, 100)];
-        assert_eq!(scattered(&in_order, 150), [false, false, false]);
+        assert_eq!(scattered(&in_order, &[], 150), [false, false, false]);
+    }
+
+    #[test]
+    fn a_stretch_with_a_pinned_chunk_stays_however_short() {
+        // The head of a long unchanged run, cut by the batch's start.
+        let batch = [at(1, 900, 100), at(1, 1000, 100), New, at(2, 0, 100), New];
+        let pinned = [false, true, false, false, false];
+        assert_eq!(
+            scattered(&batch, &pinned, 1 << 20),
+            [false, false, false, true, false]
+        );
     }
 }

@@ -14,7 +14,7 @@ use super::pipeline::{ChunkBatch, ChunkResult, JobOrder, Pipeline, BATCH_BYTES};
 use crate::chunk::Cut;
 use crate::ids::{ChunkId, ManifestId};
 use crate::store::manifest::{Entry, SEGMENT_ENTRIES};
-use crate::store::{Store, StoreError, Txn};
+use crate::store::{Placement, Store, StoreError, Txn};
 
 /// Bytes of a manifest whose chunks go through the WAL; see `submit`.
 pub const VOLATILE_AFTER: u64 = 1 << 20;
@@ -39,6 +39,19 @@ pub struct ManifestBuilder {
     failed: Option<StoreError>,
     /// Keeps this manifest's chunks in file order in their pack.
     order: Arc<JobOrder>,
+    /// The run of stored chunks that the last chunks submitted form.
+    run: Option<StoredRun>,
+}
+
+/// Chunks found stored (by their guessed cuts) whose records lie side by
+/// side in one pack, in file order.
+#[derive(Clone, Copy)]
+struct StoredRun {
+    pack: u32,
+    /// Where the last one's record ends.
+    end: u64,
+    /// Record bytes of the run.
+    bytes: u64,
 }
 
 impl ManifestBuilder {
@@ -54,6 +67,7 @@ impl ManifestBuilder {
             submitted: 0,
             failed: None,
             order: Arc::default(),
+            run: None,
         }
     }
 
@@ -71,13 +85,42 @@ impl ManifestBuilder {
     pub fn submit(&mut self, pipeline: &Pipeline, chunk: Cut<'_>) {
         let packed = (self.submitted >= VOLATILE_AFTER).then_some(self.id.0);
         self.submitted += chunk.data.len() as u64;
-        // A guessed cut repeats data seen before: if stored, its bytes
-        // need not travel.
-        match chunk.guessed.then(|| pipeline.find_stored(chunk.id)) {
-            Some(Some(placement)) => self.batch.push_stored(chunk, packed, placement),
+        let below = pipeline.relocate_below();
+        // A guessed cut repeats data seen before, so it is likely stored.
+        let found = chunk
+            .guessed
+            .then(|| pipeline.find_stored(chunk.id))
+            .flatten();
+        self.run = match found {
+            Some(Placement::Packed(at)) => Some(match self.run {
+                Some(run) if run.pack == at.pack && run.end == at.offset => StoredRun {
+                    end: at.end(),
+                    bytes: run.bytes + at.len as u64,
+                    ..run
+                },
+                _ => StoredRun {
+                    pack: at.pack,
+                    end: at.end(),
+                    bytes: at.len as u64,
+                },
+            }),
+            _ => None,
+        };
+        // Deep in a run of at least `below` bytes, a stored chunk stays
+        // where it is (relocation leaves long runs alone), so its bytes
+        // need not travel to the workers.
+        let deep = self.run.is_some_and(|run| run.bytes >= below);
+        match found {
+            Some(placement) if deep => self.batch.push_stored(chunk, packed, placement),
             _ => self.batch.push(chunk, packed),
         }
-        if self.batch.bytes() >= BATCH_BYTES {
+        // A full batch waits while it ends in a run that may still reach
+        // `below`: cut there, the run's head would look short and move
+        // (each tensor of `last.pt` = `best.pt`, whose record headers
+        // differ, lost its first chunks that way).
+        let growing = self.run.is_some_and(|run| run.bytes < below);
+        let full = self.batch.bytes() >= BATCH_BYTES;
+        if full && !growing || self.batch.bytes() >= 2 * BATCH_BYTES {
             self.send_batch(pipeline);
         }
     }
@@ -93,6 +136,7 @@ impl ManifestBuilder {
 
     /// Adds an entry that needs no work (a reused chunk or a hole).
     pub fn push_ready(&mut self, pipeline: &Pipeline, entry: Entry) {
+        self.run = None;
         self.send_batch(pipeline);
         self.submitted += entry.len();
         self.pending.push_back(Pending::Ready(entry));

@@ -66,7 +66,9 @@ impl ChunkBatch {
         self.add(chunk.data.len(), chunk.id, packed, None);
     }
 
-    /// Adds a chunk found stored at `placement`, without its bytes.
+    /// Adds a chunk found stored at `placement`, without its bytes: the
+    /// submitter knows it lies in a run of stored chunks that relocation
+    /// leaves in place (its stretch is pinned).
     pub fn push_stored(&mut self, chunk: Cut<'_>, packed: Option<u64>, placement: Placement) {
         self.add(chunk.data.len(), chunk.id, packed, Some(placement));
     }
@@ -188,9 +190,10 @@ pub struct PipelineCounters {
 /// What `prepare` found of a batch's chunks, in file order.
 struct Found<'a> {
     /// The batch's bytes, and each chunk's span of them (empty for chunks
-    /// sent without their bytes).
-    data: &'a mut Vec<u8>,
-    spans: &'a mut [std::ops::Range<usize>],
+    /// sent without their bytes, which are `pinned`).
+    data: &'a [u8],
+    spans: &'a [std::ops::Range<usize>],
+    pinned: &'a [bool],
     results: &'a [ChunkResult],
     placements: &'a [Placement],
 }
@@ -212,6 +215,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Stretches of stored chunks shorter than this may move
+    /// (`--relocate-below`; 0: none).
+    pub fn relocate_below(&self) -> u64 {
+        self.context.store.relocate_below()
+    }
+
     /// Starts `threads` workers over `store` with `queue` jobs of slack.
     pub fn start(
         store: Arc<Store>,
@@ -283,11 +292,11 @@ impl Pipeline {
     }
 
     /// Where chunk `id` is stored, if it is. A submitter that finds a
-    /// chunk stored (a guessed cut: a repeat) sends it without its bytes
-    /// ([`ChunkBatch::push_stored`]), which spares copying them (7% of a
-    /// duplicate save, on the request's thread). Checked and noted under
-    /// the GC gate, as the workers' own checks are; an error only means
-    /// the chunk is sent with its bytes.
+    /// chunk stored in a long run (a guessed cut: a repeat) sends it
+    /// without its bytes ([`ChunkBatch::push_stored`]), which spares
+    /// copying them (7% of a duplicate save, on the request's thread).
+    /// Checked and noted under the GC gate, as the workers' own checks
+    /// are; an error only means the chunk is sent with its bytes.
     pub fn find_stored(&self, id: ChunkId) -> Option<Placement> {
         let context = &self.context;
         let _gate = context.guard.gate.read();
@@ -302,9 +311,7 @@ impl Context {
     /// stored already, stores the new ones that go through the WAL, and
     /// encodes the new ones that go to a pack.
     fn prepare(&self, batch: ChunkBatch, reply: Sender<Vec<ChunkResult>>) -> Prepared {
-        let ChunkBatch {
-            mut data, chunks, ..
-        } = batch;
+        let ChunkBatch { data, chunks, .. } = batch;
         let mut at = 0;
         let mut stream = 0;
         let mut encoded = Vec::new();
@@ -353,9 +360,11 @@ impl Context {
             placements.push(placement);
         }
         if !encoded.is_empty() {
+            let pinned: Vec<bool> = chunks.iter().map(|c| c.stored.is_some()).collect();
             let found = Found {
-                data: &mut data,
-                spans: &mut spans,
+                data: &data,
+                spans: &spans,
+                pinned: &pinned,
                 results: &results,
                 placements: &placements,
             };
@@ -373,28 +382,22 @@ impl Context {
 
     /// Adds to a batch's new chunks, in file order, the stored ones that
     /// sit scattered in older packs (see `store::scattered`), to be moved
-    /// next to them. A chunk sent without its bytes is read back for that.
+    /// next to them. Chunks sent without their bytes lie in long runs:
+    /// their stretches stay.
     fn add_moves(&self, found: Found, encoded: &mut Vec<EncodedChunk>, slots: &mut Vec<usize>) {
-        let moved = scattered(found.placements, self.store.relocate_below());
+        let moved = scattered(found.placements, found.pinned, self.store.relocate_below());
         if !moved.contains(&true) {
             return;
         }
         let mut coder = Coder::default();
         let mut merged: Vec<(usize, EncodedChunk)> =
             slots.drain(..).zip(encoded.drain(..)).collect();
-        for (slot, raw) in found.spans.iter_mut().enumerate() {
+        for (slot, raw) in found.spans.iter().enumerate() {
             if let (true, Placement::Packed(from), Ok(Entry::Chunk { id, .. })) =
                 (moved[slot], found.placements[slot], &found.results[slot])
             {
-                if raw.start == raw.end {
-                    // Chunks are never empty: this one was sent without
-                    // its bytes. Unreadable, it stays where it is.
-                    let Ok(bytes) = self.store.read_chunk(*id) else {
-                        continue;
-                    };
-                    let end = found.data.len();
-                    found.data.extend_from_slice(&bytes);
-                    *raw = end..found.data.len();
+                if found.pinned[slot] {
+                    continue; // sent without its bytes; never chosen
                 }
                 let chunk = self
                     .store
