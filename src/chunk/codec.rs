@@ -108,6 +108,12 @@ pub struct Coder {
 }
 
 impl Coder {
+    /// The next chunk starts `position` bytes into the run (by default,
+    /// where the last one ended).
+    pub fn seek(&mut self, position: u64) {
+        self.lanes.seek(position);
+    }
+
     /// [`encode_parts`] for the next chunk of the run.
     pub fn encode_parts<'a>(
         &mut self,
@@ -119,6 +125,7 @@ impl Coder {
             Some(c) if shrinks(raw, c.len()) => Some((TAG_LANES, c)),
             _ => self.compress(raw, compression),
         };
+        self.lanes.advance(raw.len());
         let mut header = [0u8; HEADER_LEN];
         header[1..].copy_from_slice(&(raw.len() as u32).to_le_bytes());
         match compressed {

@@ -18,38 +18,73 @@ const MAX_RECHECK_DISTINCT: usize = 40;
 /// them took 40% of coding's time. The plan of one chunk is reused for up
 /// to [`REPLAN_AFTER`] next ones, and checked on each: a coded lane must
 /// escape no more than planning allows, and an uncoded lane must still
-/// look like noise. A chunk that fails either (a new tensor, another
-/// alignment, a constant run) is planned afresh, as is every fifth.
+/// look like noise. A chunk that fails either (a new tensor, a constant
+/// run) is planned afresh, as is every fifth.
+///
+/// Lanes are counted from each chunk's first byte, and content-defined
+/// chunks start anywhere: the exponents of one tensor fall in lane 3 of
+/// one chunk and lane 1 of the next. Plans are therefore kept by *run*
+/// lane (the byte's position in the run, mod 4), and each chunk says
+/// where in the run it starts ([`LanePlans::seek`]).
 #[derive(Default)]
 pub struct LanePlans {
+    /// The last plan, by run lane.
     last: Option<[Option<LaneCode>; 4]>,
     reused: usize,
+    /// Where the next chunk starts in the run.
+    position: u64,
 }
 
 impl LanePlans {
-    /// The lane-coded payload of `raw`, or `None` when no lane pays,
-    /// planned afresh; the plan is kept for the next chunks.
+    /// The next chunk starts `position` bytes into the run.
+    pub fn seek(&mut self, position: u64) {
+        self.position = position;
+    }
+
+    /// The chunk just coded was `len` bytes long.
+    pub fn advance(&mut self, len: usize) {
+        self.position += len as u64;
+    }
+
+    /// The run lane of the next chunk's lane `lane`.
+    fn run_lane(&self, lane: usize) -> usize {
+        (self.position as usize + lane) % 4
+    }
+
+    /// The lane-coded payload of `raw` (the next chunk), or `None` when
+    /// no lane pays, planned afresh; the plan is kept for the next chunks.
     pub fn plan(&mut self, raw: &[u8]) -> Option<Vec<u8>> {
         let (groups, tail) = raw.as_chunks::<4>();
         if groups.len() < SAMPLE {
             return None;
         }
         let plans: [Option<LaneCode>; 4] = std::array::from_fn(|lane| plan_lane(groups, lane));
-        let out = code(&plans, groups, tail, false);
-        self.last = Some(plans);
+        let out = code(
+            std::array::from_fn(|lane| plans[lane].as_ref()),
+            groups,
+            tail,
+            false,
+        );
+        let mut by_run: [Option<LaneCode>; 4] = Default::default();
+        for (lane, plan) in plans.into_iter().enumerate() {
+            by_run[self.run_lane(lane)] = plan;
+        }
+        self.last = Some(by_run);
         self.reused = 0;
         out
     }
 
-    /// `raw` coded with the last plan, if there is one to reuse and the
-    /// chunk passes its checks: then it is like the last chunk.
+    /// `raw` (the next chunk) coded with the last plan, if there is one to
+    /// reuse and the chunk passes its checks: then it is like the last one.
     pub fn reuse(&mut self, raw: &[u8]) -> Option<Vec<u8>> {
-        let plans = self.last.as_ref()?;
+        let by_run = self.last.as_ref()?;
         let (groups, tail) = raw.as_chunks::<4>();
         if self.reused >= REPLAN_AFTER || groups.len() < SAMPLE {
             return None;
         }
         self.reused += 1;
+        let plans: [Option<&LaneCode>; 4] =
+            std::array::from_fn(|lane| by_run[self.run_lane(lane)].as_ref());
         let noise_still = plans
             .iter()
             .enumerate()
@@ -93,6 +128,37 @@ mod tests {
         }
         let planned: Vec<usize> = (0..reused.len()).filter(|&i| !reused[i]).collect();
         assert_eq!(planned, [0, 5, 10], "{reused:?}");
+    }
+
+    #[test]
+    fn chunks_that_start_anywhere_in_the_run_reuse_its_plan() {
+        // Content-defined chunks of one tensor, of odd lengths: each starts
+        // at another lane, and still reuses the plan of the first.
+        let fp32 = weights(5 * CHUNK / 4, 0x1a_0003);
+        let mut plans = LanePlans::default();
+        let mut at = 0;
+        let mut reused = Vec::new();
+        for len in [CHUNK - 1, CHUNK + 1, CHUNK - 2, CHUNK + 3] {
+            let chunk = &fp32[at..at + len];
+            let coded = match plans.reuse(chunk) {
+                Some(coded) => {
+                    reused.push(true);
+                    coded
+                }
+                None => {
+                    reused.push(false);
+                    plans.plan(chunk).expect("weights are lane coded")
+                }
+            };
+            assert_eq!(decode(&coded, len).unwrap(), chunk, "at {at}");
+            plans.advance(len);
+            at += len;
+        }
+        assert_eq!(reused, [false, true, true, true]);
+        // Told the wrong start, the next chunk's exponents fall in another
+        // lane than the plan's: planned afresh.
+        plans.seek(at as u64 + 1);
+        assert!(plans.reuse(&fp32[at..at + CHUNK / 2]).is_none());
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub(super) fn too_spread(sample: impl Iterator<Item = u8>, max: usize) -> bool {
 /// lane is coded, or, when `checked`, when a coded lane escapes more than
 /// planning allows.
 pub(super) fn code(
-    plans: &[Option<LaneCode>; 4],
+    plans: [Option<&LaneCode>; 4],
     groups: &[[u8; 4]],
     tail: &[u8],
     checked: bool,

@@ -321,7 +321,12 @@ impl Context {
         let mut spans = Vec::with_capacity(chunks.len());
         // The batch's chunks are neighbours in one file: coded as a run.
         let mut coder = Coder::default();
+        // Where each chunk starts in the batch (in the file, less the
+        // batch's start): float lanes are planned by position.
+        let mut position = 0u64;
         for c in &chunks {
+            let starts_at = position;
+            position += u64::from(c.len);
             if let Some(s) = c.packed {
                 stream = s;
             }
@@ -342,6 +347,7 @@ impl Context {
             let bytes = &data[raw.clone()];
             let (result, placement) = match c.packed {
                 Some(_) => self.dedup(bytes, c.id, || {
+                    coder.seek(starts_at);
                     let chunk = self.store.encode_chunk(c.id, &data, raw, &mut coder);
                     encoded.push(chunk);
                     slots.push(results.len());
