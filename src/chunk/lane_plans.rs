@@ -108,22 +108,23 @@ mod tests {
 
     const CHUNK: usize = 16384;
 
+    /// `chunk` coded as the next of the run, and whether that reused
+    /// the last plan.
+    fn code_next(plans: &mut LanePlans, chunk: &[u8]) -> (Vec<u8>, bool) {
+        match plans.reuse(chunk) {
+            Some(coded) => (coded, true),
+            None => (plans.plan(chunk).expect("weights are lane coded"), false),
+        }
+    }
+
     #[test]
     fn a_plan_is_reused_for_alike_chunks_and_made_afresh_every_fifth() {
         let fp32 = weights(12 * CHUNK / 4, 0x1a_0001);
         let mut plans = LanePlans::default();
         let mut reused = Vec::new();
         for chunk in fp32.chunks_exact(CHUNK) {
-            let coded = match plans.reuse(chunk) {
-                Some(coded) => {
-                    reused.push(true);
-                    coded
-                }
-                None => {
-                    reused.push(false);
-                    plans.plan(chunk).expect("weights are lane coded")
-                }
-            };
+            let (coded, was_reused) = code_next(&mut plans, chunk);
+            reused.push(was_reused);
             assert_eq!(decode(&coded, chunk.len()).unwrap(), chunk);
         }
         let planned: Vec<usize> = (0..reused.len()).filter(|&i| !reused[i]).collect();
@@ -140,16 +141,8 @@ mod tests {
         let mut reused = Vec::new();
         for len in [CHUNK - 1, CHUNK + 1, CHUNK - 2, CHUNK + 3] {
             let chunk = &fp32[at..at + len];
-            let coded = match plans.reuse(chunk) {
-                Some(coded) => {
-                    reused.push(true);
-                    coded
-                }
-                None => {
-                    reused.push(false);
-                    plans.plan(chunk).expect("weights are lane coded")
-                }
-            };
+            let (coded, was_reused) = code_next(&mut plans, chunk);
+            reused.push(was_reused);
             assert_eq!(decode(&coded, len).unwrap(), chunk, "at {at}");
             plans.advance(len);
             at += len;
