@@ -28,41 +28,24 @@ pub struct OpenMode {
     pub truncate: bool,
 }
 
-/// Attribute changes requested by setattr; `None` leaves a field alone.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SetAttr {
-    /// New permission bits.
-    pub mode: Option<u32>,
-    /// New owner.
-    pub uid: Option<u32>,
-    /// New group.
-    pub gid: Option<u32>,
-    /// New size (truncate).
-    pub size: Option<u64>,
-    /// New access time.
-    pub atime: Option<Time>,
-    /// New modification time.
-    pub mtime: Option<Time>,
-}
-
 #[derive(Default)]
 struct Counts {
     handles: u32,
     writers: u32,
 }
 
-struct FileState {
+pub(super) struct FileState {
     committed: (ManifestId, u64),
-    write: Option<WriteState>,
+    pub(super) write: Option<WriteState>,
 }
 
 /// A file with at least one open handle (or a truncate in progress).
 pub struct OpenFile {
     ino: Ino,
     counts: Mutex<Counts>,
-    state: Mutex<FileState>,
+    pub(super) state: Mutex<FileState>,
     /// Size and mtime of unsaved writes, readable without `state`.
-    live: Mutex<Option<(u64, Time)>>,
+    pub(super) live: Mutex<Option<(u64, Time)>>,
 }
 
 impl OpenFile {
@@ -124,11 +107,11 @@ const NOBODY: u32 = 0;
 pub const ANYONE: u32 = u32::MAX;
 
 /// What a request needs of a handle.
-struct HandleView {
-    file: Arc<OpenFile>,
-    mode: OpenMode,
+pub(super) struct HandleView {
+    pub(super) file: Arc<OpenFile>,
+    pub(super) mode: OpenMode,
     hint: Arc<Mutex<ReadHint>>,
-    wrote: Arc<AtomicU32>,
+    pub(super) wrote: Arc<AtomicU32>,
 }
 
 impl Tree {
@@ -183,7 +166,7 @@ impl Tree {
         }
     }
 
-    fn acquire(&self, ino: Ino, write: bool) -> Result<Arc<OpenFile>> {
+    pub(super) fn acquire(&self, ino: Ino, write: bool) -> Result<Arc<OpenFile>> {
         let mut map = self.open.lock();
         let file = match map.get(&ino) {
             Some(f) => f.clone(),
@@ -216,7 +199,7 @@ impl Tree {
         Ok(file)
     }
 
-    fn relinquish(&self, file: &Arc<OpenFile>, write: bool) -> Result<()> {
+    pub(super) fn relinquish(&self, file: &Arc<OpenFile>, write: bool) -> Result<()> {
         let (last_writer, last) = {
             let mut c = file.counts.lock();
             c.handles = c.handles.saturating_sub(1);
@@ -327,7 +310,7 @@ impl Tree {
         Ok((ino, rec, fh))
     }
 
-    fn handle(&self, fh: u64) -> Result<HandleView> {
+    pub(super) fn handle(&self, fh: u64) -> Result<HandleView> {
         let handles = self.handles.read();
         let h = handles.get(&fh).ok_or(TreeError::BadHandle)?;
         Ok(HandleView {
@@ -421,7 +404,12 @@ impl Tree {
             .ok_or(TreeError::Invalid("no write state"))
     }
 
-    fn truncate_locked(&self, file: &OpenFile, st: &mut FileState, size: u64) -> Result<()> {
+    pub(super) fn truncate_locked(
+        &self,
+        file: &OpenFile,
+        st: &mut FileState,
+        size: u64,
+    ) -> Result<()> {
         if st.write.is_none() && st.committed.1 == size {
             return Ok(());
         }
@@ -580,88 +568,5 @@ impl Tree {
             ),
         }
         Ok(())
-    }
-
-    /// chmod, chown, utimens and truncate.
-    pub fn setattr(&self, ino: Ino, attr: SetAttr, fh: Option<u64>) -> Result<InodeRecord> {
-        self.writable()?;
-        if let Some(size) = attr.size {
-            self.set_size(ino, size, fh)?;
-        }
-        // Hold an open file's state while changing its inode: a commit in
-        // flight (which holds it too) would otherwise overwrite the new
-        // mtime with the one its writes stamped.
-        let file = self.open.lock().get(&ino).cloned();
-        let mut st = file.as_ref().map(|f| f.state.lock());
-        if attr.mode.is_some()
-            || attr.uid.is_some()
-            || attr.gid.is_some()
-            || attr.atime.is_some()
-            || attr.mtime.is_some()
-        {
-            let store = &self.data.store;
-            let _ns = self.ns.lock();
-            let mut rec = self.inode(ino)?;
-            if let Some(mode) = attr.mode {
-                rec.perm = (mode & 0o7777) as u16;
-            }
-            if let Some(uid) = attr.uid {
-                rec.uid = uid;
-            }
-            if let Some(gid) = attr.gid {
-                rec.gid = gid;
-            }
-            if let Some(atime) = attr.atime {
-                rec.atime = atime;
-            }
-            if let Some(mtime) = attr.mtime {
-                rec.mtime = mtime;
-            }
-            rec.ctime = Time::now();
-            let mut txn = store.txn();
-            txn.put_inode(ino, &rec);
-            store.commit(txn, false)?;
-        }
-        if let (Some(mtime), Some(file), Some(st)) = (attr.mtime, file.as_ref(), st.as_mut()) {
-            // Unsaved writes would otherwise stamp their own time at commit
-            // (tar and cp -p set mtime before they close).
-            if let Some(ws) = st.write.as_mut() {
-                ws.mtime = mtime;
-                *file.live.lock() = Some((ws.size, mtime));
-            }
-        }
-        drop(st);
-        self.getattr(ino)
-    }
-
-    fn set_size(&self, ino: Ino, size: u64, fh: Option<u64>) -> Result<()> {
-        let rec = self.inode(ino)?;
-        match rec.kind {
-            FileKind::File => {}
-            FileKind::Dir => return Err(TreeError::IsDir),
-            _ => return Err(TreeError::Invalid("truncate of a special file")),
-        }
-        if let Some(fh) = fh {
-            if let Ok(HandleView {
-                file, mode, wrote, ..
-            }) = self.handle(fh)
-            {
-                if mode.write {
-                    let mut st = file.state.lock();
-                    self.truncate_locked(&file, &mut st, size)?;
-                    wrote.store(ANYONE, Ordering::Release);
-                    return Ok(());
-                }
-            }
-        }
-        // truncate(2) by path: one complete change, committed now unless
-        // someone has the file open for writing (their close commits it).
-        let file = self.acquire(ino, true)?;
-        let result = {
-            let mut st = file.state.lock();
-            self.truncate_locked(&file, &mut st, size)
-        };
-        let released = self.relinquish(&file, true);
-        result.and(released)
     }
 }
