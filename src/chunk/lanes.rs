@@ -80,7 +80,9 @@ pub(super) fn plan_lane(groups: &[[u8; 4]], lane: usize) -> Option<LaneCode> {
     (4 * escaped <= sampled).then_some(code)
 }
 
-/// The lane-coded payload of `raw`, or `None` when no lane pays.
+/// The lane-coded payload of `raw`, or `None` when no lane pays (the
+/// store codes through `codec::Coder`, which plans runs of chunks).
+#[cfg(test)]
 pub fn encode(raw: &[u8]) -> Option<Vec<u8>> {
     super::lane_plans::LanePlans::default().plan(raw)
 }
