@@ -553,4 +553,31 @@ mod tests {
         assert_eq!(ws.read(d, 0, &mut back).unwrap(), 8192);
         assert!(back[..4096] == bytes[..4096] && back[4096..] == bytes[..4096]);
     }
+
+    #[test]
+    fn a_store_error_after_an_append_was_acknowledged_fails_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let tree = Tree::new(store, TreeOptions::default()).unwrap();
+        let d = &tree.data;
+        let mut ws = WriteState::stream(d, Ino(78), None).unwrap();
+        // The first MiB goes through the WAL; the chunks after it go to a
+        // pack, which can no longer be created.
+        std::fs::remove_dir_all(tree.store().packs_dir()).unwrap();
+        let bytes = noise(4 << 20, 0xac_0002);
+        let (mut acknowledged, mut accepted) = (0, 0);
+        for (i, piece) in bytes.chunks(1 << 20).enumerate() {
+            let at = (i as u64) << 20;
+            if ws.write(d, at, piece, |_| acknowledged += 1).is_ok() {
+                accepted += 1;
+            }
+        }
+        assert_eq!(acknowledged, accepted, "an Err is never acknowledged");
+        assert!(acknowledged >= 1, "the WAL part is taken");
+        let mut txn = tree.store().txn();
+        assert!(
+            ws.finish(d, &mut txn).is_err(),
+            "the failure after the acknowledgement reaches the commit"
+        );
+    }
 }
