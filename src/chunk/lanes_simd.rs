@@ -1,5 +1,6 @@
-//! The SSE kernels of float lanes, 16 groups of 4 bytes per step: decoding
-//! chunks with one coded lane (fp32 weights), and coding a lane.
+//! The SIMD kernels of float lanes: decoding chunks with one coded lane
+//! (fp32 weights), 16 groups of 4 bytes per SSE step, and coding a lane,
+//! 32 groups per AVX2 step (then 16 per SSE step).
 //!
 //! A coded lane is 4-bit codes into a 16-byte table, which is exactly what
 //! the `pshufb` byte shuffle looks up: one shuffle decodes 16 lane bytes,
@@ -7,8 +8,9 @@
 //! and its lane byte in place. The scalar loop in `lanes.rs` did one table
 //! lookup per group and took a quarter of a cold read's CPU. Coding looks
 //! each byte's code up the same way (see [`code_groups`]). Built only
-//! where the compiler may use SSSE3 and SSE4.1 (`.cargo/config.toml`
-//! targets Haswell); elsewhere the scalar loops do all of it.
+//! where the compiler may use SSSE3 and SSE4.1, and AVX2 for the wide
+//! coding step (`.cargo/config.toml` targets Haswell); elsewhere the
+//! scalar loops do the rest.
 
 /// Decodes the first pairs of groups of a chunk whose lane `LANE` is
 /// coded: `nibbles` are the lane's codes (one byte per pair), `rest` the
@@ -132,15 +134,21 @@ pub fn code_groups<const LANE: usize>(
     const ZERO: u8 = 0x80;
     const ESCAPE: u8 = 15;
     let (rows, _) = codes.as_chunks::<16>();
-    let rows: Vec<(m128i, m128i)> = rows
+    let rows: Vec<(u8, [u8; 16])> = rows
         .iter()
         .enumerate()
         .filter(|(_, row)| row.iter().any(|&code| code != ESCAPE))
-        .map(|(high, row)| (set_splat_i8_m128i(high as i8), m128i::from(*row)))
+        .map(|(high, row)| (high as u8, *row))
         .collect();
     if rows.len() > MAX_ROWS {
         return 0;
     }
+    let wide = code_groups_wide::<LANE>(&rows, groups, nibbles, escaped);
+    let (groups, nibbles) = (&groups[wide..], &mut nibbles[wide / 2..]);
+    let rows: Vec<(m128i, m128i)> = rows
+        .iter()
+        .map(|&(high, row)| (set_splat_i8_m128i(high as i8), m128i::from(row)))
+        .collect();
     // Block q (groups 4q..4q + 4) puts its lane bytes at 4q..4q + 4.
     let gather: [m128i; 4] = std::array::from_fn(|q| {
         let mask: [u8; 16] = std::array::from_fn(|i| {
@@ -186,7 +194,100 @@ pub fn code_groups<const LANE: usize>(
         }
         done += 16;
     }
+    wide + done
+}
+
+/// [`code_groups`] 32 groups a step, with AVX2: each 128-bit half codes
+/// 16 groups as the SSE loop does (the first half groups 0..16, the
+/// second 16..32, loaded as halves). Returns how many groups it coded (a
+/// multiple of 32); `rows` are the codes' rows by high nibble.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+fn code_groups_wide<const LANE: usize>(
+    rows: &[(u8, [u8; 16])],
+    groups: &[[u8; 4]],
+    nibbles: &mut [u8],
+    escaped: &mut Vec<u8>,
+) -> usize {
+    use safe_arch::{
+        bitand_m256i, bitor_m256i, blend_varying_i8_m256i, cmp_eq_mask_i8_m256i,
+        load_unaligned_m128i, m256i, move_mask_i8_m256i, mul_u8i8_add_horizontal_saturating_m256i,
+        pack_i16_to_u8_m256i, set_m128i_m256i, set_splat_i16_m256i, set_splat_i8_m256i,
+        shr_imm_u16_m256i, shuffle_av_i8z_half_m256i as shuffle,
+    };
+    const ZERO: u8 = 0x80;
+    const ESCAPE: u8 = 15;
+    let rows: Vec<(m256i, m256i)> = rows
+        .iter()
+        .map(|&(high, row)| {
+            let both: [u8; 32] = std::array::from_fn(|i| row[i % 16]);
+            (set_splat_i8_m256i(high as i8), m256i::from(both))
+        })
+        .collect();
+    // Block q (groups 4q..4q + 4 of each half) puts its lane bytes at
+    // 4q..4q + 4 of that half.
+    let gather: [m256i; 4] = std::array::from_fn(|q| {
+        let mask: [u8; 32] = std::array::from_fn(|i| {
+            let i = i % 16;
+            if i / 4 == q {
+                (4 * (i % 4) + LANE) as u8
+            } else {
+                ZERO
+            }
+        });
+        m256i::from(mask)
+    });
+    let low_nibble = set_splat_i8_m256i(0x0f);
+    let escape = set_splat_i8_m256i(ESCAPE as i8);
+    let nibble_weights = set_splat_i16_m256i(0x1001);
+    let (steps, _) = groups.as_chunks::<32>();
+    let (slots, _) = nibbles.as_chunks_mut::<16>();
+    let mut done = 0;
+    for (step, slot) in steps.iter().zip(slots) {
+        let (halves, _) = step.as_flattened().as_chunks::<64>();
+        let [first, second] = halves else {
+            break;
+        };
+        let (first, _) = first.as_chunks::<16>();
+        let (second, _) = second.as_chunks::<16>();
+        let lane = first.iter().zip(second).zip(&gather).fold(
+            m256i::default(),
+            |lane, ((low, high), mask)| {
+                let block = set_m128i_m256i(load_unaligned_m128i(high), load_unaligned_m128i(low));
+                bitor_m256i(lane, shuffle(block, *mask))
+            },
+        );
+        let low = bitand_m256i(lane, low_nibble);
+        let high = bitand_m256i(shr_imm_u16_m256i::<4>(lane), low_nibble);
+        let coded = rows.iter().fold(escape, |coded, (row_high, row)| {
+            let in_row = cmp_eq_mask_i8_m256i(high, *row_high);
+            blend_varying_i8_m256i(coded, shuffle(*row, low), in_row)
+        });
+        let pairs = mul_u8i8_add_horizontal_saturating_m256i(coded, nibble_weights);
+        let packed: [u8; 32] = pack_i16_to_u8_m256i(pairs, pairs).into();
+        slot[..8].copy_from_slice(&packed[..8]);
+        slot[8..].copy_from_slice(&packed[16..24]);
+        let mut escapes = move_mask_i8_m256i(cmp_eq_mask_i8_m256i(coded, escape)) as u32;
+        if escapes != 0 {
+            let bytes: [u8; 32] = lane.into();
+            while escapes != 0 {
+                escaped.push(bytes[escapes.trailing_zeros() as usize]);
+                escapes &= escapes - 1;
+            }
+        }
+        done += 32;
+    }
     done
+}
+
+/// Without AVX2, the SSE loop codes every group it can.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+fn code_groups_wide<const LANE: usize>(
+    _rows: &[(u8, [u8; 16])],
+    _groups: &[[u8; 4]],
+    _nibbles: &mut [u8],
+    _escaped: &mut Vec<u8>,
+) -> usize {
+    0
 }
 
 /// Without SSE4.1 the caller's scalar loop codes every group.
@@ -266,7 +367,7 @@ mod tests {
         let four_rows = [0x01, 0x12, 0x23, 0x34, 0x05, 0x16, 0x27, 0x38, 0x09];
         for (t, table) in [&exponents[..], &four_rows[..]].into_iter().enumerate() {
             for lane in 0..4 {
-                for n in [16, 17, 100, 4096, 4099] {
+                for n in [16, 17, 48, 100, 4096, 4099] {
                     let (groups, codes) = lane_data(table, lane, n, (t * 10 + lane) as u64 + 7);
                     let (done, nibbles, escaped) = simd(&codes, &groups, lane);
                     assert_eq!(done, n / 16 * 16, "table {t}, lane {lane}, {n} groups");
