@@ -8,10 +8,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::reader::ReadHint;
-use super::version::HistoryBatch;
+use super::write_order::WriteOrder;
 use super::writer::WriteState;
 use super::{Result, Tree, TreeError};
 use crate::ids::{Ino, ManifestId};
@@ -35,7 +35,7 @@ struct Counts {
 }
 
 pub(super) struct FileState {
-    committed: (ManifestId, u64),
+    pub(super) committed: (ManifestId, u64),
     pub(super) write: Option<WriteState>,
 }
 
@@ -46,12 +46,21 @@ pub struct OpenFile {
     pub(super) state: Mutex<FileState>,
     /// Size and mtime of unsaved writes, readable without `state`.
     pub(super) live: Mutex<Option<(u64, Time)>>,
+    /// Streaming writes answered before they take `state`.
+    order: WriteOrder,
 }
 
 impl OpenFile {
     /// The file's inode.
     pub fn ino(&self) -> Ino {
         self.ino
+    }
+
+    /// Takes the file's state once every write its writers were answered
+    /// for is in it (see `write_order.rs`).
+    pub(super) fn lock(&self) -> MutexGuard<'_, FileState> {
+        self.order.settle();
+        self.state.lock()
     }
 
     /// What the file's unsaved writes reference (for GC); waits for any
@@ -185,6 +194,7 @@ impl Tree {
                         write: None,
                     }),
                     live: Mutex::new(None),
+                    order: WriteOrder::default(),
                 });
                 map.insert(ino, f.clone());
                 f
@@ -210,7 +220,7 @@ impl Tree {
         };
         let mut result = Ok(());
         if last_writer {
-            let mut st = file.state.lock();
+            let mut st = file.lock();
             result = self.commit_locked(file, &mut st, false);
         }
         if last {
@@ -248,7 +258,7 @@ impl Tree {
         }
         let file = self.acquire(ino, mode.write)?;
         if mode.write && mode.truncate {
-            let mut st = file.state.lock();
+            let mut st = file.lock();
             if let Err(e) = self.truncate_locked(&file, &mut st, 0) {
                 drop(st);
                 let _ = self.relinquish(&file, mode.write);
@@ -293,7 +303,7 @@ impl Tree {
         {
             // A new file is a change by itself: closing it commits an empty
             // first version even if nothing is written.
-            let mut st = file.state.lock();
+            let mut st = file.lock();
             let mut fresh = WriteState::stream(&self.data, ino, None)?;
             // Until a write, the file keeps the time `create` reported.
             fresh.mtime = rec.mtime;
@@ -324,7 +334,7 @@ impl Tree {
     /// Reads up to `size` bytes at `offset`.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let HandleView { file, hint, .. } = self.handle(fh)?;
-        let mut st = file.state.lock();
+        let mut st = file.lock();
         if let Some(ws) = st.write.as_mut() {
             let mut buf = vec![0u8; size as usize];
             let n = ws.read(&self.data, offset, &mut buf)?;
@@ -362,12 +372,32 @@ impl Tree {
             return Err(TreeError::BadHandle);
         }
         self.space.check(&self.data.store, data.len())?;
-        let mut st = file.state.lock();
-        let ws = self.write_state(&file, &mut st, Some(offset))?;
-        let offset = if mode.append { ws.size } else { offset };
         // Writes the kernel sends on its own (mmap writeback, pid 0) may
         // be any process's: any close commits them.
         let writer = if writer == 0 { ANYONE } else { writer };
+        let claimed = match mode.append {
+            true => None,
+            false => file.order.claim(offset, data.len()),
+        };
+        if let Some(ticket) = claimed {
+            // Continues the stream: answered now, applied in turn.
+            let end = offset + data.len() as u64;
+            {
+                let mut live = file.live.lock();
+                let size = live.map_or(end, |(size, _)| size.max(end));
+                *live = Some((size, Time::now()));
+            }
+            wrote.store(writer, Ordering::Release);
+            acknowledge(data.len());
+            ticket.wait_turn();
+            self.apply_claimed(&file, offset, data);
+            drop(ticket);
+            self.touch_activity();
+            return Ok(());
+        }
+        let mut st = file.lock();
+        let ws = self.write_state(&file, &mut st, Some(offset))?;
+        let offset = if mode.append { ws.size } else { offset };
         ws.write(&self.data, offset, data, |ws| {
             // What the writer may rely on once answered: the size a stat
             // shows, and that its close commits.
@@ -375,9 +405,37 @@ impl Tree {
             wrote.store(writer, Ordering::Release);
             acknowledge(data.len());
         })?;
+        file.order.reopen(ws.stream_end());
         drop(st);
         self.touch_activity();
         Ok(())
+    }
+
+    /// Applies a write answered before it took the file (its turn has
+    /// come). A failure cannot be reported to its writer any more: it
+    /// poisons the write state, so the next write, `fsync` or `close`
+    /// reports it, as with the chunking of any answered write.
+    fn apply_claimed(&self, file: &OpenFile, offset: u64, data: &[u8]) {
+        let mut st = file.state.lock();
+        let result = match st.write.as_mut() {
+            Some(ws) => ws.write(&self.data, offset, data, |_| {}),
+            None => Err(TreeError::Invalid("answered write found no write state")),
+        };
+        let streams = st.write.as_ref().and_then(|ws| ws.stream_end());
+        if let Err(e) = result {
+            log::warn!(
+                "{}: write of {} bytes at {offset}, already answered, failed: {e}; \
+                 the next write, fsync or close reports it",
+                self.path_of(file.ino),
+                data.len()
+            );
+            if let Some(ws) = st.write.as_mut() {
+                ws.poison_with(e);
+            }
+        }
+        if streams != Some(offset + data.len() as u64) {
+            file.order.close();
+        }
     }
 
     /// The file's write state, created over the committed content if
@@ -449,7 +507,7 @@ impl Tree {
         }
         h.wrote.store(NOBODY, Ordering::Release);
         let file = h.file;
-        let mut st = file.state.lock();
+        let mut st = file.lock();
         if st.write.as_ref().is_some_and(|ws| ws.pristine) {
             // A file created and not written yet: shells create a file and
             // close a dup of it before writing. Its first version is taken
@@ -462,7 +520,7 @@ impl Tree {
     /// fsync/fdatasync: commits unsaved writes and makes the store durable.
     pub fn fsync(&self, fh: u64) -> Result<()> {
         let HandleView { file, .. } = self.handle(fh)?;
-        let mut st = file.state.lock();
+        let mut st = file.lock();
         self.commit_locked(&file, &mut st, true)
     }
 
@@ -474,99 +532,5 @@ impl Tree {
             .remove(&fh)
             .ok_or(TreeError::BadHandle)?;
         self.relinquish(&handle.file, handle.mode.write)
-    }
-
-    /// Commits every file with unsaved writes (clean shutdown).
-    pub fn commit_all(&self) -> Result<()> {
-        let files: Vec<Arc<OpenFile>> = self.open.lock().values().cloned().collect();
-        let mut first_err = Ok(());
-        for file in files {
-            let mut st = file.state.lock();
-            if let Err(e) = self.commit_locked(&file, &mut st, false) {
-                log::error!("{}: commit at shutdown failed: {e}", self.path_of(file.ino));
-                if first_err.is_ok() {
-                    first_err = Err(e);
-                }
-            }
-        }
-        self.data.store.sync()?;
-        first_err
-    }
-
-    /// Turns the unsaved writes into a committed version.
-    fn commit_locked(&self, file: &OpenFile, st: &mut FileState, sync: bool) -> Result<()> {
-        let Some(ws) = st.write.take() else {
-            if sync {
-                self.data.store.sync()?;
-            }
-            return Ok(());
-        };
-        // `live` keeps answering stat with the new size until the new inode
-        // record is stored (cleared below, on success and on failure).
-        let result = self.commit_state(file, st, ws, sync);
-        *file.live.lock() = None;
-        result
-    }
-
-    fn commit_state(
-        &self,
-        file: &OpenFile,
-        st: &mut FileState,
-        ws: WriteState,
-        sync: bool,
-    ) -> Result<()> {
-        let store = &self.data.store;
-        let mtime = ws.mtime;
-        let mut txn = store.txn();
-        let (manifest, size) = match ws.finish(&self.data, &mut txn) {
-            Ok(built) => built,
-            Err(e) => {
-                log::error!(
-                    "{}: version not committed, previous version kept: {e}",
-                    self.path_of(file.ino)
-                );
-                return Err(e);
-            }
-        };
-        // Outside `ns`: a flush can take a while and must not stall renames.
-        store.persist_chunks()?;
-        let _ns = self.ns.lock();
-        let Some(mut rec) = store.inode(file.ino)? else {
-            return Ok(());
-        };
-        rec.content = manifest;
-        rec.size = size;
-        rec.mtime = mtime;
-        rec.ctime = Time::now();
-        rec.versions += 1;
-        txn.put_inode(file.ino, &rec);
-        let mut hist = HistoryBatch::new(self);
-        let recorded = match self.live_components(file.ino, &rec)? {
-            Some(path) => Some(hist.add_version(&mut txn, &path, file.ino, &rec, rec.ctime)?),
-            None => None,
-        };
-        hist.write(&mut txn);
-        store.commit(txn, sync)?;
-        st.committed = (manifest, size);
-        drop(_ns);
-        let path = self.path_of(file.ino);
-        self.observe(super::autosnap::Event::Committed(&path));
-        self.note_change();
-        self.note_commit(size);
-        self.emit_event(
-            "commit",
-            serde_json::json!({ "path": path, "version": recorded.map(|(_, s)| s), "size": size, "sync": sync }),
-        );
-        match recorded {
-            Some((_, seq)) => log::debug!(
-                "{}: committed version {seq} ({size} bytes)",
-                self.path_of(file.ino)
-            ),
-            None => log::warn!(
-                "{}: committed ({size} bytes), but its directory is gone: no history entry",
-                self.path_of(file.ino)
-            ),
-        }
-        Ok(())
     }
 }

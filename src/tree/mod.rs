@@ -18,6 +18,7 @@ mod autosnap;
 mod bloom;
 mod browse;
 mod builder;
+mod commit;
 mod events;
 mod export;
 mod extents;
@@ -35,6 +36,7 @@ mod stats;
 mod stream_order;
 mod verify;
 mod version;
+mod write_order;
 mod writer;
 
 use std::collections::HashMap;

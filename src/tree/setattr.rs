@@ -36,7 +36,7 @@ impl Tree {
         // flight (which holds it too) would otherwise overwrite the new
         // mtime with the one its writes stamped.
         let file = self.open.lock().get(&ino).cloned();
-        let mut st = file.as_ref().map(|f| f.state.lock());
+        let mut st = file.as_ref().map(|f| f.lock());
         if attr.mode.is_some()
             || attr.uid.is_some()
             || attr.gid.is_some()
@@ -91,7 +91,7 @@ impl Tree {
             }) = self.handle(fh)
             {
                 if mode.write {
-                    let mut st = file.state.lock();
+                    let mut st = file.lock();
                     self.truncate_locked(&file, &mut st, size)?;
                     wrote.store(ANYONE, Ordering::Release);
                     return Ok(());
@@ -102,7 +102,7 @@ impl Tree {
         // someone has the file open for writing (their close commits it).
         let file = self.acquire(ino, true)?;
         let result = {
-            let mut st = file.state.lock();
+            let mut st = file.lock();
             self.truncate_locked(&file, &mut st, size)
         };
         let released = self.relinquish(&file, true);

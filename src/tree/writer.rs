@@ -148,6 +148,20 @@ impl WriteState {
         }
     }
 
+    /// Marks the state failed with `e` (see [`WriteState::write`]).
+    pub fn poison_with(&mut self, e: TreeError) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(e);
+        }
+    }
+
+    /// Where a write continues the stream: the end, while the state
+    /// streams and has not failed.
+    pub fn stream_end(&self) -> Option<u64> {
+        let streams = matches!(self.mode, Mode::Stream { .. }) && self.poisoned.is_none();
+        streams.then_some(self.size)
+    }
+
     fn poison<T>(&mut self, r: Result<T, TreeError>) -> Result<T, TreeError> {
         if let Err(e) = &r {
             self.poisoned = Some(e.clone_kind());

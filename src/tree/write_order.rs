@@ -1,0 +1,226 @@
+//! Answering a file's streaming writes before they take the file.
+//!
+//! The kernel sends a writer's next request only once the last one is
+//! answered. A write that continues the file's stream is therefore
+//! answered as soon as it is claimed here, before it waits for the file:
+//! the writer's next requests (its read of the source, the kernel's copy)
+//! then overlap the chunking of this one. Claimed writes are applied in
+//! the order they were claimed (by offset; a stream only grows), one at a
+//! time, each by the FUSE thread that holds its bytes, so at most one per
+//! FUSE thread is in flight. Everything else that takes the file (reads,
+//! truncation, commits, other writes) first waits until every claimed
+//! write was applied, and stops further claims until a write reopens the
+//! stream: what a writer was answered for is always in place before
+//! anything can look at the file.
+
+use std::collections::VecDeque;
+
+use parking_lot::{Condvar, Mutex};
+
+/// The claimed writes of one open file.
+#[derive(Default)]
+pub(super) struct WriteOrder {
+    inner: Mutex<Order>,
+    turn: Condvar,
+}
+
+#[derive(Default)]
+struct Order {
+    /// Where a write continues the stream, while claims are open.
+    next: Option<u64>,
+    /// Offsets of claimed writes not yet applied, in claim order.
+    pending: VecDeque<u64>,
+}
+
+/// A claimed write's place in line; leaving it (drop) lets the next go.
+pub(super) struct Ticket<'a> {
+    order: &'a WriteOrder,
+    offset: u64,
+}
+
+impl WriteOrder {
+    /// Claims a place for a write of `len` bytes at `offset` if it
+    /// continues the stream; the caller may then answer the writer.
+    pub fn claim(&self, offset: u64, len: usize) -> Option<Ticket<'_>> {
+        let mut order = self.inner.lock();
+        if len == 0 || order.next != Some(offset) {
+            return None;
+        }
+        order.next = Some(offset + len as u64);
+        order.pending.push_back(offset);
+        Some(Ticket {
+            order: self,
+            offset,
+        })
+    }
+
+    /// Waits until every claimed write was applied, and closes claims:
+    /// the caller takes the file next.
+    pub fn settle(&self) {
+        let mut order = self.inner.lock();
+        while !order.pending.is_empty() {
+            self.turn.wait(&mut order);
+        }
+        order.next = None;
+    }
+
+    /// Opens claims for writes at `next` (the end of the stream), or
+    /// keeps them closed (`None`: the file does not stream). Called with
+    /// the file held, after a write that was not claimed.
+    pub fn reopen(&self, next: Option<u64>) {
+        let mut order = self.inner.lock();
+        if order.pending.is_empty() {
+            order.next = next;
+        }
+    }
+
+    /// Closes claims from a claimed write that found the file no longer
+    /// streaming (an error, say): the next write goes the long way and
+    /// reports it.
+    pub fn close(&self) {
+        self.inner.lock().next = None;
+    }
+}
+
+impl Ticket<'_> {
+    /// Waits until every write claimed before this one was applied.
+    pub fn wait_turn(&self) {
+        let mut order = self.order.inner.lock();
+        while order.pending.front() != Some(&self.offset) {
+            self.order.turn.wait(&mut order);
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut order = self.order.inner.lock();
+        if let Some(at) = order.pending.iter().position(|&o| o == self.offset) {
+            order.pending.remove(at);
+        }
+        self.order.turn.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn only_writes_that_continue_the_stream_are_claimed() {
+        let order = WriteOrder::default();
+        assert!(
+            order.claim(0, 10).is_none(),
+            "closed until a write opens it"
+        );
+        order.reopen(Some(100));
+        assert!(order.claim(50, 10).is_none(), "not at the end");
+        let first = order.claim(100, 10).expect("continues the stream");
+        assert!(order.claim(100, 10).is_none(), "that place is taken");
+        let second = order.claim(110, 5).expect("continues the claimed one");
+        assert!(
+            order.claim(115, 0).is_none(),
+            "empty writes go the long way"
+        );
+        drop(first);
+        drop(second);
+        order.settle();
+        assert!(order.claim(115, 1).is_none(), "settling closes claims");
+    }
+
+    #[test]
+    fn claimed_writes_apply_in_claim_order_and_settle_waits_for_all() {
+        let order = Arc::new(WriteOrder::default());
+        order.reopen(Some(0));
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(AtomicU64::new(0));
+        // Claimed in order, then applied by threads started in reverse.
+        let tickets: Vec<u64> = (0..4u64).map(|i| i * 10).collect();
+        for &offset in &tickets {
+            assert!(order.claim(offset, 10).map(std::mem::forget).is_some());
+        }
+        // The forgotten tickets are rebuilt by the threads that apply them.
+        let threads: Vec<_> = tickets
+            .iter()
+            .rev()
+            .map(|&offset| {
+                let (order, applied, done) = (order.clone(), applied.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let ticket = Ticket {
+                        order: &order,
+                        offset,
+                    };
+                    ticket.wait_turn();
+                    applied.lock().push(offset);
+                    done.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        order.settle();
+        assert_eq!(done.load(Ordering::SeqCst), 4, "settle waited for all");
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*applied.lock(), tickets);
+    }
+
+    #[test]
+    fn a_write_that_continues_the_stream_is_answered_while_the_file_is_held() {
+        use crate::chunk::testdata::noise;
+        use crate::ids::Ino;
+        use crate::store::Store;
+        use crate::tree::{OpenMode, Tree, TreeOptions};
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let tree = Arc::new(Tree::new(store, TreeOptions::default()).unwrap());
+        let mode = OpenMode {
+            write: true,
+            ..OpenMode::default()
+        };
+        let (ino, _, fh) = tree.create(Ino::ROOT, b"w.bin", 0o644, 0, 0, mode).unwrap();
+        let bytes = noise(3 << 20, 0x03d3);
+        let piece = 1 << 20;
+        // The first write opens the stream for claims.
+        tree.write(fh, 0, &bytes[..piece], 42, |_| {}).unwrap();
+        let file = tree.open.lock().get(&ino).cloned().unwrap();
+
+        // With the file held (a long chunking, say), the next two writes
+        // are answered at once, and wait their turn to be applied.
+        let held = file.state.lock();
+        let (answered, answers) = mpsc::channel();
+        let writers: Vec<_> = (1..3)
+            .map(|i| {
+                let (tree, bytes, answered) = (tree.clone(), bytes.clone(), answered.clone());
+                let at = i * piece;
+                let thread = std::thread::spawn(move || {
+                    let data = &bytes[at..at + piece];
+                    tree.write(fh, at as u64, data, 42, |n| answered.send(n).unwrap())
+                });
+                // One at a time, as the kernel sends them.
+                assert_eq!(answers.recv_timeout(Duration::from_secs(10)), Ok(piece));
+                thread
+            })
+            .collect();
+        assert_eq!(
+            tree.getattr(ino).unwrap().size,
+            3 << 20,
+            "stat shows what was answered"
+        );
+        drop(held);
+        for w in writers {
+            w.join().unwrap().unwrap();
+        }
+        // A read takes the file only once both are in place.
+        assert_eq!(tree.read(fh, 0, 3 << 20).unwrap(), bytes);
+        tree.fsync(fh).unwrap();
+        tree.release(fh).unwrap();
+        let fh = tree.open(ino, OpenMode::default()).unwrap();
+        assert_eq!(tree.read(fh, 0, 3 << 20).unwrap(), bytes);
+        tree.release(fh).unwrap();
+    }
+}
