@@ -211,12 +211,18 @@ mod tests {
             3 << 20,
             "stat shows what was answered"
         );
+        // A read asked for now takes the file only once both are in place.
+        let reader = {
+            let tree = tree.clone();
+            std::thread::spawn(move || tree.read(fh, 0, 3 << 20))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!reader.is_finished(), "the read waits for the file");
         drop(held);
+        assert_eq!(reader.join().unwrap().unwrap(), bytes);
         for w in writers {
             w.join().unwrap().unwrap();
         }
-        // A read takes the file only once both are in place.
-        assert_eq!(tree.read(fh, 0, 3 << 20).unwrap(), bytes);
         tree.fsync(fh).unwrap();
         tree.release(fh).unwrap();
         let fh = tree.open(ino, OpenMode::default()).unwrap();

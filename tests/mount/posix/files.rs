@@ -1,7 +1,8 @@
 //! Open, read and write through the real mount: O_CREAT/O_EXCL/O_TRUNC/
-//! O_APPEND, sequential and random-offset writes, holes past EOF, pwrite into
-//! the middle of a large file, truncation (ftruncate and by path), an
-//! unlinked file that stays open, and rmdir/unlink error codes.
+//! O_APPEND, sequential and random-offset writes, reads while a writer
+//! streams, holes past EOF, pwrite into the middle of a large file,
+//! truncation (ftruncate and by path), an unlinked file that stays open,
+//! and rmdir/unlink error codes.
 
 #![allow(unsafe_code)]
 
@@ -185,6 +186,50 @@ fn sequential_then_random_offset_writes_read_back_exactly() {
     assert_bytes(&fs::read(&p).unwrap(), &model, "after random writes");
     m.remount();
     assert_bytes(&fs::read(&p).unwrap(), &model, "after remount");
+}
+
+#[test]
+fn a_reader_sees_every_byte_a_streaming_writer_was_answered_for() {
+    // Writes that continue a file are answered before they are applied;
+    // anything that reads the file waits until they are in place.
+    let mut m = Mount::new("posix-answered");
+    let p = m.path("stream.bin");
+    let src = noise(40 << 20, 31);
+    let piece = 3 << 20; // three 1 MiB requests and a bit per write
+    let (first, second) = src.split_at(24 << 20);
+    let mut w = File::create(&p).unwrap();
+    let mut written = 0;
+    for part in first.chunks(piece) {
+        w.write_all(part).unwrap();
+        written += part.len();
+        assert_eq!(
+            fs::metadata(&p).unwrap().len(),
+            written as u64,
+            "stat right after a write"
+        );
+    }
+    // Another handle, at once: every byte written so far, in order.
+    assert_bytes(
+        &fs::read(&p).unwrap(),
+        first,
+        "read while the writer goes on",
+    );
+    for part in second.chunks(piece) {
+        w.write_all(part).unwrap();
+    }
+    let r = File::open(&p).unwrap();
+    let mut tail = vec![0u8; 1 << 20];
+    let tail_at = (src.len() - tail.len()) as u64;
+    r.read_exact_at(&mut tail, tail_at).unwrap();
+    assert_bytes(
+        &tail,
+        &src[tail_at as usize..],
+        "the last MiB, before close",
+    );
+    drop((w, r));
+    assert_bytes(&fs::read(&p).unwrap(), &src, "after close");
+    m.remount();
+    assert_bytes(&fs::read(&p).unwrap(), &src, "after remount");
 }
 
 #[test]
