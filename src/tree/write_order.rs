@@ -8,10 +8,11 @@
 //! the order they were claimed (by offset; a stream only grows), one at a
 //! time, each by the FUSE thread that holds its bytes, so at most one per
 //! FUSE thread is in flight. Everything else that takes the file (reads,
-//! truncation, commits, other writes) first waits until every claimed
-//! write was applied, and stops further claims until a write reopens the
-//! stream: what a writer was answered for is always in place before
-//! anything can look at the file.
+//! truncation, commits, other writes) first stops further claims (until
+//! a write reopens the stream), then waits until every claimed write was
+//! applied: what a writer was answered for is always in place before
+//! anything can look at the file, and a writer that keeps streaming
+//! cannot hold a reader off.
 
 use std::collections::VecDeque;
 
@@ -54,14 +55,16 @@ impl WriteOrder {
         })
     }
 
-    /// Waits until every claimed write was applied, and closes claims:
-    /// the caller takes the file next.
+    /// Closes claims, then waits until every claimed write was applied:
+    /// the caller takes the file next. Closing first means a writer that
+    /// keeps streaming cannot keep the caller waiting: its next write
+    /// goes the long way, behind the caller.
     pub fn settle(&self) {
         let mut order = self.inner.lock();
+        order.next = None;
         while !order.pending.is_empty() {
             self.turn.wait(&mut order);
         }
-        order.next = None;
     }
 
     /// Opens claims for writes at `next` (the end of the stream), or
@@ -128,6 +131,29 @@ mod tests {
         drop(second);
         order.settle();
         assert!(order.claim(115, 1).is_none(), "settling closes claims");
+    }
+
+    #[test]
+    fn settling_stops_claims_at_once_so_a_streaming_writer_cannot_hold_it_off() {
+        let order = Arc::new(WriteOrder::default());
+        order.reopen(Some(0));
+        let first = order.claim(0, 10).expect("continues the stream");
+        let settler = {
+            let order = order.clone();
+            std::thread::spawn(move || order.settle())
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while order.inner.lock().next.is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "settle never closed claims"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(order.claim(10, 10).is_none(), "no claim while settling");
+        assert!(!settler.is_finished(), "the first write is still pending");
+        drop(first);
+        settler.join().unwrap();
     }
 
     #[test]
