@@ -38,6 +38,9 @@ impl Tree {
         st: &mut FileState,
         sync: bool,
     ) -> Result<()> {
+        if let Some(e) = st.deferred.take() {
+            return Err(e);
+        }
         let Some(ws) = st.write.take() else {
             if sync {
                 self.data.store.sync()?;

@@ -37,6 +37,9 @@ struct Counts {
 pub(super) struct FileState {
     pub(super) committed: (ManifestId, u64),
     pub(super) write: Option<WriteState>,
+    /// Why an answered write was lost with no write state to poison:
+    /// the next write, fsync or close reports it.
+    pub(super) deferred: Option<TreeError>,
 }
 
 /// A file with at least one open handle (or a truncate in progress).
@@ -47,7 +50,7 @@ pub struct OpenFile {
     /// Size and mtime of unsaved writes, readable without `state`.
     pub(super) live: Mutex<Option<(u64, Time)>>,
     /// Streaming writes answered before they take `state`.
-    order: WriteOrder,
+    pub(super) order: WriteOrder,
 }
 
 impl OpenFile {
@@ -192,6 +195,7 @@ impl Tree {
                     state: Mutex::new(FileState {
                         committed: (rec.content, rec.size),
                         write: None,
+                        deferred: None,
                     }),
                     live: Mutex::new(None),
                     order: WriteOrder::default(),
@@ -396,6 +400,9 @@ impl Tree {
             return Ok(());
         }
         let mut st = file.lock();
+        if let Some(e) = st.deferred.take() {
+            return Err(e);
+        }
         let ws = self.write_state(&file, &mut st, Some(offset))?;
         let offset = if mode.append { ws.size } else { offset };
         ws.write(&self.data, offset, data, |ws| {
@@ -403,9 +410,14 @@ impl Tree {
             // shows, and that its close commits.
             *file.live.lock() = Some((ws.size, ws.mtime));
             wrote.store(writer, Ordering::Release);
+            // Claims open before the answer: whatever the writer does
+            // next that takes the file closes them again first.
+            file.order.reopen(ws.stream_end());
             acknowledge(data.len());
         })?;
-        file.order.reopen(ws.stream_end());
+        if ws.stream_end().is_none() {
+            file.order.close();
+        }
         drop(st);
         self.touch_activity();
         Ok(())
@@ -417,11 +429,11 @@ impl Tree {
     /// reports it, as with the chunking of any answered write.
     fn apply_claimed(&self, file: &OpenFile, offset: u64, data: &[u8]) {
         let mut st = file.state.lock();
-        let result = match st.write.as_mut() {
-            Some(ws) => ws.write(&self.data, offset, data, |_| {}),
-            None => Err(TreeError::Invalid("answered write found no write state")),
-        };
-        let streams = st.write.as_ref().and_then(|ws| ws.stream_end());
+        // A commit may have taken the write state since the claim (an
+        // fsync from another thread): the write then starts a new one.
+        let result = self
+            .write_state(file, &mut st, Some(offset))
+            .and_then(|ws| ws.write(&self.data, offset, data, |_| {}));
         if let Err(e) = result {
             log::warn!(
                 "{}: write of {} bytes at {offset}, already answered, failed: {e}; \
@@ -429,9 +441,15 @@ impl Tree {
                 self.path_of(file.ino),
                 data.len()
             );
-            if let Some(ws) = st.write.as_mut() {
-                ws.poison_with(e);
+            match st.write.as_mut() {
+                Some(ws) => ws.poison_with(e),
+                None => st.deferred = Some(e),
             }
+        }
+        let streams = st.write.as_ref().and_then(|ws| ws.stream_end());
+        if let Some(ws) = &st.write {
+            // Unsaved again if a commit came in between.
+            file.live.lock().get_or_insert((ws.size, ws.mtime));
         }
         if streams != Some(offset + data.len() as u64) {
             file.order.close();

@@ -255,4 +255,39 @@ mod tests {
         assert_eq!(tree.read(fh, 0, 3 << 20).unwrap(), bytes);
         tree.release(fh).unwrap();
     }
+
+    #[test]
+    fn a_write_claimed_before_a_commit_took_the_state_starts_a_new_one() {
+        use crate::chunk::testdata::noise;
+        use crate::ids::Ino;
+        use crate::store::Store;
+        use crate::tree::{OpenMode, Tree, TreeOptions};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let tree = Tree::new(store, TreeOptions::default()).unwrap();
+        let mode = OpenMode {
+            write: true,
+            ..OpenMode::default()
+        };
+        let (ino, _, fh) = tree.create(Ino::ROOT, b"f.bin", 0o644, 0, 0, mode).unwrap();
+        let bytes = noise(2_000_000, 0x0c1a);
+        tree.write(fh, 0, &bytes[..1_000_000], 7, |_| {}).unwrap();
+        tree.fsync(fh).unwrap();
+        // As when a writer's answer reopened claims while an fsync from
+        // another thread waited for the file: the claim finds no state.
+        let file = tree.open.lock().get(&ino).cloned().unwrap();
+        file.order.reopen(Some(1_000_000));
+        let mut answered = false;
+        tree.write(fh, 1_000_000, &bytes[1_000_000..], 7, |_| answered = true)
+            .unwrap();
+        assert!(answered);
+        assert_eq!(tree.getattr(ino).unwrap().size, 2_000_000);
+        assert_eq!(tree.read(fh, 0, 2_000_000).unwrap(), bytes);
+        tree.fsync(fh).unwrap();
+        tree.release(fh).unwrap();
+        let fh = tree.open(ino, OpenMode::default()).unwrap();
+        assert_eq!(tree.read(fh, 0, 2_000_000).unwrap(), bytes, "committed");
+        tree.release(fh).unwrap();
+    }
 }
