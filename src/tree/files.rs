@@ -358,8 +358,11 @@ impl Tree {
     /// Writes `data` at `offset` (at the end for O_APPEND handles) for the
     /// task `writer` (the FUSE request's pid; [`ANYONE`] if unknown), and
     /// calls `acknowledge` with the count written once the writer may go
-    /// on: for a write that continues a stream, before its bytes are
-    /// chunked (see [`WriteState::write`]). `Err` means it was not called.
+    /// on: for a write that continues a stream, as soon as it has claimed
+    /// its place, before it waits for the file (`write_order.rs`); for the
+    /// first write of a stream, before its bytes are chunked (see
+    /// [`WriteState::write`]); for any other, once it landed. `Err` means
+    /// it was not called.
     pub fn write(
         &self,
         fh: u64,
