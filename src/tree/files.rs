@@ -60,10 +60,16 @@ impl OpenFile {
     }
 
     /// Takes the file's state once every write its writers were answered
-    /// for is in it (see `write_order.rs`).
+    /// for is in it, with claims closed while it is held (see
+    /// `write_order.rs`).
     pub(super) fn lock(&self) -> MutexGuard<'_, FileState> {
-        self.order.settle();
-        self.state.lock()
+        loop {
+            self.order.settle();
+            let st = self.state.lock();
+            if self.order.close_if_idle() {
+                return st;
+            }
+        }
     }
 
     /// What the file's unsaved writes reference (for GC); waits for any
@@ -432,8 +438,10 @@ impl Tree {
     /// reports it, as with the chunking of any answered write.
     fn apply_claimed(&self, file: &OpenFile, offset: u64, data: &[u8]) {
         let mut st = file.state.lock();
-        // A commit may have taken the write state since the claim (an
-        // fsync from another thread): the write then starts a new one.
+        // Claims open only while a write state exists, and nothing takes
+        // it while one is pending (`OpenFile::lock`). Were it gone, the
+        // write starts a new one rather than being lost.
+        let fresh = st.write.is_none();
         let result = self
             .write_state(file, &mut st, Some(offset))
             .and_then(|ws| ws.write(&self.data, offset, data, |_| {}));
@@ -450,8 +458,7 @@ impl Tree {
             }
         }
         let streams = st.write.as_ref().and_then(|ws| ws.stream_end());
-        if let Some(ws) = &st.write {
-            // Unsaved again if a commit came in between.
+        if let (true, Some(ws)) = (fresh, &st.write) {
             file.live.lock().get_or_insert((ws.size, ws.mtime));
         }
         if streams != Some(offset + data.len() as u64) {

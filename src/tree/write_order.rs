@@ -10,9 +10,11 @@
 //! FUSE thread is in flight. Everything else that takes the file (reads,
 //! truncation, commits, other writes) first stops further claims (until
 //! a write reopens the stream), then waits until every claimed write was
-//! applied: what a writer was answered for is always in place before
-//! anything can look at the file, and a writer that keeps streaming
-//! cannot hold a reader off.
+//! applied, and holds the file only while claims are still closed and
+//! none is pending (`OpenFile::lock`): what a writer was answered for is
+//! always in place before anything can look at the file, nothing can
+//! take the write state from under a claimed write, and a writer that
+//! keeps streaming cannot hold a reader off.
 
 use std::collections::VecDeque;
 
@@ -75,6 +77,18 @@ impl WriteOrder {
         if order.pending.is_empty() {
             order.next = next;
         }
+    }
+
+    /// With the file held: closes claims and returns true if no claimed
+    /// write is pending; false if some wait for the file (claims reopened
+    /// by a write that held it before), and the caller must let go and
+    /// settle again.
+    pub fn close_if_idle(&self) -> bool {
+        let mut order = self.inner.lock();
+        if order.pending.is_empty() {
+            order.next = None;
+        }
+        order.pending.is_empty()
     }
 
     /// Closes claims from a claimed write that found the file no longer
@@ -154,6 +168,19 @@ mod tests {
         assert!(!settler.is_finished(), "the first write is still pending");
         drop(first);
         settler.join().unwrap();
+    }
+
+    #[test]
+    fn the_file_is_held_only_with_claims_closed_and_none_pending() {
+        let order = WriteOrder::default();
+        // A write that held the file reopened claims, and one was taken.
+        order.reopen(Some(0));
+        let pending = order.claim(0, 10).expect("continues the stream");
+        assert!(!order.close_if_idle(), "a claimed write waits: let go");
+        drop(pending);
+        order.reopen(Some(10));
+        assert!(order.close_if_idle(), "none pending: held");
+        assert!(order.claim(10, 10).is_none(), "claims closed while held");
     }
 
     #[test]
@@ -274,8 +301,9 @@ mod tests {
         let bytes = noise(2_000_000, 0x0c1a);
         tree.write(fh, 0, &bytes[..1_000_000], 7, |_| {}).unwrap();
         tree.fsync(fh).unwrap();
-        // As when a writer's answer reopened claims while an fsync from
-        // another thread waited for the file: the claim finds no state.
+        // Claims reopened by hand after a commit took the write state
+        // (what `OpenFile::lock` rules out, broken on purpose): the
+        // claimed write finds no state, and starts one.
         let file = tree.open.lock().get(&ino).cloned().unwrap();
         file.order.reopen(Some(1_000_000));
         let mut answered = false;
