@@ -104,13 +104,9 @@ impl Tree {
             serde_json::json!({ "path": path, "version": recorded.map(|(_, s)| s), "size": size, "sync": sync }),
         );
         match recorded {
-            Some((_, seq)) => log::debug!(
-                "{}: committed version {seq} ({size} bytes)",
-                self.path_of(file.ino())
-            ),
+            Some((_, seq)) => log::debug!("{path}: committed version {seq} ({size} bytes)"),
             None => log::warn!(
-                "{}: committed ({size} bytes), but its directory is gone: no history entry",
-                self.path_of(file.ino())
+                "{path}: committed ({size} bytes), but its directory is gone: no history entry"
             ),
         }
         Ok(())

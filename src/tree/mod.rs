@@ -349,3 +349,13 @@ fn check_name(name: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A tree over a new store in a temporary directory, for unit tests; the
+/// directory lives as long as the returned guard.
+#[cfg(test)]
+pub(crate) fn test_tree() -> (tempfile::TempDir, Arc<Tree>) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Arc::new(Store::open(dir.path()).expect("store"));
+    let tree = Tree::new(store, TreeOptions::default()).expect("tree");
+    (dir, Arc::new(tree))
+}

@@ -122,6 +122,9 @@ impl Drop for Ticket<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::testdata::noise;
+    use crate::ids::Ino;
+    use crate::tree::OpenMode;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
@@ -221,16 +224,10 @@ mod tests {
 
     #[test]
     fn a_write_that_continues_the_stream_is_answered_while_the_file_is_held() {
-        use crate::chunk::testdata::noise;
-        use crate::ids::Ino;
-        use crate::store::Store;
-        use crate::tree::{OpenMode, Tree, TreeOptions};
         use std::sync::mpsc;
         use std::time::Duration;
 
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let tree = Arc::new(Tree::new(store, TreeOptions::default()).unwrap());
+        let (_dir, tree) = crate::tree::test_tree();
         let mode = OpenMode {
             write: true,
             ..OpenMode::default()
@@ -285,14 +282,7 @@ mod tests {
 
     #[test]
     fn a_write_claimed_before_a_commit_took_the_state_starts_a_new_one() {
-        use crate::chunk::testdata::noise;
-        use crate::ids::Ino;
-        use crate::store::Store;
-        use crate::tree::{OpenMode, Tree, TreeOptions};
-
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let tree = Tree::new(store, TreeOptions::default()).unwrap();
+        let (_dir, tree) = crate::tree::test_tree();
         let mode = OpenMode {
             write: true,
             ..OpenMode::default()
@@ -317,5 +307,35 @@ mod tests {
         let fh = tree.open(ino, OpenMode::default()).unwrap();
         assert_eq!(tree.read(fh, 0, 2_000_000).unwrap(), bytes, "committed");
         tree.release(fh).unwrap();
+    }
+
+    #[test]
+    fn a_store_error_in_a_claimed_write_reaches_the_next_write_and_fsync() {
+        let (_dir, tree) = crate::tree::test_tree();
+        let mode = OpenMode {
+            write: true,
+            ..OpenMode::default()
+        };
+        let (_, _, fh) = tree.create(Ino::ROOT, b"e.bin", 0o644, 0, 0, mode).unwrap();
+        let bytes = noise(4 << 20, 0x0e44);
+        // The first MiB goes through the WAL; the chunks after it go to a
+        // pack, which can no longer be created.
+        tree.write(fh, 0, &bytes[..1 << 20], 7, |_| {}).unwrap();
+        std::fs::remove_dir_all(tree.store().packs_dir()).unwrap();
+        let mut answered = 0;
+        for (i, piece) in bytes.chunks(1 << 20).enumerate().skip(1) {
+            let at = (i as u64) << 20;
+            if tree.write(fh, at, piece, 7, |_| answered += 1).is_err() {
+                break;
+            }
+        }
+        assert!(answered >= 1, "claimed writes are answered at once");
+        assert!(
+            tree.write(fh, 4 << 20, b"more", 7, |_| panic!("answered"))
+                .is_err(),
+            "the next write reports the failure"
+        );
+        assert!(tree.fsync(fh).is_err(), "and so does fsync");
+        let _ = tree.release(fh);
     }
 }

@@ -164,7 +164,7 @@ impl WriteState {
 
     fn poison<T>(&mut self, r: Result<T, TreeError>) -> Result<T, TreeError> {
         if let Err(e) = &r {
-            self.poisoned = Some(e.clone_kind());
+            self.poison_with(e.clone_kind());
         }
         r
     }
@@ -515,12 +515,8 @@ impl Staged {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::chunk::testdata::noise;
-    use crate::store::Store;
-    use crate::tree::{Tree, TreeOptions};
 
     /// Bytes the stream's chunker holds, or `None` once staged.
     fn chunker_holds(ws: &WriteState) -> Option<usize> {
@@ -532,9 +528,7 @@ mod tests {
 
     #[test]
     fn an_append_is_acknowledged_before_it_is_chunked_and_others_after_they_land() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let tree = Tree::new(store, TreeOptions::default()).unwrap();
+        let (_dir, tree) = crate::tree::test_tree();
         let d = &tree.data;
         let bytes = noise(1 << 20, 0xac_0001);
         let mut ws = WriteState::stream(d, Ino(77), None).unwrap();
@@ -570,9 +564,7 @@ mod tests {
 
     #[test]
     fn a_store_error_after_an_append_was_acknowledged_fails_the_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let tree = Tree::new(store, TreeOptions::default()).unwrap();
+        let (_dir, tree) = crate::tree::test_tree();
         let d = &tree.data;
         let mut ws = WriteState::stream(d, Ino(78), None).unwrap();
         // The first MiB goes through the WAL; the chunks after it go to a
