@@ -4,7 +4,8 @@
 //! work directory behind. The numbers themselves are not judged here
 //! (timings on these machines are noisy; BENCHMARKS.md has the real run),
 //! except those that do not depend on timing: the bytes read back, and the
-//! store sizes, where dedup must show on the frozen and copies sequences.
+//! store sizes, where dedup must show on the frozen and copies sequences,
+//! and that the report names the machine (CPU, disk speed) it ran on.
 
 use std::fs;
 use std::path::Path;
@@ -46,6 +47,10 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
     );
     assert!(stdout.contains("ckptfs/plain"), "no table:\n{stdout}");
     assert!(
+        stdout.contains("\nmachine: ") && stdout.contains("MB/s (16 MiB, then fdatasync)"),
+        "no machine line (CPU, disk speed) in the table:\n{stdout}"
+    );
+    assert!(
         fuse_mounts_under(work.path()).is_empty(),
         "mounts left behind: {:?}",
         fuse_mounts_under(work.path())
@@ -61,6 +66,12 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
     );
 
     let report: Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let machine = &report["env"]["machine"];
+    assert!(
+        machine["disk_write_mbs"].as_f64().is_some_and(|v| v > 0.0)
+            && machine["cpu_model"].as_str().is_some_and(|m| !m.is_empty()),
+        "no machine figures in the report: {machine}"
+    );
     let summary = &report["summary"];
     for seq in ["full", "frozen", "copies", "sparse", "ranks"] {
         for target in ["plain", "ckptfs", "restic", "borg"] {
