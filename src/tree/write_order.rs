@@ -310,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn a_store_error_in_a_claimed_write_reaches_the_next_write_and_fsync() {
+    fn a_store_error_in_claimed_writes_is_reported_by_fsync() {
         let (_dir, tree) = crate::tree::test_tree();
         let mode = OpenMode {
             write: true,
@@ -325,17 +325,15 @@ mod tests {
         let mut answered = 0;
         for (i, piece) in bytes.chunks(1 << 20).enumerate().skip(1) {
             let at = (i as u64) << 20;
+            // A write may report the failure once the workers have: when
+            // is up to them, so either outcome is fine here.
             if tree.write(fh, at, piece, 7, |_| answered += 1).is_err() {
                 break;
             }
         }
         assert!(answered >= 1, "claimed writes are answered at once");
-        assert!(
-            tree.write(fh, 4 << 20, b"more", 7, |_| panic!("answered"))
-                .is_err(),
-            "the next write reports the failure"
-        );
-        assert!(tree.fsync(fh).is_err(), "and so does fsync");
+        // fsync waits for every answered write and its chunks.
+        assert!(tree.fsync(fh).is_err(), "fsync reports the failure");
         let _ = tree.release(fh);
     }
 }
