@@ -85,10 +85,11 @@ impl WriteOrder {
     /// settle again.
     pub fn close_if_idle(&self) -> bool {
         let mut order = self.inner.lock();
-        if order.pending.is_empty() {
+        let idle = order.pending.is_empty();
+        if idle {
             order.next = None;
         }
-        order.pending.is_empty()
+        idle
     }
 
     /// Closes claims from a claimed write that found the file no longer
@@ -127,6 +128,17 @@ mod tests {
     use crate::tree::OpenMode;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
+
+    /// A test tree with file `name` in its root, open for writing.
+    fn new_file(name: &[u8]) -> (tempfile::TempDir, Arc<crate::tree::Tree>, Ino, u64) {
+        let (dir, tree) = crate::tree::test_tree();
+        let mode = OpenMode {
+            write: true,
+            ..OpenMode::default()
+        };
+        let (ino, _, fh) = tree.create(Ino::ROOT, name, 0o644, 0, 0, mode).unwrap();
+        (dir, tree, ino, fh)
+    }
 
     #[test]
     fn only_writes_that_continue_the_stream_are_claimed() {
@@ -227,12 +239,7 @@ mod tests {
         use std::sync::mpsc;
         use std::time::Duration;
 
-        let (_dir, tree) = crate::tree::test_tree();
-        let mode = OpenMode {
-            write: true,
-            ..OpenMode::default()
-        };
-        let (ino, _, fh) = tree.create(Ino::ROOT, b"w.bin", 0o644, 0, 0, mode).unwrap();
+        let (_dir, tree, ino, fh) = new_file(b"w.bin");
         let bytes = noise(3 << 20, 0x03d3);
         let piece = 1 << 20;
         // The first write opens the stream for claims.
@@ -282,12 +289,7 @@ mod tests {
 
     #[test]
     fn a_write_claimed_before_a_commit_took_the_state_starts_a_new_one() {
-        let (_dir, tree) = crate::tree::test_tree();
-        let mode = OpenMode {
-            write: true,
-            ..OpenMode::default()
-        };
-        let (ino, _, fh) = tree.create(Ino::ROOT, b"f.bin", 0o644, 0, 0, mode).unwrap();
+        let (_dir, tree, ino, fh) = new_file(b"f.bin");
         let bytes = noise(2_000_000, 0x0c1a);
         tree.write(fh, 0, &bytes[..1_000_000], 7, |_| {}).unwrap();
         tree.fsync(fh).unwrap();
@@ -311,12 +313,7 @@ mod tests {
 
     #[test]
     fn a_store_error_in_claimed_writes_is_reported_by_fsync() {
-        let (_dir, tree) = crate::tree::test_tree();
-        let mode = OpenMode {
-            write: true,
-            ..OpenMode::default()
-        };
-        let (_, _, fh) = tree.create(Ino::ROOT, b"e.bin", 0o644, 0, 0, mode).unwrap();
+        let (_dir, tree, _, fh) = new_file(b"e.bin");
         let bytes = noise(4 << 20, 0x0e44);
         // The first MiB goes through the WAL; the chunks after it go to a
         // pack, which can no longer be created.
