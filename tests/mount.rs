@@ -11,6 +11,7 @@ mod mount {
     mod history;
     mod observe;
     mod posix;
+    mod power_loss;
     mod retention;
     mod storage;
     mod tools;

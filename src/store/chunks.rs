@@ -12,20 +12,22 @@
 //! Chunks of small files (the first `VOLATILE_AFTER` bytes of a file) go
 //! through the WAL into the `chunks` column family, so a small file's
 //! commit needs no extra sync. Chunks of large files go to pack files
-//! (`packs.rs`), written once; every commit calls
-//! [`Store::persist_chunks`] first, which syncs the packs written since
-//! the last commit and records their durable lengths, so no commit can
-//! name a chunk that a crash would lose. A stored chunk may be written
-//! again to move it next to a new save's chunks (`relocate.rs`).
+//! (`packs.rs`), written once; a commit calls [`Store::persist_chunks`]
+//! first, which syncs the packs written since the last commit and records
+//! their durable lengths, so no commit can name a chunk that a crash would
+//! lose, or, with lazy durability, records what it replaced so that one
+//! that did is rolled back at open (`pending.rs`). A stored chunk may be
+//! written again to move it next to a new save's chunks (`relocate.rs`).
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use rocksdb::WriteBatch;
 
 use super::packs::{PackLocation, RECORD_HEADER};
 use super::relocate::Relocation;
-use super::schema::{chunk_key, chunk_shard, CF_CHUNK_INDEX};
+use super::schema::{chunk_key, chunk_shard, pack_len_key, CF_CHUNK_INDEX, CF_META};
 use super::{Result, Store, StoreError};
 use crate::chunk::{self, Coder};
 use crate::ids::ChunkId;
@@ -140,33 +142,67 @@ impl Store {
             .then_some(entry))
     }
 
-    /// After a crash: deletes the index entries pointing past the durable
-    /// end of a pack (their chunks were never named by a commit), durably,
-    /// then cuts the packs back. Runs at open; a crash in between leaves
-    /// the same work for the next open.
-    pub(crate) fn recover_packs(&self) -> Result<()> {
-        if !self.packs.has_leftovers() {
-            return Ok(());
+    /// After a crash: checks every record an index entry puts past the
+    /// durable end of a pack against its id. Records that read back whole
+    /// (all of them after a crash of the daemon alone) are synced and made
+    /// durable; the index entries of the others are deleted, durably, and
+    /// their ids returned, for [`Store::recover_pending`]. Then the packs
+    /// are cut back past their last good record. Runs at open, when a pack
+    /// is longer than its recorded length or `unsynced_commits` (a power
+    /// loss may have cut a pack back to its recorded length, and the
+    /// pending commits must learn what they lost); a crash in between
+    /// leaves the same work for the next open.
+    pub(crate) fn recover_packs(&mut self, unsynced_commits: bool) -> Result<HashSet<ChunkId>> {
+        let mut lost = HashSet::new();
+        if !self.packs.has_leftovers() && !unsynced_commits {
+            return Ok(lost);
         }
         let mut batch = WriteBatch::default();
-        let mut stale = 0u64;
+        let mut good_ends: HashMap<u32, u64> = HashMap::new();
+        let mut checked = 0usize;
         self.for_each_chunk(|c| {
-            if c.packed.is_some_and(|loc| !self.packs.is_durable(loc)) {
-                batch.delete_cf(self.cf(CF_CHUNK_INDEX), chunk_key(c.id));
-                stale += 1;
+            let Some(loc) = c.packed.filter(|loc| !self.packs.is_durable(*loc)) else {
+                return Ok(());
+            };
+            checked += 1;
+            match self.read_record(c.id, loc) {
+                Ok(_) => {
+                    let end = good_ends.entry(loc.pack).or_default();
+                    *end = (*end).max(loc.end());
+                }
+                Err(e) => {
+                    log::warn!(
+                        "{}: chunk {} in pack {} lost in a crash: {e}",
+                        self.root().display(),
+                        c.id,
+                        loc.pack
+                    );
+                    batch.delete_cf(self.cf(CF_CHUNK_INDEX), chunk_key(c.id));
+                    lost.insert(c.id);
+                }
             }
             Ok(())
         })?;
-        if stale > 0 {
+        for (&pack, &end) in &good_ends {
+            self.packs.sync_pack(pack)?;
+            batch.put_cf(self.cf(CF_META), pack_len_key(pack), end.to_le_bytes());
+        }
+        if !batch.is_empty() {
             let mut wo = rocksdb::WriteOptions::default();
             wo.set_sync(true);
             self.db.write_opt(batch, &wo)?;
-            log::info!(
-                "{}: dropped {stale} index entries of chunks written after the last commit",
-                self.root().display()
-            );
         }
-        self.packs.cut_leftovers()
+        for (pack, end) in good_ends {
+            self.packs.extend_durable(pack, end);
+        }
+        log::info!(
+            "{}: checked the chunks written after the last sync: {} whole, {} lost",
+            self.root().display(),
+            checked - lost.len(),
+            lost.len()
+        );
+        self.packs.cut_leftovers()?;
+        Ok(lost)
     }
 
     /// True when the chunk is already stored.
@@ -355,19 +391,79 @@ mod tests {
         ));
     }
 
+    /// Each pack file's length.
+    fn pack_lengths(store: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+        let mut out: Vec<_> = std::fs::read_dir(store.join("packs"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.path(), e.metadata().unwrap().len()))
+            .collect();
+        out.sort();
+        out
+    }
+
     #[test]
-    fn packed_chunks_no_commit_persisted_are_gone_after_a_reopen() {
+    fn packed_chunks_written_after_the_last_persist_survive_a_crash_of_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let first: Vec<u8> = (0..40000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let after: Vec<u8> = (0..40000u32).map(|i| (i * 11 % 253) as u8).collect();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_chunk(chunk_id(&first), &first, Some(1)).unwrap();
+            store.persist_chunks().unwrap();
+            store.put_chunk(chunk_id(&after), &after, Some(1)).unwrap();
+        }
+        // The process died; its page cache did not: every record is checked
+        // against its id, kept, and made durable.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(&*store.read_chunk(chunk_id(&first)).unwrap(), &first[..]);
+        assert_eq!(&*store.read_chunk(chunk_id(&after)).unwrap(), &after[..]);
+        drop(store);
+        let lengths = pack_lengths(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(&*store.read_chunk(chunk_id(&after)).unwrap(), &after[..]);
+        assert_eq!(
+            pack_lengths(dir.path()),
+            lengths,
+            "nothing cut at the next open"
+        );
+    }
+
+    #[test]
+    fn packed_chunks_a_power_loss_took_are_gone_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let kept: Vec<u8> = (0..40000u32).map(|i| (i * 7 % 251) as u8).collect();
         let lost: Vec<u8> = (0..40000u32).map(|i| (i * 11 % 253) as u8).collect();
         let (kept_id, lost_id) = (chunk_id(&kept), chunk_id(&lost));
+        let synced;
         {
             let store = Store::open(dir.path()).unwrap();
             store.put_chunk(kept_id, &kept, Some(1)).unwrap();
             store.persist_chunks().unwrap();
-            // Written after the last persist: a crash may lose its bytes.
+            synced = pack_lengths(dir.path());
+            // Written after the last persist: a power loss may lose its
+            // bytes. A commit naming it without a sync leaves a pending key.
             store.put_chunk(lost_id, &lost, Some(1)).unwrap();
             assert!(store.has_chunk(lost_id).unwrap());
+            let rec = crate::store::records::InodeRecord::new(
+                crate::store::records::FileKind::File,
+                0o644,
+                0,
+                0,
+            );
+            let mut txn = store.txn();
+            txn.put_pending(&crate::store::PendingCommit::new(
+                crate::ids::Ino(99),
+                &rec,
+                crate::ids::ManifestId(99),
+            ));
+            store.commit(txn, false).unwrap();
+        }
+        // The power loss: what was not synced never reached the disk, but
+        // the index entry, in the WAL, did.
+        for (path, len) in &synced {
+            let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            f.set_len(*len).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(&*store.read_chunk(kept_id).unwrap(), &kept[..]);

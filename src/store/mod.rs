@@ -13,7 +13,9 @@
 //! it does not hold. Chunks of large files go to pack files instead of the
 //! WAL (see `chunks.rs` and `packs.rs`); a version commit calls
 //! [`Store::persist_chunks`] first, which syncs the packs written since the
-//! last commit.
+//! last commit, unless lazy durability is on: then it records what it
+//! replaced instead, and a power loss before the next [`Store::sync`] rolls
+//! it back at open (`pending.rs`).
 
 mod buffers;
 mod bytes;
@@ -27,6 +29,7 @@ pub mod manifest;
 mod namespace;
 mod open;
 mod packs;
+mod pending;
 pub mod records;
 mod relocate;
 pub mod schema;
@@ -47,6 +50,7 @@ pub use maintenance::IndexedChunk;
 pub use manifest::Entry;
 pub use namespace::Scope;
 pub use open::{FORMAT_VERSION, WAL_PREALLOC_BYTES};
+pub use pending::PendingCommit;
 use records::{FileKind, InodeRecord};
 pub use relocate::{scattered, Placement};
 use schema::*;
@@ -186,6 +190,8 @@ pub struct Store {
     compression: std::sync::atomic::AtomicU8,
     /// See [`Store::set_relocate_below`].
     relocate_below: std::sync::atomic::AtomicU64,
+    /// Commits whose chunks may not be durable yet (`pending.rs`).
+    pending: pending::Pending,
 }
 
 impl Store {
@@ -197,7 +203,7 @@ impl Store {
         let packs = packs::Packs::open(dir.packs_path(), open::sealed_pack_lengths(&db)?)?;
         // Ids below 16 are reserved (readdir offsets 1 and 2 are "." and
         // ".."); inode 1 is the root, path 1 the history's root.
-        let store = Store {
+        let mut store = Store {
             ids: Counter::load(&db, META_ID_CEILING, "ids", 16, 1 << 16, u64::MAX)?,
             inos: Counter::load(&db, META_INO_CEILING, "inode numbers", 2, 1 << 12, MAX_INO)?,
             paths: Counter::load(
@@ -215,9 +221,12 @@ impl Store {
             compression: std::sync::atomic::AtomicU8::new(0),
             relocate_below: std::sync::atomic::AtomicU64::new(0),
             relocations: Default::default(),
+            pending: Default::default(),
         };
         store.init_if_new()?;
-        store.recover_packs()?;
+        let unsynced_commits = store.has_pending_commits()?;
+        let lost = store.recover_packs(unsynced_commits)?;
+        store.recover_pending(&lost)?;
         store.free_listed_records()?;
         Ok(store)
     }
@@ -356,12 +365,6 @@ impl Store {
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         self.db.write_opt(txn.batch, &wo)?;
-        Ok(())
-    }
-
-    /// Makes every write so far durable (syncs the WAL).
-    pub fn sync(&self) -> Result<()> {
-        self.db.flush_wal(true)?;
         Ok(())
     }
 

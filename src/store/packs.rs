@@ -18,12 +18,13 @@
 //! Durability: a commit that names packed chunks first calls
 //! [`Packs::sync`], which `fdatasync`s every pack written since the last
 //! sync and returns the synced lengths; the store records them (`pack_len`
-//! keys in `meta`) in the WAL before the commit. At the next open, each pack
-//! of an earlier session is cut back to its recorded length: bytes past it
-//! were never named by a commit, and index entries that point past it are
-//! treated as absent ([`Packs::is_durable`]), so a power loss cannot leave a
-//! dedup hit on a chunk whose bytes never reached the disk. Packs of earlier
-//! sessions are never appended to.
+//! keys in `meta`) in the WAL before the commit (with lazy durability, the
+//! store's next sync does). At the next open, the records past a pack's
+//! recorded length are checked against their ids, and the pack is cut back
+//! past the last good one; index entries that point past its durable length
+//! are treated as absent ([`Packs::is_durable`]), so a power loss cannot
+//! leave a dedup hit on a chunk whose bytes never reached the disk. Packs of
+//! earlier sessions are never appended to.
 //!
 //! Space: garbage collection punches holes over dead records
 //! ([`Packs::punch`]), so the disk gets space back without rewriting packs,
@@ -187,7 +188,7 @@ impl Packs {
     }
 
     /// Cuts every pack back to its durable length (removes packs that no
-    /// commit names). Those bytes were never named by a commit.
+    /// commit names): what is past it did not survive the crash whole.
     pub fn cut_leftovers(&self) -> Result<()> {
         for (path, len, durable) in &self.leftovers {
             if *durable == 0 {
@@ -196,7 +197,7 @@ impl Packs {
                 continue;
             }
             log::info!(
-                "{}: dropping {} bytes written after the last commit",
+                "{}: dropping {} bytes that did not survive the crash whole",
                 path.display(),
                 len - durable
             );
@@ -209,6 +210,27 @@ impl Packs {
                 .map_err(|e| StoreError::io(path, e))?;
         }
         Ok(())
+    }
+
+    /// Makes the records up to `end` of an earlier session's pack durable
+    /// (checked at open by `Store::recover_packs`): the cut keeps them.
+    pub fn extend_durable(&mut self, id: u32, end: u64) {
+        let path = self.path(id);
+        let durable = self.sealed.entry(id).or_default();
+        *durable = (*durable).max(end);
+        for (p, _, d) in &mut self.leftovers {
+            if *p == path {
+                *d = (*d).max(end);
+            }
+        }
+        self.leftovers.retain(|(_, len, d)| d < len);
+    }
+
+    /// `fdatasync`s one pack.
+    pub fn sync_pack(&self, id: u32) -> Result<()> {
+        self.file(id)?
+            .sync_data()
+            .map_err(|e| StoreError::io(&self.path(id), e))
     }
 
     fn path(&self, id: u32) -> PathBuf {

@@ -71,11 +71,11 @@ impl Time {
         Time::from(SystemTime::now())
     }
 
-    fn encode(self, e: &mut Enc) {
+    pub(super) fn encode(self, e: &mut Enc) {
         e.i64(self.secs).u32(self.nanos);
     }
 
-    fn decode(d: &mut Dec) -> Result<Self, StoreError> {
+    pub(super) fn decode(d: &mut Dec) -> Result<Self, StoreError> {
         Ok(Time {
             secs: d.i64()?,
             nanos: d.u32()?.min(999_999_999),

@@ -9,6 +9,7 @@ use super::version::HistoryBatch;
 use super::writer::WriteState;
 use super::{Result, Tree};
 use crate::store::records::Time;
+use crate::store::PendingCommit;
 
 impl Tree {
     /// Commits every file with unsaved writes (clean shutdown).
@@ -74,12 +75,19 @@ impl Tree {
                 return Err(e);
             }
         };
-        // Outside `ns`: a flush can take a while and must not stall renames.
-        store.persist_chunks()?;
+        // With lazy durability, a close does not wait for its chunks to
+        // reach the disk: the store's next sync makes them durable, and a
+        // power loss before it rolls the version back (`store/pending.rs`).
+        let lazy = !sync && store.lazy_durability();
+        if !lazy {
+            // Outside `ns`: a flush can take a while and must not stall renames.
+            store.persist_chunks()?;
+        }
         let _ns = self.ns.lock();
         let Some(mut rec) = store.inode(file.ino())? else {
             return Ok(());
         };
+        let mut pending = PendingCommit::new(file.ino(), &rec, manifest);
         rec.content = manifest;
         rec.size = size;
         rec.mtime = mtime;
@@ -92,6 +100,10 @@ impl Tree {
             None => None,
         };
         hist.write(&mut txn);
+        if lazy {
+            pending.version = recorded;
+            txn.put_pending(&pending);
+        }
         store.commit(txn, sync)?;
         st.committed = (manifest, size);
         drop(_ns);

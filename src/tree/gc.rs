@@ -96,6 +96,10 @@ impl Tree {
         let started = Instant::now();
         let store = &self.data.store;
         let mut stats = GcStats::default();
+        // The versions that made these expire must outlive a power loss:
+        // they are made durable before the expiry is stored (outside `ns`,
+        // so commits go on meanwhile).
+        store.sync()?;
         {
             let _ns = self.ns.lock();
             let mut txn = store.txn();
@@ -221,6 +225,8 @@ impl Tree {
         for (id, _) in store.snapshots()? {
             refs.extend(self.snapshot_manifests(id)?);
         }
+        // What a power loss may bring back (`store/pending.rs`).
+        refs.extend(store.pending_prev_manifests()?);
         refs.remove(&ManifestId::EMPTY);
 
         let mut dead = Vec::new();

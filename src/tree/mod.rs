@@ -333,6 +333,20 @@ impl Tree {
         Ok(self.data.store.sync()?)
     }
 
+    /// Makes the versions closed since the last sync durable, if any
+    /// (the daemon's background sync).
+    pub fn sync_closed(&self) -> Result<()> {
+        if self.data.store.has_pending() {
+            let started = std::time::Instant::now();
+            self.sync()?;
+            log::info!(
+                "background sync: the versions closed since the last sync are durable ({} ms)",
+                started.elapsed().as_millis()
+            );
+        }
+        Ok(())
+    }
+
     /// Space on the store's disk, for statfs: available is what writes
     /// through the mount may still take before they get ENOSPC.
     pub fn disk_space(&self) -> Result<DiskSpace> {

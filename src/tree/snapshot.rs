@@ -105,6 +105,8 @@ impl Tree {
         let deadline = waited + self.opts.snapshot_wait;
         let (_ns, still_open) = loop {
             let still_open = self.wait_for_writers(deadline);
+            // Most of the sync the snapshot needs (below), outside `ns`.
+            self.data.store.sync()?;
             let ns = self.ns.lock();
             // A file created between the wait and the lock is being
             // written too: its empty entry is not a version to keep.
@@ -147,6 +149,9 @@ impl Tree {
             trigger: req.trigger.clone().into_bytes(),
         };
         txn.put_snapshot(id, &rec);
+        // A snapshot never names a version a power loss could roll back:
+        // every version it copied is made durable first.
+        store.sync()?;
         store.commit(txn, true)?;
         self.note_change();
         self.emit_event(

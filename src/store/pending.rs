@@ -1,0 +1,310 @@
+//! Lazy durability: version commits that did not wait for their chunks to
+//! reach the disk, and how a power loss is undone at the next open.
+//!
+//! With lazy durability on (the daemon's `--sync-interval`, 5 s by
+//! default), a close commits its version without `fdatasync`ing the packs
+//! first. The commit is in RocksDB's WAL, so it survives the death of the
+//! daemon, but a power loss may keep the WAL and lose pack bytes it names.
+//! So each such commit also writes, in its own batch, a `pending/<seq>` key
+//! in `meta` with what it replaced ([`PendingCommit`]).
+//!
+//! [`Store::sync`] (the daemon's syncer every interval, and every fsync,
+//! snapshot, GC and clean stop) syncs the packs, records their lengths and
+//! deletes the pending keys written before it began, in one synced batch.
+//!
+//! At open, the records past each pack's recorded length are checked
+//! against their ids (`Store::recover_packs`): after a crash of the daemon
+//! they are all there; after a power loss some may be missing, and their
+//! index entries go. A pending commit whose manifest names a chunk that did
+//! not survive is rolled back, newest first: its version record is deleted
+//! and the inode gets back the content the commit replaced. The file is
+//! then as it was before that close, as after a power loss on ext4 or ZFS,
+//! and no version names bytes that are not on disk.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use rocksdb::{WriteBatch, WriteOptions};
+
+use super::bytes::{Dec, Enc};
+use super::manifest::{decode_segment, Entry};
+use super::open::for_each_meta;
+use super::records::{InodeRecord, Time};
+use super::schema::{manifest_key, CF_MANIFESTS, CF_META};
+use super::{Result, Store, StoreError, Txn};
+use crate::ids::{ChunkId, Ino, ManifestId, PathId};
+
+/// Prefix of the `meta` keys of commits whose chunks may not be durable.
+const PENDING_PREFIX: &[u8] = b"pending/";
+/// The first key after every pending key (`'/' + 1`).
+const PENDING_END: &[u8] = b"pending0";
+
+fn pending_key(seq: u64) -> Vec<u8> {
+    let mut k = PENDING_PREFIX.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// What a version commit made without syncing its chunks replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingCommit {
+    /// The file.
+    pub ino: Ino,
+    /// The content the commit gave it.
+    pub manifest: ManifestId,
+    /// The content before.
+    pub prev_manifest: ManifestId,
+    /// The size before.
+    pub prev_size: u64,
+    /// The mtime before.
+    pub prev_mtime: Time,
+    /// The history entry the commit added, if any.
+    pub version: Option<(PathId, u64)>,
+}
+
+impl PendingCommit {
+    /// Records what `commit` replaces in `before`.
+    pub fn new(ino: Ino, before: &InodeRecord, manifest: ManifestId) -> Self {
+        PendingCommit {
+            ino,
+            manifest,
+            prev_manifest: before.content,
+            prev_size: before.size,
+            prev_mtime: before.mtime,
+            version: None,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        let (path, seq) = self.version.map_or((0, 0), |(p, s)| (p.0, s));
+        e.u64(self.ino.0)
+            .u64(self.manifest.0)
+            .u64(self.prev_manifest.0)
+            .u64(self.prev_size);
+        self.prev_mtime.encode(&mut e);
+        e.u64(path).u64(seq);
+        e.finish()
+    }
+
+    fn decode(buf: &[u8]) -> Result<Self> {
+        let mut d = Dec::new(buf, "pending commit");
+        let ino = Ino(d.u64()?);
+        let manifest = ManifestId(d.u64()?);
+        let prev_manifest = ManifestId(d.u64()?);
+        let prev_size = d.u64()?;
+        let prev_mtime = Time::decode(&mut d)?;
+        let (path, seq) = (d.u64()?, d.u64()?);
+        Ok(PendingCommit {
+            ino,
+            manifest,
+            prev_manifest,
+            prev_size,
+            prev_mtime,
+            version: (path != 0).then_some((PathId(path), seq)),
+        })
+    }
+}
+
+/// The store's side of lazy durability.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// Version commits skip the pack sync and write a pending key.
+    lazy: AtomicBool,
+    /// The next pending key's number.
+    next: AtomicU64,
+    /// Every pending key below this number was deleted.
+    cleared_below: AtomicU64,
+}
+
+impl Txn<'_> {
+    /// Records, with a version commit made without [`Store::persist_chunks`],
+    /// what it replaced, so that a power loss can undo it.
+    pub fn put_pending(&mut self, commit: &PendingCommit) {
+        let seq = self.store.pending.next.fetch_add(1, Ordering::SeqCst);
+        self.batch
+            .put_cf(self.store.cf(CF_META), pending_key(seq), commit.encode());
+    }
+}
+
+impl Store {
+    /// Turns lazy durability on or off (see the module docs).
+    pub fn set_lazy_durability(&self, on: bool) {
+        self.pending.lazy.store(on, Ordering::Relaxed);
+    }
+
+    /// True when version commits do not wait for their chunks' sync.
+    pub fn lazy_durability(&self) -> bool {
+        self.pending.lazy.load(Ordering::Relaxed)
+    }
+
+    /// True when a version was committed since the last [`Store::sync`]
+    /// without its chunks synced.
+    pub fn has_pending(&self) -> bool {
+        self.pending.next.load(Ordering::SeqCst) > self.pending.cleared_below.load(Ordering::SeqCst)
+    }
+
+    /// Makes everything committed so far durable: syncs the packs, records
+    /// their lengths, then deletes the pending keys and syncs the WAL.
+    pub fn sync(&self) -> Result<()> {
+        // Every commit that took a number below `below` wrote its chunks
+        // before it took it, so the pack sync below covers them.
+        let below = self.pending.next.load(Ordering::SeqCst);
+        self.persist_chunks()?;
+        if below <= self.pending.cleared_below.load(Ordering::SeqCst) {
+            self.db.flush_wal(true)?;
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_META), PENDING_PREFIX, &pending_key(below)[..]);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        self.pending
+            .cleared_below
+            .fetch_max(below, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The contents pending commits replaced: GC keeps them, a power loss
+    /// may bring them back.
+    pub fn pending_prev_manifests(&self) -> Result<Vec<ManifestId>> {
+        Ok(self
+            .pending_commits()?
+            .into_iter()
+            .map(|(_, p)| p.prev_manifest)
+            .collect())
+    }
+
+    /// True when a version commit made without a sync is on record (the
+    /// last stop was not clean).
+    pub(super) fn has_pending_commits(&self) -> Result<bool> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_META));
+        it.seek(PENDING_PREFIX);
+        let found = it.key().is_some_and(|k| k.starts_with(PENDING_PREFIX));
+        it.status()?;
+        Ok(found)
+    }
+
+    fn pending_commits(&self) -> Result<Vec<(u64, PendingCommit)>> {
+        let mut out = Vec::new();
+        for_each_meta(&self.db, PENDING_PREFIX, |rest, value| {
+            let seq: [u8; 8] = rest
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("pending commit key".into()))?;
+            out.push((u64::from_be_bytes(seq), PendingCommit::decode(value)?));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// At open: rolls back the pending commits that name a chunk lost in a
+    /// power loss (`lost`, from [`Store::recover_packs`]), then forgets
+    /// every pending key, durably. Returns how many were rolled back.
+    pub(super) fn recover_pending(&self, lost: &HashSet<ChunkId>) -> Result<usize> {
+        let pending = self.pending_commits()?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let mut txn = self.txn();
+        let mut inodes: HashMap<Ino, InodeRecord> = HashMap::new();
+        let mut dropped: HashSet<(PathId, u64)> = HashSet::new();
+        let mut rolled_back = 0;
+        for (_, commit) in pending.iter().rev() {
+            if lost.is_empty() || !self.manifest_names_any(commit.manifest, lost)? {
+                continue;
+            }
+            rolled_back += 1;
+            if let Some((path, seq)) = commit.version {
+                txn.delete_version(path, seq);
+                dropped.insert((path, seq));
+            }
+            let rec = match inodes.remove(&commit.ino) {
+                Some(rec) => Some(rec),
+                None => self.inode(commit.ino)?,
+            };
+            let name = self.name_in_logs(commit);
+            let Some(mut rec) = rec else {
+                log::warn!("{name}: lost in a power failure; the file is gone");
+                continue;
+            };
+            if rec.content == commit.manifest {
+                rec.content = commit.prev_manifest;
+                rec.size = commit.prev_size;
+                rec.mtime = commit.prev_mtime;
+            }
+            log::warn!(
+                "{name}: lost in a power failure (its data never reached the disk); \
+                 the file is back to its previous content ({} bytes)",
+                rec.size
+            );
+            inodes.insert(commit.ino, rec);
+        }
+        for (ino, rec) in &inodes {
+            txn.put_inode(*ino, rec);
+        }
+        self.renumber_latest(&mut txn, &dropped)?;
+        txn.batch
+            .delete_range_cf(self.cf(CF_META), PENDING_PREFIX, PENDING_END);
+        self.commit(txn, true)?;
+        Ok(rolled_back)
+    }
+
+    /// "`name` version `seq`" of a pending commit, or its inode number.
+    fn name_in_logs(&self, commit: &PendingCommit) -> String {
+        let ino = format!("inode {}", commit.ino.0);
+        let Some((path, seq)) = commit.version else {
+            return ino;
+        };
+        match self.path_record(path) {
+            Ok(Some(rec)) => format!("{} version {seq}", String::from_utf8_lossy(&rec.name)),
+            _ => format!("{ino} version {seq}"),
+        }
+    }
+
+    /// Points each path whose newest versions were `dropped` at the newest
+    /// one left (its `latest`; the next commit takes the number after it).
+    fn renumber_latest(&self, txn: &mut Txn<'_>, dropped: &HashSet<(PathId, u64)>) -> Result<()> {
+        let paths: HashSet<PathId> = dropped.iter().map(|(p, _)| *p).collect();
+        for path in paths {
+            let Some(mut rec) = self.path_record(path)? else {
+                continue;
+            };
+            let mut newest = 0;
+            self.versions_of(path, 0, |seq, _| {
+                if !dropped.contains(&(path, seq)) {
+                    newest = seq;
+                }
+                Ok(true)
+            })?;
+            if newest < rec.last_seq {
+                rec.last_seq = newest;
+                txn.put_path(path, &rec);
+            }
+        }
+        Ok(())
+    }
+
+    /// True when a chunk of `lost` is in the manifest.
+    fn manifest_names_any(&self, id: ManifestId, lost: &HashSet<ChunkId>) -> Result<bool> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_MANIFESTS));
+        it.seek(manifest_key(id, 0));
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            if !key.starts_with(&id.0.to_be_bytes()) {
+                break;
+            }
+            for entry in decode_segment(value)? {
+                if matches!(entry, Entry::Chunk { id, .. } if lost.contains(&id)) {
+                    return Ok(true);
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+#[path = "pending_tests.rs"]
+mod tests;

@@ -1,0 +1,130 @@
+use super::*;
+use crate::chunk::chunk_id;
+use crate::store::records::{FileKind, VersionRecord};
+
+fn version_of(ino: Ino, manifest: ManifestId, size: u64) -> VersionRecord {
+    VersionRecord {
+        manifest,
+        size,
+        perm: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: Time { secs: 1, nanos: 0 },
+        committed: Time { secs: 1, nanos: 0 },
+        ino,
+    }
+}
+
+/// A file at inode 100 whose content went from manifest 10 (durable) to
+/// 11 and then 12 in two lazy commits (versions 1..3 at path 5); manifest
+/// `n` holds one chunk, `chunk(n)`.
+fn three_versions(store: &Store) -> InodeRecord {
+    let (ino, path) = (Ino(100), PathId(5));
+    let mut rec = InodeRecord::new(FileKind::File, 0o644, 0, 0);
+    let mut txn = store.txn();
+    for n in 10..13u64 {
+        let id = chunk_id(&n.to_le_bytes());
+        txn.put_segment(ManifestId(n), 0, &[Entry::Chunk { id, len: 8 }]);
+    }
+    for (seq, n) in [(1, 10u64), (2, 11), (3, 12)] {
+        let manifest = ManifestId(n);
+        if n > 10 {
+            let mut pending = PendingCommit::new(ino, &rec, manifest);
+            pending.version = Some((path, seq));
+            txn.put_pending(&pending);
+        }
+        rec.content = manifest;
+        rec.size = n;
+        rec.mtime = Time {
+            secs: n as i64,
+            nanos: 0,
+        };
+        txn.put_version(path, seq, &version_of(ino, manifest, n));
+    }
+    txn.put_inode(ino, &rec);
+    store.commit(txn, false).unwrap();
+    rec
+}
+
+fn chunk(n: u64) -> ChunkId {
+    chunk_id(&n.to_le_bytes())
+}
+
+#[test]
+fn pending_commits_round_trip() {
+    let mut rec = InodeRecord::new(FileKind::File, 0o600, 1, 2);
+    rec.content = ManifestId(77);
+    rec.size = 1234;
+    rec.mtime = Time { secs: -5, nanos: 9 };
+    let mut p = PendingCommit::new(Ino(42), &rec, ManifestId(78));
+    assert_eq!(PendingCommit::decode(&p.encode()).unwrap(), p);
+    p.version = Some((PathId(3), 9));
+    assert_eq!(PendingCommit::decode(&p.encode()).unwrap(), p);
+    assert!(PendingCommit::decode(&p.encode()[..20]).is_err());
+}
+
+#[test]
+fn only_commits_naming_a_lost_chunk_roll_back_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    three_versions(&store);
+    // The middle commit's chunk is lost, the newest one's is not: the
+    // newest stays the content, the middle version's record goes.
+    let lost: HashSet<ChunkId> = [chunk(11)].into();
+    assert_eq!(store.recover_pending(&lost).unwrap(), 1);
+    let rec = store.inode(Ino(100)).unwrap().unwrap();
+    assert_eq!((rec.content, rec.size), (ManifestId(12), 12));
+    assert!(store.version(PathId(5), 2).unwrap().is_none());
+    assert!(store.version(PathId(5), 3).unwrap().is_some());
+    assert!(
+        store.pending_commits().unwrap().is_empty(),
+        "keys forgotten"
+    );
+}
+
+#[test]
+fn a_file_whose_last_two_commits_were_lost_gets_its_durable_content_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    three_versions(&store);
+    assert_eq!(
+        store.pending_prev_manifests().unwrap(),
+        [ManifestId(10), ManifestId(11)]
+    );
+    let lost: HashSet<ChunkId> = [chunk(11), chunk(12)].into();
+    assert_eq!(store.recover_pending(&lost).unwrap(), 2);
+    let rec = store.inode(Ino(100)).unwrap().unwrap();
+    assert_eq!(
+        (rec.content, rec.size, rec.mtime.secs),
+        (ManifestId(10), 10, 10)
+    );
+    assert!(store.version(PathId(5), 1).unwrap().is_some());
+    assert!(store.version(PathId(5), 2).unwrap().is_none());
+    assert!(store.version(PathId(5), 3).unwrap().is_none());
+    // Nothing lost (a crash of the daemon alone): nothing rolls back.
+    three_versions(&store);
+    assert_eq!(store.recover_pending(&HashSet::new()).unwrap(), 0);
+    assert_eq!(
+        store.inode(Ino(100)).unwrap().unwrap().content,
+        ManifestId(12)
+    );
+}
+
+#[test]
+fn a_sync_forgets_the_pending_commits_made_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(!store.has_pending());
+    three_versions(&store);
+    assert!(store.has_pending());
+    assert_eq!(store.pending_commits().unwrap().len(), 2);
+    store.sync().unwrap();
+    assert!(!store.has_pending());
+    assert!(store.pending_commits().unwrap().is_empty());
+    three_versions(&store);
+    assert_eq!(
+        store.pending_commits().unwrap().len(),
+        2,
+        "new ones are kept"
+    );
+}
