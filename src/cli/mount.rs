@@ -98,4 +98,11 @@ pub struct MountArgs {
     /// The policy's gc-interval, when set, wins [default: 10m].
     #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
     pub gc_interval: Option<Duration>,
+    /// How often versions closed since the last sync are synced to the
+    /// disk, e.g. 5s, 1m. A close makes its version survive a crash of the
+    /// daemon at once; this bounds what a power loss can take back (those
+    /// versions roll back to the one before). 0 syncs at every close, which
+    /// then waits for the disk [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub sync_interval: Option<Duration>,
 }

@@ -103,6 +103,9 @@ pub struct ConfigFile {
     /// `gc-interval`: "10m", or 0 for off.
     #[serde(default, deserialize_with = "interval")]
     pub gc_interval: Option<Duration>,
+    /// `sync-interval`: "5s", or 0 for a durable close.
+    #[serde(default, deserialize_with = "interval")]
+    pub sync_interval: Option<Duration>,
     /// `[retention]`: `policy = """..."""` or the policy's keys.
     #[serde(default)]
     retention: Option<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,

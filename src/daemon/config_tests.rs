@@ -32,6 +32,7 @@ snapshot-quiet = 300
 no-snapshot-on-rename = true
 no-snapshot-on-marker = false
 gc-interval = "1h"
+sync-interval = "2s"
 log-level = "debug"
 allow-other = true
 read-only = false
@@ -73,6 +74,7 @@ region = "eu-west-1"
     assert_eq!(f.no_snapshot_on_rename, Some(true));
     assert_eq!(f.no_snapshot_on_marker, Some(false));
     assert_eq!(f.gc_interval, Some(Duration::from_secs(3600)));
+    assert_eq!(f.sync_interval, Some(Duration::from_secs(2)));
     assert_eq!(f.log_level, Some(log::LevelFilter::Debug));
     assert_eq!(f.allow_other, Some(true));
     assert_eq!(f.read_only, Some(false));
@@ -94,9 +96,12 @@ fn an_empty_file_gives_nothing() {
 
 #[test]
 fn numbers_and_single_globs_are_accepted_where_flags_take_text() {
-    let f = ok("chunk-size = 32768\ngc-interval = 0\nsnapshot-on-close = \"*.pt\"\n");
+    let f = ok(
+        "chunk-size = 32768\ngc-interval = 0\nsync-interval = 0\nsnapshot-on-close = \"*.pt\"\n",
+    );
     assert_eq!(f.chunk_size, Some(32768));
     assert_eq!(f.gc_interval, Some(Duration::ZERO));
+    assert_eq!(f.sync_interval, Some(Duration::ZERO));
     assert_eq!(f.snapshot_on_close, Some(vec!["*.pt".to_string()]));
 }
 

@@ -57,6 +57,7 @@ pub fn serve(args: &MountOptions) -> Result<()> {
     let store_dir = std::fs::canonicalize(&args.store).unwrap_or_else(|_| args.store.clone());
     store.set_compression(args.compression);
     store.set_relocate_below(args.relocate_below);
+    store.set_lazy_durability(!args.sync_interval.is_zero());
     let mut opts = TreeOptions {
         chunk: ChunkParams::with_average(args.chunk_size as usize),
         read_only: args.read_only,
@@ -81,6 +82,7 @@ pub fn serve(args: &MountOptions) -> Result<()> {
         })
         .map_err(anyhow::Error::msg)?;
         start_gc_timer(&retention, args.gc_interval);
+        start_syncer(&tree, args.sync_interval);
     }
     // Replication pushes each new snapshot to the store's remotes in the
     // background (not on a read-only mount, which takes no snapshots) and
@@ -281,6 +283,29 @@ fn start_gc_timer(retention: &Arc<Retention>, interval: Duration) {
         });
     if let Err(e) = spawned {
         log::error!("no GC timer: {e}");
+    }
+}
+
+/// Every `interval`, makes the versions closed since the last sync durable
+/// (`store/pending.rs`), on a thread that holds only a weak reference.
+fn start_syncer(tree: &Arc<Tree>, interval: Duration) {
+    if interval.is_zero() {
+        return;
+    }
+    let weak = Arc::downgrade(tree);
+    let spawned = std::thread::Builder::new()
+        .name("ckptfs-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            let Some(tree) = weak.upgrade() else {
+                return;
+            };
+            if let Err(e) = tree.sync_closed() {
+                log::error!("background sync failed (retried in {interval:?}): {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("no background sync: closes will not be synced until fsync or stop: {e}");
     }
 }
 

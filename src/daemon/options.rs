@@ -22,6 +22,9 @@ pub const DEFAULT_FUSE_THREADS: u16 = 4;
 pub const DEFAULT_SNAPSHOT_WAIT: u64 = 60;
 /// Default GC interval.
 pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(600);
+/// Default interval of the background sync that makes closed versions
+/// survive a power loss (a close makes them survive a crash at once).
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(5);
 /// Default control directory name.
 pub const DEFAULT_CONTROL_DIR: &str = ".ckpt";
 
@@ -67,6 +70,8 @@ pub struct MountOptions {
     pub no_snapshot_on_marker: bool,
     /// Retention/GC timer (0: off).
     pub gc_interval: Duration,
+    /// How often closed versions are synced to the disk (0: at every close).
+    pub sync_interval: Duration,
     /// A retention policy to store at start (from the config file).
     pub retention_policy: Option<String>,
     /// S3 keys and defaults (the config file's `[s3]`).
@@ -155,6 +160,10 @@ impl MountOptions {
                 .gc_interval
                 .or(file.gc_interval)
                 .unwrap_or(DEFAULT_GC_INTERVAL),
+            sync_interval: args
+                .sync_interval
+                .or(file.sync_interval)
+                .unwrap_or(DEFAULT_SYNC_INTERVAL),
             retention_policy: file.retention_policy,
             s3: file
                 .s3
@@ -200,6 +209,7 @@ mod tests {
         assert_eq!(o.control_dir, ".ckpt");
         assert_eq!(o.snapshot_wait, 60);
         assert_eq!(o.gc_interval, Duration::from_secs(600));
+        assert_eq!(o.sync_interval, Duration::from_secs(5));
         assert!(!o.read_only && !o.allow_other && o.workers.is_none());
     }
 
@@ -208,10 +218,11 @@ mod tests {
         let f = file(
             "store = \"/srv/store\"\nchunk-size = \"64K\"\ncache-size = 1048576\n\
              control-dir = \".snap\"\nsnapshot-on-close = [\"*.pt\"]\nworkers = 3\n\
-             relocate-below = \"1M\"\n",
+             relocate-below = \"1M\"\nsync-interval = \"30s\"\ngc-interval = \"1h\"\n",
         );
         let mut a = args(&["/srv/runs"]);
         a.relocate_below = Some(0);
+        a.sync_interval = Some(Duration::ZERO);
         a.chunk_size = Some(32 << 10);
         a.snapshot_on_close = vec!["*.bin".into()];
         let o = MountOptions::merge(&a, f).unwrap();
@@ -223,6 +234,8 @@ mod tests {
         assert_eq!(o.snapshot_on_close, vec!["*.bin".to_string()]);
         assert_eq!(o.workers, Some(3));
         assert_eq!(o.relocate_below, 0, "0 from the flag turns it off");
+        assert_eq!(o.sync_interval, Duration::ZERO, "every close durable");
+        assert_eq!(o.gc_interval, Duration::from_secs(3600), "from the file");
     }
 
     #[test]
