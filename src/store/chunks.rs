@@ -171,7 +171,7 @@ impl Store {
                     *end = (*end).max(loc.end());
                 }
                 Err(e) => {
-                    log::warn!(
+                    log::debug!(
                         "{}: chunk {} in pack {} lost in a crash: {e}",
                         self.root().display(),
                         c.id,
@@ -185,6 +185,10 @@ impl Store {
         })?;
         for (&pack, &end) in &good_ends {
             self.packs.sync_pack(pack)?;
+            log::debug!(
+                "{}: pack {pack:08x} durable up to {end} bytes",
+                self.root().display()
+            );
             batch.put_cf(self.cf(CF_META), pack_len_key(pack), end.to_le_bytes());
         }
         if !batch.is_empty() {
@@ -195,7 +199,13 @@ impl Store {
         for (pack, end) in good_ends {
             self.packs.extend_durable(pack, end);
         }
-        log::info!(
+        let level = if lost.is_empty() {
+            log::Level::Info
+        } else {
+            log::Level::Warn
+        };
+        log::log!(
+            level,
             "{}: checked the chunks written after the last sync: {} whole, {} lost",
             self.root().display(),
             checked - lost.len(),

@@ -209,12 +209,14 @@ impl Store {
         let mut txn = self.txn();
         let mut inodes: HashMap<Ino, InodeRecord> = HashMap::new();
         let mut dropped: HashSet<(PathId, u64)> = HashSet::new();
+        let mut broken: HashSet<ManifestId> = HashSet::new();
         let mut rolled_back = 0;
         for (_, commit) in pending.iter().rev() {
             if lost.is_empty() || !self.manifest_names_any(commit.manifest, lost)? {
                 continue;
             }
             rolled_back += 1;
+            broken.insert(commit.manifest);
             if let Some((path, seq)) = commit.version {
                 txn.delete_version(path, seq);
                 dropped.insert((path, seq));
@@ -242,6 +244,16 @@ impl Store {
         }
         for (ino, rec) in &inodes {
             txn.put_inode(*ino, rec);
+        }
+        if !broken.is_empty() {
+            // A rename made the version's content arrive at another path
+            // too (renames sync first, but a commit can slip in between).
+            self.for_each_version(|path, seq, v| {
+                if broken.contains(&v.manifest) && dropped.insert((path, seq)) {
+                    txn.delete_version(path, seq);
+                }
+                Ok(())
+            })?;
         }
         self.renumber_latest(&mut txn, &dropped)?;
         txn.batch

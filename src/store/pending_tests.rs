@@ -128,3 +128,23 @@ fn a_sync_forgets_the_pending_commits_made_before_it() {
         "new ones are kept"
     );
 }
+
+#[test]
+fn a_lost_version_goes_from_every_path_a_rename_carried_it_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    three_versions(&store);
+    // Renamed after its lazy commit: the newest content arrived at path 6.
+    let mut txn = store.txn();
+    txn.put_version(PathId(6), 1, &version_of(Ino(100), ManifestId(12), 12));
+    txn.put_version(PathId(6), 2, &version_of(Ino(100), ManifestId(10), 10));
+    store.commit(txn, false).unwrap();
+    assert_eq!(store.recover_pending(&[chunk(12)].into()).unwrap(), 1);
+    assert!(store.version(PathId(6), 1).unwrap().is_none());
+    assert!(
+        store.version(PathId(6), 2).unwrap().is_some(),
+        "an intact one stays"
+    );
+    assert!(store.version(PathId(5), 2).unwrap().is_some());
+    assert!(store.version(PathId(5), 3).unwrap().is_none());
+}

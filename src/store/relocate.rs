@@ -144,6 +144,10 @@ impl Store {
         let moves: Vec<Relocation> = self.relocations.pending.lock()[..taken].to_vec();
         let mut batch = WriteBatch::default();
         for (pack, len) in synced {
+            log::debug!(
+                "{}: pack {pack:08x} durable up to {len} bytes",
+                self.root().display()
+            );
             batch.put_cf(
                 self.cf(super::schema::CF_META),
                 super::schema::pack_len_key(pack),

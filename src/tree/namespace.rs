@@ -277,6 +277,13 @@ impl Tree {
         self.writable()?;
         check_name(newname)?;
         let store = &self.data.store;
+        // A rename is how a save is published (write a temporary, close,
+        // rename over the old file): the versions closed before it are made
+        // durable first, so a power loss never leaves the new name on a
+        // version it rolls back (as ext4 does for a rename over a file).
+        if store.has_pending() {
+            store.sync()?;
+        }
         let _ns = self.ns.lock();
         let src = store.dentry(parent, name)?.ok_or(TreeError::NotFound)?;
         let dst = store.dentry(newparent, newname)?;

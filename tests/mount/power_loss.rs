@@ -4,13 +4,14 @@
 //! only, never leaving one that names bytes the disk does not hold.
 //!
 //! A power loss is simulated after SIGKILL by cutting every pack file back
-//! to the length it had at the last sync (the bytes the kernel had not
-//! written yet), while RocksDB's WAL keeps the commits that name them.
+//! to the length the daemon last made durable (from its debug log: the
+//! bytes the kernel may not have written yet), while RocksDB's WAL keeps
+//! the commits that name them.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::{hash_file, noise, Mount};
@@ -36,25 +37,29 @@ fn xxh(data: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(data)
 }
 
-/// Every pack file and its length.
-fn pack_lengths(store: &Path) -> BTreeMap<PathBuf, u64> {
-    fs::read_dir(store.join("packs"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| (e.path(), e.metadata().unwrap().len()))
-        .collect()
-}
-
-/// The power loss: packs go back to `synced` (packs made since are empty).
-fn lose_unsynced_pack_bytes(store: &Path, synced: &BTreeMap<PathBuf, u64>) -> u64 {
+/// The power loss: every pack goes back to the length the daemon last
+/// logged it durable at (debug log), the bytes the kernel may not have
+/// written yet. Returns how many bytes went.
+fn lose_unsynced_pack_bytes(m: &Mount) -> u64 {
+    let mut durable: BTreeMap<String, u64> = BTreeMap::new();
+    for line in m.log().lines() {
+        if let Some((_, rest)) = line.split_once(": pack ") {
+            if let Some((pack, len)) = rest.split_once(" durable up to ") {
+                let len = len.trim_end_matches(" bytes").parse().unwrap();
+                durable.insert(format!("{pack}.pack"), len);
+            }
+        }
+    }
     let mut lost = 0;
-    for (path, len) in pack_lengths(store) {
-        let keep = synced.get(&path).copied().unwrap_or(0);
-        assert!(keep <= len, "{} shrank", path.display());
+    for entry in fs::read_dir(m.store.join("packs")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let len = entry.metadata().unwrap().len();
+        let keep = durable.get(&name).copied().unwrap_or(0).min(len);
         lost += len - keep;
         OpenOptions::new()
             .write(true)
-            .open(&path)
+            .open(entry.path())
             .unwrap()
             .set_len(keep)
             .unwrap();
@@ -74,7 +79,10 @@ fn versions(m: &Mount, rel: &str) -> Vec<String> {
 
 #[test]
 fn a_power_loss_before_the_sync_rolls_closed_versions_back_whole_and_a_crash_loses_none() {
-    let mut m = Mount::with_args("power-loss-rollback", &["--sync-interval", "1h"]);
+    let mut m = Mount::with_args(
+        "power-loss-rollback",
+        &["--sync-interval", "1h", "--log-level", "debug"],
+    );
     let (v1, v2, v3) = (
         noise(6 * MIB, 0x9_0001),
         noise(6 * MIB, 0x9_0002),
@@ -98,13 +106,20 @@ fn a_power_loss_before_the_sync_rolls_closed_versions_back_whole_and_a_crash_los
     );
     assert!(!log.contains("lost in a power failure"), "{log}");
 
+    // A save published by a rename (temporary, close, rename over the old
+    // file) is made durable by the rename.
+    let (old_save, new_save) = (noise(3 * MIB, 0x9_0005), noise(3 * MIB, 0x9_0006));
+    write_closed(&m.path("save.pt"), &old_save);
+    fsync(&m.path("save.pt"));
+    write_closed(&m.path("save.pt.tmp"), &new_save);
+    fs::rename(m.path("save.pt.tmp"), m.path("save.pt")).unwrap();
+
     // A power loss: what was closed after the last sync goes, whole.
-    let synced = pack_lengths(&m.store);
     write_closed(&a, &v3);
     write_closed(&m.path("new.bin"), &other);
     assert_eq!(hash_file(&a), xxh(&v3));
     m.kill();
-    let cut = lose_unsynced_pack_bytes(&m.store, &synced);
+    let cut = lose_unsynced_pack_bytes(&m);
     assert!(cut >= (8 * MIB) as u64, "only {cut} pack bytes to lose");
     m.start();
     assert_eq!(
@@ -120,11 +135,17 @@ fn a_power_loss_before_the_sync_rolls_closed_versions_back_whole_and_a_crash_los
         0,
         "a new file comes back empty"
     );
+    assert_eq!(
+        hash_file(&m.path("save.pt")),
+        xxh(&new_save),
+        "the renamed save"
+    );
     let log = m.log();
     assert!(
         log.contains("lost in a power failure"),
         "no log line:\n{log}"
     );
+    assert!(!log.contains("save.pt version"), "{log}");
 
     // The lost chunks are not deduplicated against: written again, they are
     // stored again and survive a clean stop.
