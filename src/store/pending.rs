@@ -151,12 +151,17 @@ impl Store {
         // before it took it, so the pack sync below covers them.
         let below = self.pending.next.load(Ordering::SeqCst);
         self.persist_chunks()?;
-        if below <= self.pending.cleared_below.load(Ordering::SeqCst) {
+        let from = self.pending.cleared_below.load(Ordering::SeqCst);
+        if below <= from {
             self.db.flush_wal(true)?;
             return Ok(());
         }
+        // Point deletions (one per commit since the last sync), not a range
+        // tombstone per sync that every later read of `meta` would skip.
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_META), PENDING_PREFIX, &pending_key(below)[..]);
+        for seq in from..below {
+            batch.delete_cf(self.cf(CF_META), pending_key(seq));
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch, &wo)?;
