@@ -46,6 +46,14 @@ fn three_versions(store: &Store) -> InodeRecord {
     rec
 }
 
+/// A new store holding [`three_versions`].
+fn store_with_three_versions() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    three_versions(&store);
+    (dir, store)
+}
+
 fn chunk(n: u64) -> ChunkId {
     chunk_id(&n.to_le_bytes())
 }
@@ -65,9 +73,7 @@ fn pending_commits_round_trip() {
 
 #[test]
 fn only_commits_naming_a_lost_chunk_roll_back_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    three_versions(&store);
+    let (_dir, store) = store_with_three_versions();
     // The middle commit's chunk is lost, the newest one's is not: the
     // newest stays the content, the middle version's record goes.
     let lost: HashSet<ChunkId> = [chunk(11)].into();
@@ -84,9 +90,7 @@ fn only_commits_naming_a_lost_chunk_roll_back_newest_first() {
 
 #[test]
 fn a_file_whose_last_two_commits_were_lost_gets_its_durable_content_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    three_versions(&store);
+    let (_dir, store) = store_with_three_versions();
     assert_eq!(
         store.pending_prev_manifests().unwrap(),
         [ManifestId(10), ManifestId(11)]
@@ -131,9 +135,7 @@ fn a_sync_forgets_the_pending_commits_made_before_it() {
 
 #[test]
 fn a_lost_version_goes_from_every_path_a_rename_carried_it_to() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    three_versions(&store);
+    let (_dir, store) = store_with_three_versions();
     // Renamed after its lazy commit: the newest content arrived at path 6.
     let mut txn = store.txn();
     txn.put_version(PathId(6), 1, &version_of(Ino(100), ManifestId(12), 12));
