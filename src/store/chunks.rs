@@ -142,16 +142,18 @@ impl Store {
             .then_some(entry))
     }
 
-    /// After a crash: checks every record an index entry puts past the
-    /// durable end of a pack against its id. Records that read back whole
-    /// (all of them after a crash of the daemon alone) are synced and made
-    /// durable; the index entries of the others are deleted, durably, and
-    /// their ids returned, for [`Store::recover_pending`]. Then the packs
-    /// are cut back past their last good record. Runs at open, when a pack
-    /// is longer than its recorded length or `unsynced_commits` (a power
-    /// loss may have cut a pack back to its recorded length, and the
-    /// pending commits must learn what they lost); a crash in between
-    /// leaves the same work for the next open.
+    /// After a crash, when commits were made without a sync
+    /// (`unsynced_commits`): checks every record an index entry puts past
+    /// the durable end of a pack against its id. Records that read back
+    /// whole (all of them after a crash of the daemon alone) are synced and
+    /// made durable; the index entries of the others are deleted, durably,
+    /// and their ids returned, for [`Store::recover_pending`]. Without such
+    /// commits no commit names those records: their entries are deleted
+    /// unread. Then the packs are cut back past their last good record.
+    /// Runs at open (also when no pack is longer than its recorded length:
+    /// a power loss may have cut one back to it, and the pending commits
+    /// must learn what they lost); a crash in between leaves the same work
+    /// for the next open.
     pub(crate) fn recover_packs(&mut self, unsynced_commits: bool) -> Result<HashSet<ChunkId>> {
         let mut lost = HashSet::new();
         if !self.packs.has_leftovers() && !unsynced_commits {
@@ -165,8 +167,12 @@ impl Store {
                 return Ok(());
             };
             checked += 1;
-            match self.read_record(c.id, loc) {
-                Ok(_) => {
+            let record = match unsynced_commits {
+                true => self.read_record(c.id, loc).map(drop),
+                false => Err(StoreError::ChunkMissing(c.id)),
+            };
+            match record {
+                Ok(()) => {
                     let end = good_ends.entry(loc.pack).or_default();
                     *end = (*end).max(loc.end());
                 }
@@ -204,13 +210,20 @@ impl Store {
         } else {
             log::Level::Warn
         };
-        log::log!(
-            level,
-            "{}: checked the chunks written after the last sync: {} whole, {} lost",
-            self.root().display(),
-            checked - lost.len(),
-            lost.len()
-        );
+        if unsynced_commits {
+            log::log!(
+                level,
+                "{}: checked the chunks written after the last sync: {} whole, {} lost",
+                self.root().display(),
+                checked - lost.len(),
+                lost.len()
+            );
+        } else if checked > 0 {
+            log::info!(
+                "{}: dropped {checked} index entries of chunks no commit names",
+                self.root().display()
+            );
+        }
         self.packs.cut_leftovers()?;
         Ok(lost)
     }
@@ -401,6 +414,23 @@ mod tests {
         ));
     }
 
+    /// Records a commit made without a sync, as a lazy close does.
+    fn put_pending_commit(store: &Store) {
+        let rec = crate::store::records::InodeRecord::new(
+            crate::store::records::FileKind::File,
+            0o644,
+            0,
+            0,
+        );
+        let mut txn = store.txn();
+        txn.put_pending(&crate::store::PendingCommit::new(
+            crate::ids::Ino(99),
+            &rec,
+            crate::ids::ManifestId(99),
+        ));
+        store.commit(txn, false).unwrap();
+    }
+
     /// Each pack file's length.
     fn pack_lengths(store: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
         let mut out: Vec<_> = std::fs::read_dir(store.join("packs"))
@@ -422,6 +452,7 @@ mod tests {
             store.put_chunk(chunk_id(&first), &first, Some(1)).unwrap();
             store.persist_chunks().unwrap();
             store.put_chunk(chunk_id(&after), &after, Some(1)).unwrap();
+            put_pending_commit(&store);
         }
         // The process died; its page cache did not: every record is checked
         // against its id, kept, and made durable.
@@ -440,6 +471,28 @@ mod tests {
     }
 
     #[test]
+    fn packed_chunks_no_commit_names_are_cut_after_a_crash_without_being_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept: Vec<u8> = (0..40000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let orphan: Vec<u8> = (0..40000u32).map(|i| (i * 13 % 241) as u8).collect();
+        let synced;
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_chunk(chunk_id(&kept), &kept, Some(1)).unwrap();
+            store.persist_chunks().unwrap();
+            synced = pack_lengths(dir.path());
+            // A stream still being written when the daemon died.
+            store
+                .put_chunk(chunk_id(&orphan), &orphan, Some(1))
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!store.has_chunk(chunk_id(&orphan)).unwrap());
+        assert_eq!(pack_lengths(dir.path()), synced, "cut back");
+        assert_eq!(&*store.read_chunk(chunk_id(&kept)).unwrap(), &kept[..]);
+    }
+
+    #[test]
     fn packed_chunks_a_power_loss_took_are_gone_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let kept: Vec<u8> = (0..40000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -455,19 +508,7 @@ mod tests {
             // bytes. A commit naming it without a sync leaves a pending key.
             store.put_chunk(lost_id, &lost, Some(1)).unwrap();
             assert!(store.has_chunk(lost_id).unwrap());
-            let rec = crate::store::records::InodeRecord::new(
-                crate::store::records::FileKind::File,
-                0o644,
-                0,
-                0,
-            );
-            let mut txn = store.txn();
-            txn.put_pending(&crate::store::PendingCommit::new(
-                crate::ids::Ino(99),
-                &rec,
-                crate::ids::ManifestId(99),
-            ));
-            store.commit(txn, false).unwrap();
+            put_pending_commit(&store);
         }
         // The power loss: what was not synced never reached the disk, but
         // the index entry, in the WAL, did.
