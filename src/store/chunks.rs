@@ -167,25 +167,24 @@ impl Store {
                 return Ok(());
             };
             checked += 1;
-            let record = match unsynced_commits {
-                true => self.read_record(c.id, loc).map(drop),
-                false => Err(StoreError::ChunkMissing(c.id)),
-            };
-            match record {
-                Ok(()) => {
-                    let end = good_ends.entry(loc.pack).or_default();
-                    *end = (*end).max(loc.end());
-                }
-                Err(e) => {
-                    log::debug!(
-                        "{}: chunk {} in pack {} lost in a crash: {e}",
-                        self.root().display(),
-                        c.id,
-                        loc.pack
-                    );
-                    batch.delete_cf(self.cf(CF_CHUNK_INDEX), chunk_key(c.id));
-                    lost.insert(c.id);
-                }
+            let whole = unsynced_commits
+                && self
+                    .read_record(c.id, loc)
+                    .map_err(|e| {
+                        log::debug!(
+                            "{}: chunk {} in pack {} lost in a crash: {e}",
+                            self.root().display(),
+                            c.id,
+                            loc.pack
+                        )
+                    })
+                    .is_ok();
+            if whole {
+                let end = good_ends.entry(loc.pack).or_default();
+                *end = (*end).max(loc.end());
+            } else {
+                batch.delete_cf(self.cf(CF_CHUNK_INDEX), chunk_key(c.id));
+                lost.insert(c.id);
             }
             Ok(())
         })?;

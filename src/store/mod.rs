@@ -224,9 +224,9 @@ impl Store {
             pending: Default::default(),
         };
         store.init_if_new()?;
-        let unsynced_commits = store.has_pending_commits()?;
-        let lost = store.recover_packs(unsynced_commits)?;
-        store.recover_pending(&lost)?;
+        let pending = store.pending_commits()?;
+        let lost = store.recover_packs(!pending.is_empty())?;
+        store.recover_pending(&pending, &lost)?;
         store.free_listed_records()?;
         Ok(store)
     }

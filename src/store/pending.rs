@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rocksdb::{WriteBatch, WriteOptions};
 
 use super::bytes::{Dec, Enc};
-use super::manifest::{decode_segment, Entry};
+use super::manifest::Entry;
 use super::open::for_each_meta;
 use super::records::{InodeRecord, Time};
-use super::schema::{manifest_key, CF_MANIFESTS, CF_META};
+use super::schema::CF_META;
 use super::{Result, Store, StoreError, Txn};
 use crate::ids::{ChunkId, Ino, ManifestId, PathId};
 
@@ -181,17 +181,9 @@ impl Store {
             .collect())
     }
 
-    /// True when a version commit made without a sync is on record (the
-    /// last stop was not clean).
-    pub(super) fn has_pending_commits(&self) -> Result<bool> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_META));
-        it.seek(PENDING_PREFIX);
-        let found = it.key().is_some_and(|k| k.starts_with(PENDING_PREFIX));
-        it.status()?;
-        Ok(found)
-    }
-
-    fn pending_commits(&self) -> Result<Vec<(u64, PendingCommit)>> {
+    /// The version commits made without a sync that are on record, oldest
+    /// first (at open: any means the last stop was not clean).
+    pub(super) fn pending_commits(&self) -> Result<Vec<(u64, PendingCommit)>> {
         let mut out = Vec::new();
         for_each_meta(&self.db, PENDING_PREFIX, |rest, value| {
             let seq: [u8; 8] = rest
@@ -203,11 +195,15 @@ impl Store {
         Ok(out)
     }
 
-    /// At open: rolls back the pending commits that name a chunk lost in a
-    /// power loss (`lost`, from [`Store::recover_packs`]), then forgets
-    /// every pending key, durably. Returns how many were rolled back.
-    pub(super) fn recover_pending(&self, lost: &HashSet<ChunkId>) -> Result<usize> {
-        let pending = self.pending_commits()?;
+    /// At open: rolls back the `pending` commits (from
+    /// [`Store::pending_commits`]) that name a chunk lost in a power loss
+    /// (`lost`, from [`Store::recover_packs`]), then forgets every pending
+    /// key, durably. Returns how many were rolled back.
+    pub(super) fn recover_pending(
+        &self,
+        pending: &[(u64, PendingCommit)],
+        lost: &HashSet<ChunkId>,
+    ) -> Result<usize> {
         if pending.is_empty() {
             return Ok(0);
         }
@@ -304,20 +300,16 @@ impl Store {
 
     /// True when a chunk of `lost` is in the manifest.
     fn manifest_names_any(&self, id: ManifestId, lost: &HashSet<ChunkId>) -> Result<bool> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_MANIFESTS));
-        it.seek(manifest_key(id, 0));
-        while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            if !key.starts_with(&id.0.to_be_bytes()) {
-                break;
+        let mut from = 0;
+        while let Some((start, entries)) = self.segment_from(id, from)? {
+            if entries
+                .iter()
+                .any(|e| matches!(e, Entry::Chunk { id, .. } if lost.contains(id)))
+            {
+                return Ok(true);
             }
-            for entry in decode_segment(value)? {
-                if matches!(entry, Entry::Chunk { id, .. } if lost.contains(&id)) {
-                    return Ok(true);
-                }
-            }
-            it.next();
+            from = start + 1;
         }
-        it.status()?;
         Ok(false)
     }
 }

@@ -54,6 +54,11 @@ fn store_with_three_versions() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// What the open does with the pending commits on record.
+fn recover(store: &Store, lost: &HashSet<ChunkId>) -> Result<usize> {
+    store.recover_pending(&store.pending_commits()?, lost)
+}
+
 fn chunk(n: u64) -> ChunkId {
     chunk_id(&n.to_le_bytes())
 }
@@ -77,7 +82,7 @@ fn only_commits_naming_a_lost_chunk_roll_back_newest_first() {
     // The middle commit's chunk is lost, the newest one's is not: the
     // newest stays the content, the middle version's record goes.
     let lost: HashSet<ChunkId> = [chunk(11)].into();
-    assert_eq!(store.recover_pending(&lost).unwrap(), 1);
+    assert_eq!(recover(&store, &lost).unwrap(), 1);
     let rec = store.inode(Ino(100)).unwrap().unwrap();
     assert_eq!((rec.content, rec.size), (ManifestId(12), 12));
     assert!(store.version(PathId(5), 2).unwrap().is_none());
@@ -96,7 +101,7 @@ fn a_file_whose_last_two_commits_were_lost_gets_its_durable_content_back() {
         [ManifestId(10), ManifestId(11)]
     );
     let lost: HashSet<ChunkId> = [chunk(11), chunk(12)].into();
-    assert_eq!(store.recover_pending(&lost).unwrap(), 2);
+    assert_eq!(recover(&store, &lost).unwrap(), 2);
     let rec = store.inode(Ino(100)).unwrap().unwrap();
     assert_eq!(
         (rec.content, rec.size, rec.mtime.secs),
@@ -107,7 +112,7 @@ fn a_file_whose_last_two_commits_were_lost_gets_its_durable_content_back() {
     assert!(store.version(PathId(5), 3).unwrap().is_none());
     // Nothing lost (a crash of the daemon alone): nothing rolls back.
     three_versions(&store);
-    assert_eq!(store.recover_pending(&HashSet::new()).unwrap(), 0);
+    assert_eq!(recover(&store, &HashSet::new()).unwrap(), 0);
     assert_eq!(
         store.inode(Ino(100)).unwrap().unwrap().content,
         ManifestId(12)
@@ -141,7 +146,7 @@ fn a_lost_version_goes_from_every_path_a_rename_carried_it_to() {
     txn.put_version(PathId(6), 1, &version_of(Ino(100), ManifestId(12), 12));
     txn.put_version(PathId(6), 2, &version_of(Ino(100), ManifestId(10), 10));
     store.commit(txn, false).unwrap();
-    assert_eq!(store.recover_pending(&[chunk(12)].into()).unwrap(), 1);
+    assert_eq!(recover(&store, &[chunk(12)].into()).unwrap(), 1);
     assert!(store.version(PathId(6), 1).unwrap().is_none());
     assert!(
         store.version(PathId(6), 2).unwrap().is_some(),
@@ -149,4 +154,23 @@ fn a_lost_version_goes_from_every_path_a_rename_carried_it_to() {
     );
     assert!(store.version(PathId(5), 2).unwrap().is_some());
     assert!(store.version(PathId(5), 3).unwrap().is_none());
+}
+
+#[test]
+fn a_damaged_pending_key_refuses_the_open_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut txn = store.txn();
+        txn.batch
+            .put_cf(store.cf(CF_META), pending_key(0), b"not a commit");
+        store.commit(txn, true).unwrap();
+    }
+    for _ in 0..2 {
+        match Store::open(dir.path()) {
+            Err(StoreError::Corrupt(why)) => assert!(why.contains("pending"), "{why}"),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened over a damaged pending commit"),
+        }
+    }
 }

@@ -87,7 +87,7 @@ impl Tree {
         let Some(mut rec) = store.inode(file.ino())? else {
             return Ok(());
         };
-        let mut pending = PendingCommit::new(file.ino(), &rec, manifest);
+        let pending = lazy.then(|| PendingCommit::new(file.ino(), &rec, manifest));
         rec.content = manifest;
         rec.size = size;
         rec.mtime = mtime;
@@ -100,7 +100,7 @@ impl Tree {
             None => None,
         };
         hist.write(&mut txn);
-        if lazy {
+        if let Some(mut pending) = pending {
             pending.version = recorded;
             txn.put_pending(&pending);
         }

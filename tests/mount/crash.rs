@@ -18,7 +18,7 @@ use crate::common::{hash_file, heavy, is_mounted, noise, Mount, SmallDisk};
 
 const MIB: usize = 1 << 20;
 
-fn xxh(data: &[u8]) -> u128 {
+pub(super) fn xxh(data: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(data)
 }
 
@@ -28,7 +28,7 @@ fn close(f: File) -> Result<(), Errno> {
 }
 
 /// Creates or truncates `path`, writes `data` and closes, all checked.
-fn write_closed(path: &Path, data: &[u8]) {
+pub(super) fn write_closed(path: &Path, data: &[u8]) {
     let mut f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
     f.write_all(data)
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));

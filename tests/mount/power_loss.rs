@@ -10,10 +10,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::crash::{write_closed, xxh};
 use crate::common::{hash_file, noise, Mount};
 
 const MIB: usize = 1 << 20;
@@ -23,18 +23,8 @@ const CHECKED: &str = "checked the chunks written after the last sync";
 /// The line the background sync logs when it made closed versions durable.
 const SYNCED: &str = "background sync: the versions closed since the last sync are durable";
 
-fn write_closed(path: &Path, data: &[u8]) {
-    let mut f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    f.write_all(data).unwrap();
-    nix::unistd::close(f).unwrap_or_else(|e| panic!("close {}: {e}", path.display()));
-}
-
 fn fsync(path: &Path) {
     File::open(path).unwrap().sync_all().unwrap();
-}
-
-fn xxh(data: &[u8]) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(data)
 }
 
 /// The power loss: every pack goes back to the length the daemon last
