@@ -150,19 +150,25 @@ fn compact(out: &mut Vec<u8>, groups: &[[u8; 4]], mask: u8) {
 }
 
 /// [`compact`] with one coded lane, `LANE`, known at compile time.
+/// Goes through a block on the stack: growing `out` by zeroing it first
+/// and then overwriting cost a fifth of the coding.
 fn compact_one<const LANE: usize>(out: &mut Vec<u8>, groups: &[[u8; 4]]) {
-    let at = out.len();
-    out.resize(at + 3 * groups.len(), 0);
-    let (rests, _) = out[at..].as_chunks_mut::<3>();
-    for (rest, &[a, b, c, d]) in rests.iter_mut().zip(groups) {
-        *rest = match LANE {
-            0 => [b, c, d],
-            1 => [a, c, d],
-            2 => [a, b, d],
-            _ => [a, b, c],
-        };
+    let mut block = [[0u8; 3]; COMPACT_BLOCK];
+    for groups in groups.chunks(COMPACT_BLOCK) {
+        for (rest, &[a, b, c, d]) in block.iter_mut().zip(groups) {
+            *rest = match LANE {
+                0 => [b, c, d],
+                1 => [a, c, d],
+                2 => [a, b, d],
+                _ => [a, b, c],
+            };
+        }
+        out.extend_from_slice(block[..groups.len()].as_flattened());
     }
 }
+
+/// Groups [`compact_one`] packs at a time (3 KiB on the stack).
+const COMPACT_BLOCK: usize = 1024;
 
 /// The inverse of [`compact`] for chunks with several coded lanes (one
 /// coded lane goes through [`decode_one`]): fills `out`'s groups from the
