@@ -20,14 +20,13 @@
 //! written again to move it next to a new save's chunks (`relocate.rs`).
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use rocksdb::WriteBatch;
 
 use super::packs::{PackLocation, RECORD_HEADER};
 use super::relocate::Relocation;
-use super::schema::{chunk_key, chunk_shard, pack_len_key, CF_CHUNK_INDEX, CF_META};
+use super::schema::{chunk_key, chunk_shard, CF_CHUNK_INDEX};
 use super::{Result, Store, StoreError};
 use crate::chunk::{self, Coder};
 use crate::ids::ChunkId;
@@ -142,91 +141,6 @@ impl Store {
             .then_some(entry))
     }
 
-    /// After a crash, when commits were made without a sync
-    /// (`unsynced_commits`): checks every record an index entry puts past
-    /// the durable end of a pack against its id. Records that read back
-    /// whole (all of them after a crash of the daemon alone) are synced and
-    /// made durable; the index entries of the others are deleted, durably,
-    /// and their ids returned, for [`Store::recover_pending`]. Without such
-    /// commits no commit names those records: their entries are deleted
-    /// unread. Then the packs are cut back past their last good record.
-    /// Runs at open (also when no pack is longer than its recorded length:
-    /// a power loss may have cut one back to it, and the pending commits
-    /// must learn what they lost); a crash in between leaves the same work
-    /// for the next open.
-    pub(crate) fn recover_packs(&mut self, unsynced_commits: bool) -> Result<HashSet<ChunkId>> {
-        let mut lost = HashSet::new();
-        if !self.packs.has_leftovers() && !unsynced_commits {
-            return Ok(lost);
-        }
-        let mut batch = WriteBatch::default();
-        let mut good_ends: HashMap<u32, u64> = HashMap::new();
-        let mut checked = 0usize;
-        self.for_each_chunk(|c| {
-            let Some(loc) = c.packed.filter(|loc| !self.packs.is_durable(*loc)) else {
-                return Ok(());
-            };
-            checked += 1;
-            let whole = unsynced_commits
-                && self
-                    .read_record(c.id, loc)
-                    .map_err(|e| {
-                        log::debug!(
-                            "{}: chunk {} in pack {} lost in a crash: {e}",
-                            self.root().display(),
-                            c.id,
-                            loc.pack
-                        )
-                    })
-                    .is_ok();
-            if whole {
-                let end = good_ends.entry(loc.pack).or_default();
-                *end = (*end).max(loc.end());
-            } else {
-                batch.delete_cf(self.cf(CF_CHUNK_INDEX), chunk_key(c.id));
-                lost.insert(c.id);
-            }
-            Ok(())
-        })?;
-        for (&pack, &end) in &good_ends {
-            self.packs.sync_pack(pack)?;
-            log::debug!(
-                "{}: pack {pack:08x} durable up to {end} bytes",
-                self.root().display()
-            );
-            batch.put_cf(self.cf(CF_META), pack_len_key(pack), end.to_le_bytes());
-        }
-        if !batch.is_empty() {
-            let mut wo = rocksdb::WriteOptions::default();
-            wo.set_sync(true);
-            self.db.write_opt(batch, &wo)?;
-        }
-        for (pack, end) in good_ends {
-            self.packs.extend_durable(pack, end);
-        }
-        let level = if lost.is_empty() {
-            log::Level::Info
-        } else {
-            log::Level::Warn
-        };
-        if unsynced_commits {
-            log::log!(
-                level,
-                "{}: checked the chunks written after the last sync: {} whole, {} lost",
-                self.root().display(),
-                checked - lost.len(),
-                lost.len()
-            );
-        } else if checked > 0 {
-            log::info!(
-                "{}: dropped {checked} index entries of chunks no commit names",
-                self.root().display()
-            );
-        }
-        self.packs.cut_leftovers()?;
-        Ok(lost)
-    }
-
     /// True when the chunk is already stored.
     pub fn has_chunk(&self, id: ChunkId) -> Result<bool> {
         Ok(self.index_entry(id)?.is_some())
@@ -317,6 +231,7 @@ impl Store {
         self.packs.append_records(stream, &records, |locations| {
             let mut batch = WriteBatch::default();
             let mut moves = Vec::new();
+            let mut indexed = Vec::with_capacity(chunks.len());
             for (c, &loc) in chunks.iter().zip(locations) {
                 let (raw_len, stored_len) = (c.raw.len() as u32, c.stored_len());
                 if let Some(from) = c.moved_from {
@@ -335,7 +250,9 @@ impl Store {
                     packed: Some(loc),
                 };
                 batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(c.id), entry.encode());
+                indexed.push((c.id, loc));
             }
+            self.list_unsynced(&mut batch, &indexed);
             self.db.write(batch)?;
             self.relocations.add(moves);
             Ok(())
@@ -411,124 +328,6 @@ mod tests {
             store.read_chunk(missing),
             Err(StoreError::ChunkMissing(_))
         ));
-    }
-
-    /// Records a commit made without a sync, as a lazy close does.
-    fn put_pending_commit(store: &Store) {
-        let rec = crate::store::records::InodeRecord::new(
-            crate::store::records::FileKind::File,
-            0o644,
-            0,
-            0,
-        );
-        let mut txn = store.txn();
-        txn.put_pending(&crate::store::PendingCommit::new(
-            crate::ids::Ino(99),
-            &rec,
-            crate::ids::ManifestId(99),
-        ));
-        store.commit(txn, false).unwrap();
-    }
-
-    /// Each pack file's length.
-    fn pack_lengths(store: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
-        let mut out: Vec<_> = std::fs::read_dir(store.join("packs"))
-            .unwrap()
-            .map(|e| e.unwrap())
-            .map(|e| (e.path(), e.metadata().unwrap().len()))
-            .collect();
-        out.sort();
-        out
-    }
-
-    #[test]
-    fn packed_chunks_written_after_the_last_persist_survive_a_crash_of_the_process() {
-        let dir = tempfile::tempdir().unwrap();
-        let first: Vec<u8> = (0..40000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let after: Vec<u8> = (0..40000u32).map(|i| (i * 11 % 253) as u8).collect();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            store.put_chunk(chunk_id(&first), &first, Some(1)).unwrap();
-            store.persist_chunks().unwrap();
-            store.put_chunk(chunk_id(&after), &after, Some(1)).unwrap();
-            put_pending_commit(&store);
-        }
-        // The process died; its page cache did not: every record is checked
-        // against its id, kept, and made durable.
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(&*store.read_chunk(chunk_id(&first)).unwrap(), &first[..]);
-        assert_eq!(&*store.read_chunk(chunk_id(&after)).unwrap(), &after[..]);
-        drop(store);
-        let lengths = pack_lengths(dir.path());
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(&*store.read_chunk(chunk_id(&after)).unwrap(), &after[..]);
-        assert_eq!(
-            pack_lengths(dir.path()),
-            lengths,
-            "nothing cut at the next open"
-        );
-    }
-
-    #[test]
-    fn packed_chunks_no_commit_names_are_cut_after_a_crash_without_being_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let kept: Vec<u8> = (0..40000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let orphan: Vec<u8> = (0..40000u32).map(|i| (i * 13 % 241) as u8).collect();
-        let synced;
-        {
-            let store = Store::open(dir.path()).unwrap();
-            store.put_chunk(chunk_id(&kept), &kept, Some(1)).unwrap();
-            store.persist_chunks().unwrap();
-            synced = pack_lengths(dir.path());
-            // A stream still being written when the daemon died.
-            store
-                .put_chunk(chunk_id(&orphan), &orphan, Some(1))
-                .unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        assert!(!store.has_chunk(chunk_id(&orphan)).unwrap());
-        assert_eq!(pack_lengths(dir.path()), synced, "cut back");
-        assert_eq!(&*store.read_chunk(chunk_id(&kept)).unwrap(), &kept[..]);
-    }
-
-    #[test]
-    fn packed_chunks_a_power_loss_took_are_gone_after_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let kept: Vec<u8> = (0..40000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let lost: Vec<u8> = (0..40000u32).map(|i| (i * 11 % 253) as u8).collect();
-        let (kept_id, lost_id) = (chunk_id(&kept), chunk_id(&lost));
-        let synced;
-        {
-            let store = Store::open(dir.path()).unwrap();
-            store.put_chunk(kept_id, &kept, Some(1)).unwrap();
-            store.persist_chunks().unwrap();
-            synced = pack_lengths(dir.path());
-            // Written after the last persist: a power loss may lose its
-            // bytes. A commit naming it without a sync leaves a pending key.
-            store.put_chunk(lost_id, &lost, Some(1)).unwrap();
-            assert!(store.has_chunk(lost_id).unwrap());
-            put_pending_commit(&store);
-        }
-        // The power loss: what was not synced never reached the disk, but
-        // the index entry, in the WAL, did.
-        for (path, len) in &synced {
-            let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-            f.set_len(*len).unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(&*store.read_chunk(kept_id).unwrap(), &kept[..]);
-        assert!(!store.has_chunk(lost_id).unwrap(), "dedup must not hit it");
-        let mut indexed = Vec::new();
-        store
-            .for_each_chunk(|c| {
-                indexed.push(c.id);
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(indexed, [kept_id], "its index entry is purged");
-        // Stored again, it reads back.
-        store.put_chunk(lost_id, &lost, Some(2)).unwrap();
-        assert_eq!(&*store.read_chunk(lost_id).unwrap(), &lost[..]);
     }
 
     #[test]

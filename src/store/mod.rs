@@ -34,6 +34,7 @@ pub mod records;
 mod relocate;
 pub mod schema;
 mod txn;
+mod unsynced;
 
 use std::path::{Path, PathBuf};
 

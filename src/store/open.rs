@@ -27,7 +27,11 @@ use super::StoreError;
 /// - 2: chunks may also be lane-coded (`chunk::lanes`). A format-1 store is
 ///   marked 2 when this build opens it, so that older builds refuse it
 ///   instead of failing on the first lane-coded chunk.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: chunks indexed before their pack was synced are also listed in
+///   `unsynced` (`unsynced.rs`), so the open after a crash checks those
+///   alone. Older builds would index chunks without listing them: they
+///   refuse a format-3 store.
+pub const FORMAT_VERSION: u32 = 3;
 const MARKER: &str = "CKPTFS";
 const MARKER_PREFIX: &str = "ckptfs store format ";
 

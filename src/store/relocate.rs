@@ -153,6 +153,7 @@ impl Store {
                 super::schema::pack_len_key(pack),
                 len.to_le_bytes(),
             );
+            self.unlist_synced(&mut batch, pack, len);
         }
         let (mut freed, mut unused) = (Vec::new(), Vec::new());
         let mut first_moves = std::collections::HashSet::new();

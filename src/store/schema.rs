@@ -15,6 +15,7 @@
 //! | `snap_tree`   | snapshot id u64 BE ++ tag ++ live key | copy of a live namespace record |
 //! | `chunk_index` | chunk id (16 bytes)                   | lengths [, pack u32, offset u64] |
 //! | `chunks`      | chunk id (16 bytes)                   | codec value (in BlobDB), small files |
+//! | `unsynced`    | pack u32 BE ++ offset u64 BE          | chunk id of a record indexed before its pack was synced |
 //!
 //! Big-endian integers make RocksDB's byte order the numeric order, so a
 //! prefix scan over `dirorder` is a directory in creation order and a
@@ -62,6 +63,10 @@ pub const CF_CHUNK_INDEX: &str = "chunk_index";
 pub const CF_CHUNKS: &str = "chunks";
 /// The second chunk shard.
 pub const CF_CHUNKS_1: &str = "chunks-1";
+/// Pack records indexed before their pack was synced (`unsynced.rs`):
+/// written with each index entry, range-deleted per pack by each sync, and
+/// read only by the open after a crash.
+pub const CF_UNSYNCED: &str = "unsynced";
 /// Chunk value shards, indexed by [`chunk_shard`].
 pub const CHUNK_SHARDS: [&str; 2] = [CF_CHUNKS, CF_CHUNKS_1];
 
@@ -71,7 +76,7 @@ pub fn chunk_shard(id: ChunkId) -> &'static str {
 }
 
 /// Every column family, in creation order.
-pub const ALL_CFS: [&str; 14] = [
+pub const ALL_CFS: [&str; 15] = [
     CF_META,
     CF_INODES,
     CF_DENTRIES,
@@ -86,6 +91,7 @@ pub const ALL_CFS: [&str; 14] = [
     CF_PATH_INFO,
     CF_SNAPSHOTS,
     CF_SNAP_TREE,
+    CF_UNSYNCED,
 ];
 
 /// Which namespace table a record belongs to (its tag in `snap_tree`).
@@ -152,6 +158,14 @@ pub const META_PACK_LEN_PREFIX: &[u8] = b"pack_len/";
 /// Prefix of the `meta` keys of pack records that moves left behind and
 /// that are not known to be punched yet (`store/freeing.rs`).
 pub const META_FREE_PREFIX: &[u8] = b"free/";
+
+/// Key of a pack record in [`CF_UNSYNCED`].
+pub fn unsynced_key(pack: u32, offset: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&pack.to_be_bytes());
+    k[4..].copy_from_slice(&offset.to_be_bytes());
+    k
+}
 
 /// `meta` key of a pack's durable length.
 pub fn pack_len_key(pack: u32) -> Vec<u8> {
