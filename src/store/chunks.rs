@@ -127,6 +127,14 @@ impl IndexEntry {
 impl Store {
     /// The index entry of a chunk whose bytes can be relied on.
     pub(crate) fn index_entry(&self, id: ChunkId) -> Result<Option<IndexEntry>> {
+        Ok(self
+            .any_index_entry(id)?
+            .filter(|entry| entry.packed.is_none_or(|loc| self.packs.is_durable(loc))))
+    }
+
+    /// The index entry of a chunk, also when it puts the chunk past its
+    /// pack's durable length (see `unsynced.rs`).
+    pub(crate) fn any_index_entry(&self, id: ChunkId) -> Result<Option<IndexEntry>> {
         // One lookup: the memtable and SST bloom filters answer misses.
         let Some(v) = self
             .db
@@ -134,11 +142,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let entry = IndexEntry::decode(&v)?;
-        Ok(entry
-            .packed
-            .is_none_or(|loc| self.packs.is_durable(loc))
-            .then_some(entry))
+        IndexEntry::decode(&v).map(Some)
     }
 
     /// True when the chunk is already stored.

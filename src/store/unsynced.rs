@@ -23,7 +23,6 @@ use std::collections::{HashMap, HashSet};
 
 use rocksdb::WriteBatch;
 
-use super::chunks::IndexEntry;
 use super::maintenance::IndexedChunk;
 use super::packs::PackLocation;
 use super::schema::{
@@ -204,13 +203,9 @@ impl Store {
     /// the pack's durable length. A listed record may since have been
     /// deleted (GC) or moved (relocation, to a durable record).
     fn unsynced_entry(&self, id: ChunkId, pack: u32) -> Result<Option<IndexedChunk>> {
-        let Some(v) = self
-            .db
-            .get_pinned_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id))?
-        else {
+        let Some(entry) = self.any_index_entry(id)? else {
             return Ok(None);
         };
-        let entry = IndexEntry::decode(&v)?;
         let here = entry
             .packed
             .filter(|loc| loc.pack == pack && !self.packs.is_durable(*loc));
