@@ -172,7 +172,7 @@ pub fn serve(args: &MountOptions) -> Result<()> {
         Ok(Stop::Unmounted(r)) => {
             begin_stop(&notifier, &stopping);
             log::info!("{} was unmounted", args.mountpoint.display());
-            r.context("FUSE session failed")
+            session_end(r)
         }
         Ok(Stop::Signal(sig)) => {
             begin_stop(&notifier, &stopping);
@@ -185,7 +185,7 @@ pub fn serve(args: &MountOptions) -> Result<()> {
             }
             unmount(&mut unmounter, &args.mountpoint);
             match stop_rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(Stop::Unmounted(r)) => r.context("FUSE session failed"),
+                Ok(Stop::Unmounted(r)) => session_end(r),
                 Ok(Stop::Signal(_))
                 | Err(RecvTimeoutError::Timeout)
                 | Err(RecvTimeoutError::Disconnected) => {
@@ -219,6 +219,22 @@ pub fn serve(args: &MountOptions) -> Result<()> {
     tree.log_summary();
     log::info!("stopped");
     outcome
+}
+
+/// How the FUSE session ended. A torn-down connection normally ends it
+/// with ENODEV, which fuser reports as success; but a request that a FUSE
+/// thread was taking from the kernel just as the mount went away (a lazy
+/// unmount's last close, say) is answered with ECONNABORTED instead, and
+/// fuser passes that on. Either way the mount is gone and `destroy` has
+/// committed open files: a clean end.
+fn session_end(r: std::io::Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            log::info!("the kernel closed the FUSE connection while a request was being read");
+            Ok(())
+        }
+        r => r.context("FUSE session failed"),
+    }
 }
 
 /// Tells systemd (STOPPING=1) and the notify threads that a stop began.
