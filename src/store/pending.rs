@@ -24,6 +24,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use parking_lot::Mutex;
 use rocksdb::{WriteBatch, WriteOptions};
 
 use super::bytes::{Dec, Enc};
@@ -115,6 +116,8 @@ pub(super) struct Pending {
     next: AtomicU64,
     /// Every pending key below this number was deleted.
     cleared_below: AtomicU64,
+    /// The file of each pending commit, by number, until a sync clears it.
+    files: Mutex<Vec<(u64, Ino)>>,
 }
 
 impl Txn<'_> {
@@ -122,6 +125,7 @@ impl Txn<'_> {
     /// what it replaced, so that a power loss can undo it.
     pub fn put_pending(&mut self, commit: &PendingCommit) {
         let seq = self.store.pending.next.fetch_add(1, Ordering::SeqCst);
+        self.store.pending.files.lock().push((seq, commit.ino));
         self.batch
             .put_cf(self.store.cf(CF_META), pending_key(seq), commit.encode());
     }
@@ -142,6 +146,12 @@ impl Store {
     /// without its chunks synced.
     pub fn has_pending(&self) -> bool {
         self.pending.next.load(Ordering::SeqCst) > self.pending.cleared_below.load(Ordering::SeqCst)
+    }
+
+    /// True when a version of `ino` was committed since the last
+    /// [`Store::sync`] without its chunks synced.
+    pub fn has_pending_for(&self, ino: Ino) -> bool {
+        self.pending.files.lock().iter().any(|&(_, of)| of == ino)
     }
 
     /// Makes everything committed so far durable: syncs the packs, records
@@ -168,6 +178,7 @@ impl Store {
         self.pending
             .cleared_below
             .fetch_max(below, Ordering::SeqCst);
+        self.pending.files.lock().retain(|&(seq, _)| seq >= below);
         Ok(())
     }
 

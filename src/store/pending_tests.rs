@@ -127,10 +127,14 @@ fn a_sync_forgets_the_pending_commits_made_before_it() {
     three_versions(&store);
     assert!(store.has_pending());
     assert_eq!(store.pending_commits().unwrap().len(), 2);
+    assert!(store.has_pending_for(Ino(100)));
+    assert!(!store.has_pending_for(Ino(101)), "another file");
     store.sync().unwrap();
     assert!(!store.has_pending());
+    assert!(!store.has_pending_for(Ino(100)));
     assert!(store.pending_commits().unwrap().is_empty());
     three_versions(&store);
+    assert!(store.has_pending_for(Ino(100)));
     assert_eq!(
         store.pending_commits().unwrap().len(),
         2,

@@ -278,11 +278,18 @@ impl Tree {
         check_name(newname)?;
         let store = &self.data.store;
         // A rename is how a save is published (write a temporary, close,
-        // rename over the old file): the versions closed before it are made
-        // durable first, so a power loss never leaves the new name on a
-        // version it rolls back (as ext4 does for a rename over a file).
+        // rename over the old file): renaming a file with a version closed
+        // since the last sync (or a directory, while any file has one)
+        // makes the closed versions durable first, so a power loss never
+        // leaves the new name on a version it rolls back (as ext4 does for
+        // a rename over a file). Other renames do not wait for the disk.
         if store.has_pending() {
-            store.sync()?;
+            let publishes = store
+                .dentry(parent, name)?
+                .is_some_and(|d| d.kind == FileKind::Dir || store.has_pending_for(d.ino));
+            if publishes {
+                store.sync()?;
+            }
         }
         let _ns = self.ns.lock();
         let src = store.dentry(parent, name)?.ok_or(TreeError::NotFound)?;

@@ -104,9 +104,15 @@ fn a_power_loss_before_the_sync_rolls_closed_versions_back_whole_and_a_crash_los
     write_closed(&m.path("save.pt.tmp"), &new_save);
     fs::rename(m.path("save.pt.tmp"), m.path("save.pt")).unwrap();
 
-    // A power loss: what was closed after the last sync goes, whole.
+    // A power loss: what was closed after the last sync goes, whole. A
+    // rename of a file with nothing pending (a log rotated meanwhile) does
+    // not sync them.
+    let log_text = noise(64 * 1024, 0x9_0007);
+    write_closed(&m.path("train.log"), &log_text);
+    fsync(&m.path("train.log"));
     write_closed(&a, &v3);
     write_closed(&m.path("new.bin"), &other);
+    fs::rename(m.path("train.log"), m.path("train.log.1")).unwrap();
     assert_eq!(hash_file(&a), xxh(&v3));
     m.kill();
     let cut = lose_unsynced_pack_bytes(&m);
@@ -130,6 +136,8 @@ fn a_power_loss_before_the_sync_rolls_closed_versions_back_whole_and_a_crash_los
         xxh(&new_save),
         "the renamed save"
     );
+    assert_eq!(hash_file(&m.path("train.log.1")), xxh(&log_text));
+    assert!(!m.path("train.log").exists());
     let log = m.log();
     assert!(
         log.contains("lost in a power failure"),
