@@ -282,11 +282,14 @@ impl Tree {
         // since the last sync (or a directory, while any file has one)
         // makes the closed versions durable first, so a power loss never
         // leaves the new name on a version it rolls back (as ext4 does for
-        // a rename over a file). Other renames do not wait for the disk.
+        // a rename over a file). An exchange moves the target too. Other
+        // renames do not wait for the disk.
         if store.has_pending() {
-            let publishes = store
-                .dentry(parent, name)?
-                .is_some_and(|d| d.kind == FileKind::Dir || store.has_pending_for(d.ino));
+            let moved = |d: Option<DirEntry>| {
+                d.is_some_and(|d| d.kind == FileKind::Dir || store.has_pending_for(d.ino))
+            };
+            let publishes = moved(store.dentry(parent, name)?)
+                || (mode == RenameMode::Exchange && moved(store.dentry(newparent, newname)?));
             if publishes {
                 store.sync()?;
             }

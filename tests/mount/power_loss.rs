@@ -201,3 +201,34 @@ fn the_background_sync_makes_closed_versions_durable_within_its_interval() {
     assert!(!log.contains(SYNCED), "{log}");
     control.stop();
 }
+
+#[test]
+fn an_exchange_that_moves_an_unsynced_version_makes_it_durable_first() {
+    let mut m = Mount::with_args(
+        "power-loss-exchange",
+        &["--sync-interval", "1h", "--log-level", "debug"],
+    );
+    let (kept, fresh) = (noise(3 * MIB, 0x9_0201), noise(3 * MIB, 0x9_0202));
+    write_closed(&m.path("current.pt"), &kept);
+    fsync(&m.path("current.pt"));
+    // The new save is closed, not synced: it moves by being the target of
+    // an exchange, whose source has nothing pending.
+    write_closed(&m.path("next.pt"), &fresh);
+    super::posix::names::renameat2(
+        &m.path("current.pt"),
+        &m.path("next.pt"),
+        libc::RENAME_EXCHANGE,
+    )
+    .unwrap();
+    m.kill();
+    lose_unsynced_pack_bytes(&m);
+    m.start();
+    assert_eq!(
+        hash_file(&m.path("current.pt")),
+        xxh(&fresh),
+        "the exchanged-in save"
+    );
+    assert_eq!(hash_file(&m.path("next.pt")), xxh(&kept));
+    assert!(!m.log().contains("lost in a power failure"), "{}", m.log());
+    m.stop();
+}

@@ -15,7 +15,7 @@ mod attrs;
 mod dirs;
 mod files;
 mod mmap_sync;
-mod names;
+pub(crate) mod names;
 mod tools;
 
 use std::collections::BTreeSet;

@@ -16,7 +16,7 @@ use crate::common::{noise, Mount};
 
 // ---------------------------------------------------------------- helpers
 
-fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
+pub(crate) fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
     let (a, b) = (cpath(from), cpath(to));
     // SAFETY: two valid NUL-terminated paths.
     cvt(unsafe {
