@@ -15,7 +15,7 @@
 //! | `snap_tree`   | snapshot id u64 BE ++ tag ++ live key | copy of a live namespace record |
 //! | `chunk_index` | chunk id (16 bytes)                   | lengths [, pack u32, offset u64] |
 //! | `chunks`      | chunk id (16 bytes)                   | codec value (in BlobDB), small files |
-//! | `unsynced`    | pack u32 BE ++ offset u64 BE          | chunk id of a record indexed before its pack was synced |
+//! | `unsynced`    | pack u32 BE ++ offset u64 BE          | chunk ids of a batch of records indexed before their pack was synced |
 //!
 //! Big-endian integers make RocksDB's byte order the numeric order, so a
 //! prefix scan over `dirorder` is a directory in creation order and a

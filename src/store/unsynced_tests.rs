@@ -276,3 +276,26 @@ fn a_batch_of_records_is_listed_under_one_key() {
         1
     );
 }
+
+#[test]
+fn a_damaged_list_entry_refuses_the_open_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let cf = store.cf(crate::store::schema::CF_UNSYNCED);
+        // Not a whole number of 16-byte ids.
+        store
+            .db
+            .put_cf(cf, crate::store::schema::unsynced_key(1, 0), [7u8; 20])
+            .unwrap();
+    }
+    for _ in 0..2 {
+        match Store::open(dir.path()) {
+            Err(crate::store::StoreError::Corrupt(what)) => {
+                assert!(what.contains("unsynced record list"), "{what}")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a damaged list was accepted"),
+        }
+    }
+}
