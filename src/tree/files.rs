@@ -85,6 +85,17 @@ impl OpenFile {
         }
     }
 
+    /// Drops a handle from the counts: (was the last writer, was the last
+    /// handle).
+    fn count_down(&self, write: bool) -> (bool, bool) {
+        let mut c = self.counts.lock();
+        c.handles = c.handles.saturating_sub(1);
+        if write {
+            c.writers = c.writers.saturating_sub(1);
+        }
+        (write && c.writers == 0, c.handles == 0)
+    }
+
     /// True while the file has writes that no commit has taken yet.
     pub fn has_unsaved_writes(&self) -> bool {
         self.live.lock().is_some()
@@ -220,19 +231,23 @@ impl Tree {
     }
 
     pub(super) fn relinquish(&self, file: &Arc<OpenFile>, write: bool) -> Result<()> {
-        let (last_writer, last) = {
-            let mut c = file.counts.lock();
-            c.handles = c.handles.saturating_sub(1);
-            if write {
-                c.writers = c.writers.saturating_sub(1);
-            }
-            (write && c.writers == 0, c.handles == 0)
-        };
         let mut result = Ok(());
-        if last_writer {
+        let last = if write {
+            // Counted down and committed under the file's state: an open
+            // that truncates (under the state too) either counted up first,
+            // so this is not the last writer, or truncates after this
+            // commit. Counted down first and committed after, a release
+            // racing the next `open(O_TRUNC)` took the emptied file as a
+            // version.
             let mut st = file.lock();
-            result = self.commit_locked(file, &mut st, false);
-        }
+            let (last_writer, last) = file.count_down(true);
+            if last_writer {
+                result = self.commit_locked(file, &mut st, false);
+            }
+            last
+        } else {
+            file.count_down(false).1
+        };
         if last {
             let removed = {
                 let mut map = self.open.lock();
@@ -562,3 +577,7 @@ impl Tree {
         self.relinquish(&handle.file, handle.mode.write)
     }
 }
+
+#[cfg(test)]
+#[path = "files_tests.rs"]
+mod tests;
