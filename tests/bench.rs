@@ -5,7 +5,8 @@
 //! (timings on these machines are noisy; BENCHMARKS.md has the real run),
 //! except those that do not depend on timing: the bytes read back, and the
 //! store sizes, where dedup must show on the frozen and copies sequences,
-//! and that the report names the machine (CPU, disk speed) it ran on.
+//! and that the report names the machine (CPU, disk speed, what FUSE alone
+//! moves through `examples/null_fs`) it ran on.
 
 use std::fs;
 use std::path::Path;
@@ -71,6 +72,19 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
         machine["disk_write_mbs"].as_f64().is_some_and(|v| v > 0.0)
             && machine["cpu_model"].as_str().is_some_and(|m| !m.is_empty()),
         "no machine figures in the report: {machine}"
+    );
+    // `cargo test` built examples/null_fs: FUSE's own ceiling is measured.
+    let null = &machine["fuse_null"];
+    assert!(
+        ["read_mbs", "write_mbs"]
+            .iter()
+            .all(|k| null[k].as_f64().is_some_and(|v| v > 0.0))
+            && null["bytes"].as_u64() == Some(512 << 20),
+        "no null-filesystem figures in the report: {machine}"
+    );
+    assert!(
+        stdout.contains("\nFUSE alone (examples/null_fs, no storage): reads "),
+        "no FUSE ceiling line in the table:\n{stdout}"
     );
     let summary = &report["summary"];
     for seq in ["full", "frozen", "copies", "sparse", "ranks"] {

@@ -18,6 +18,8 @@ import time
 CHUNK = 4 << 20
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target", "release", "ckptfs")
+# The null FUSE filesystem (examples/null_fs.rs): FUSE's own ceiling.
+NULL_FS = os.path.join(ROOT, "target", "release", "examples", "null_fs")
 # Extra `ckptfs mount` options for every ckptfs pass (`bench --ckptfs-args`).
 MOUNT_ARGS = []
 
@@ -201,19 +203,22 @@ class Plain:
 
 
 class Daemon:
-    def __init__(self, store, mnt):
+    def __init__(self, store, mnt, cmd=None):
+        """Mounts `store` on `mnt` with ckptfs, or runs `cmd`, a FUSE
+        server that mounts on `mnt` itself."""
         self.mnt = mnt
+        self.name = os.path.basename(cmd[0]) if cmd else "ckptfs"
+        cmd = cmd or [BIN, "mount", store, mnt, "--log-level", "warn", *MOUNT_ARGS]
         # Own session: a Ctrl-C reaches the harness, which unmounts cleanly.
-        self.proc = subprocess.Popen([BIN, "mount", store, mnt, "--log-level", "warn", *MOUNT_ARGS],
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(cmd, start_new_session=True)
         for _ in range(600):
             if os.path.ismount(mnt) and os.stat(mnt).st_ino == 1:
                 return
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ckptfs mount exited {self.proc.returncode}")
+                raise RuntimeError(f"{self.name} mount exited {self.proc.returncode}")
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError("ckptfs mount did not come up in 30 s")
+        raise RuntimeError(f"{self.name} mount did not come up in 30 s")
 
     def status(self, key):
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -253,7 +258,42 @@ class Daemon:
         if mounted(self.mnt):
             subprocess.run(["umount", "-l", self.mnt])
         if self.proc.returncode:
-            raise RuntimeError(f"ckptfs exited {self.proc.returncode}")
+            raise RuntimeError(f"{self.name} exited {self.proc.returncode}")
+
+
+def fuse_ceiling(work, size=512 << 20, rounds=3):
+    """What FUSE alone moves here: MB/s of a sequential read and a write of
+    `size` bytes, 4 MiB at a time as the copier does, through the null
+    filesystem of examples/null_fs.rs (ckptfs's request size, thread
+    count and direct I/O; no storage behind it), median of `rounds`. None
+    when that example is not built."""
+    if not os.path.exists(NULL_FS):
+        return None
+    mnt = os.path.join(work, "null-mnt")
+    os.makedirs(mnt)
+    server = Daemon(None, mnt, cmd=[NULL_FS, mnt, str(size)])
+    reads, writes = [], []
+    try:
+        path, buf = os.path.join(mnt, "data"), bytearray(CHUNK)
+        for _ in range(rounds):
+            started = time.monotonic()
+            n = read_file(path, buf)
+            reads.append(n / 1e6 / (time.monotonic() - started))
+            started = time.monotonic()
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                for _ in range(size // CHUNK):
+                    os.write(fd, buf)
+            finally:
+                os.close(fd)
+            writes.append(size // CHUNK * CHUNK / 1e6 / (time.monotonic() - started))
+            if n != size:
+                raise RuntimeError(f"null_fs read {n} bytes of {size}")
+    finally:
+        server.stop()
+        os.rmdir(mnt)
+    return {"read_mbs": sorted(reads)[len(reads) // 2], "write_mbs": sorted(writes)[len(writes) // 2],
+            "reads_mbs": reads, "writes_mbs": writes, "bytes": size}
 
 
 class Ckptfs(Plain):
