@@ -279,6 +279,8 @@ def fuse_ceiling(work, size=512 << 20, rounds=3):
             started = time.monotonic()
             n = read_file(path, buf)
             reads.append(n / 1e6 / (time.monotonic() - started))
+            if n != size:
+                raise RuntimeError(f"null_fs read {n} bytes of {size}")
             started = time.monotonic()
             fd = os.open(path, os.O_WRONLY)
             try:
@@ -287,8 +289,6 @@ def fuse_ceiling(work, size=512 << 20, rounds=3):
             finally:
                 os.close(fd)
             writes.append(size // CHUNK * CHUNK / 1e6 / (time.monotonic() - started))
-            if n != size:
-                raise RuntimeError(f"null_fs read {n} bytes of {size}")
     finally:
         server.stop()
         os.rmdir(mnt)

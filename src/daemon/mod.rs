@@ -359,3 +359,25 @@ fn check_mountpoint(mountpoint: &Path) -> Result<()> {
         Err(e) => Err(e).with_context(|| format!("mount point {}", mountpoint.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::session_end;
+    use std::io::Error;
+
+    #[test]
+    fn a_session_ended_by_a_torn_down_connection_is_a_clean_stop_and_other_failures_are_not() {
+        assert!(session_end(Ok(())).is_ok());
+        assert!(
+            session_end(Err(Error::from_raw_os_error(libc::ECONNABORTED))).is_ok(),
+            "ECONNABORTED: the mount went away while a request was read"
+        );
+        for failure in [
+            Error::from_raw_os_error(libc::EIO),
+            Error::other("lost /dev/fuse"),
+        ] {
+            let e = session_end(Err(failure)).expect_err("a real failure");
+            assert!(format!("{e:#}").starts_with("FUSE session failed"), "{e:#}");
+        }
+    }
+}
