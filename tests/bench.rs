@@ -6,7 +6,8 @@
 //! except those that do not depend on timing: the bytes read back, and the
 //! store sizes, where dedup must show on the frozen and copies sequences,
 //! and that the report names the machine (CPU, disk speed, what FUSE alone
-//! moves through `examples/null_fs`) it ran on.
+//! moves through `examples/null_fs`, what `tar | lz4 -1` costs in CPU) it
+//! ran on.
 
 use std::fs;
 use std::path::Path;
@@ -86,6 +87,22 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
         stdout.contains("\nFUSE alone (examples/null_fs, no storage): reads "),
         "no FUSE ceiling line in the table:\n{stdout}"
     );
+    // The CPU reference: `tar | lz4 -1` of full's first save, measured
+    // here, and ckptfs's CPU per GB over it for every sequence.
+    let reference = &machine["tar_lz4"];
+    assert!(
+        reference["cpu_s_per_gb"].as_f64().is_some_and(|v| v > 0.0)
+            && reference["bytes"].as_u64().is_some_and(|b| b > 0)
+            && reference["source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("full/")),
+        "no tar | lz4 reference in the report: {machine}"
+    );
+    assert!(
+        stdout.contains("\ntar | lz4 -1 of full/")
+            && stdout.contains("\nckptfs CPU s/GB written over tar | lz4 -1's: full "),
+        "no CPU reference lines in the table:\n{stdout}"
+    );
     let summary = &report["summary"];
     for seq in ["full", "frozen", "copies", "sparse", "ranks"] {
         for target in ["plain", "ckptfs", "restic", "borg"] {
@@ -109,6 +126,15 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
         }
         let cpu = summary[seq]["cpu"]["ckptfs"]["median"].as_f64();
         assert!(cpu.is_some(), "{seq}: no CPU figure for the daemon");
+        let vs_reference = summary[seq]["cpu"]["vs_tar_lz4"].as_f64();
+        let reference = machine["tar_lz4"]["cpu_s_per_gb"].as_f64();
+        assert!(
+            vs_reference
+                .zip(cpu.zip(reference))
+                .is_some_and(|(v, (c, r))| (v - c / r).abs() < 1e-9),
+            "{seq}: no CPU ratio to tar | lz4: {}",
+            summary[seq]["cpu"]
+        );
         // The daemon writes at least what it stores (the store's fixed
         // files aside, which weigh more at this tiny size).
         let wamp = summary[seq]["wamp"]["ckptfs"]["median"].as_f64();

@@ -10,6 +10,7 @@ abort() is for cleanup after an error: it must leave no mount or daemon."""
 
 import multiprocessing
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -294,6 +295,34 @@ def fuse_ceiling(work, size=512 << 20, rounds=3):
         os.rmdir(mnt)
     return {"read_mbs": sorted(reads)[len(reads) // 2], "write_mbs": sorted(writes)[len(writes) // 2],
             "reads_mbs": reads, "writes_mbs": writes, "bytes": size}
+
+
+def cpu_reference(work, src_dir, rounds=3):
+    """What compressing fresh data costs in CPU on this machine: CPU
+    seconds per GB of `tar cf - | lz4 -1` over src_dir (page-cached first)
+    into a file under work, both processes' rusage from wait4, median of
+    `rounds`. The CPU target of issue 5 was set next to about 1 s/GB for
+    this pipe on the machine it was written on; the same run's figure
+    turns it into a ratio. None when tar or lz4 is missing."""
+    if not (shutil.which("tar") and shutil.which("lz4")):
+        return None
+    size = read_size(src_dir)
+    buf = bytearray(CHUNK)
+    for d, _, files in os.walk(src_dir):
+        for f in files:
+            read_file(os.path.join(d, f), buf)
+    out = os.path.join(work, "tar-lz4-probe.lz4")
+    pipe = f"tar cf - -C {shlex.quote(src_dir)} . | lz4 -1 -q > {shlex.quote(out)}"
+    per_gb = []
+    try:
+        for _ in range(rounds):
+            _, cpu, _ = run_child(["bash", "-o", "pipefail", "-c", pipe])
+            per_gb.append(cpu / (size / 1e9))
+    finally:
+        if os.path.exists(out):
+            os.unlink(out)
+    return {"cpu_s_per_gb": sorted(per_gb)[len(per_gb) // 2], "values": per_gb, "bytes": size,
+            "source": os.path.basename(os.path.dirname(src_dir)) + "/" + os.path.basename(src_dir)}
 
 
 class Ckptfs(Plain):
