@@ -3,15 +3,19 @@
 //! the ceiling that ckptfs's reads and writes are bounded by.
 //!
 //! ```text
-//! null_fs MOUNTPOINT SIZE_BYTES
+//! null_fs MOUNTPOINT SIZE_BYTES [SINK_FILE]
 //! ```
 //!
 //! The root holds one file, `data`, of SIZE_BYTES. Files are opened with
 //! `FOPEN_DIRECT_IO`, as ckptfs opens them, and requests run on 4 threads,
 //! as in ckptfs: a read is answered from a constant buffer, a write is
-//! accepted and dropped. It serves until unmounted.
+//! accepted and dropped, or, given SINK_FILE, written there at its offset
+//! (`pwrite`, into the page cache): the least any FUSE server that keeps
+//! the bytes in a local file does. It serves until unmounted.
 
 use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -31,6 +35,8 @@ struct NullFs {
     size: u64,
     bytes: Vec<u8>,
     started: SystemTime,
+    /// Where writes go, if anywhere.
+    sink: Option<File>,
 }
 
 impl NullFs {
@@ -136,13 +142,19 @@ impl Filesystem for NullFs {
         _req: &Request,
         _i: INodeNo,
         _fh: FileHandle,
-        _offset: u64,
+        offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if let Some(sink) = &self.sink {
+            if let Err(e) = sink.write_all_at(data, offset) {
+                eprintln!("null_fs: cannot write the sink at {offset}: {e}");
+                return reply.error(Errno::EIO);
+            }
+        }
         match u32::try_from(data.len()) {
             Ok(n) => reply.written(n),
             Err(_) => reply.error(Errno::EINVAL),
@@ -153,15 +165,27 @@ impl Filesystem for NullFs {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mountpoint), Some(size)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: null_fs MOUNTPOINT SIZE_BYTES");
+        eprintln!("usage: null_fs MOUNTPOINT SIZE_BYTES [SINK_FILE]");
         return ExitCode::from(2);
     };
     let Ok(size) = size.parse::<u64>() else {
         eprintln!("null_fs: SIZE_BYTES must be a number of bytes, not {size:?}");
         return ExitCode::from(2);
     };
+    let sink = match args
+        .get(3)
+        .map(|path| File::create(path).map_err(|e| (path, e)))
+    {
+        None => None,
+        Some(Ok(file)) => Some(file),
+        Some(Err((path, e))) => {
+            eprintln!("null_fs: cannot create the sink {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let fs = NullFs {
         size,
+        sink,
         // Several times the largest request: a reply never runs short.
         bytes: vec![0x5a; 4 * MAX_REQUEST as usize],
         started: SystemTime::now(),

@@ -77,9 +77,14 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
     // `cargo test` built examples/null_fs: FUSE's own ceiling is measured.
     let null = &machine["fuse_null"];
     assert!(
-        ["read_mbs", "write_mbs"]
-            .iter()
-            .all(|k| null[k].as_f64().is_some_and(|v| v > 0.0))
+        [
+            "read_mbs",
+            "write_mbs",
+            "write_kept_mbs",
+            "write_kept_cpu_s_per_gb"
+        ]
+        .iter()
+        .all(|k| null[k].as_f64().is_some_and(|v| v > 0.0))
             && null["bytes"].as_u64() == Some(512 << 20),
         "no null-filesystem figures in the report: {machine}"
     );

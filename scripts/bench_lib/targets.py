@@ -266,35 +266,63 @@ def fuse_ceiling(work, size=512 << 20, rounds=3):
     """What FUSE alone moves here: MB/s of a sequential read and a write of
     `size` bytes, 4 MiB at a time as the copier does, through the null
     filesystem of examples/null_fs.rs (ckptfs's request size, thread
-    count and direct I/O; no storage behind it), median of `rounds`. None
-    when that example is not built."""
+    count and direct I/O; no storage behind it), median of `rounds`; then
+    the same write with the server keeping the bytes in a file under work
+    (`pwrite` into the page cache, the file emptied before each round):
+    the least any FUSE server that stores data locally does, with the
+    server's CPU seconds per GB for it. None when
+    that example is not built."""
     if not os.path.exists(NULL_FS):
         return None
     mnt = os.path.join(work, "null-mnt")
     os.makedirs(mnt)
-    server = Daemon(None, mnt, cmd=[NULL_FS, mnt, str(size)])
-    reads, writes = [], []
+    path, buf = os.path.join(mnt, "data"), bytearray(CHUNK)
+
+    def write_pass():
+        started = time.monotonic()
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            for _ in range(size // CHUNK):
+                os.write(fd, buf)
+        finally:
+            os.close(fd)
+        return size // CHUNK * CHUNK / 1e6 / (time.monotonic() - started)
+
+    reads, writes, kept, kept_cpu = [], [], [], []
     try:
-        path, buf = os.path.join(mnt, "data"), bytearray(CHUNK)
-        for _ in range(rounds):
-            started = time.monotonic()
-            n = read_file(path, buf)
-            reads.append(n / 1e6 / (time.monotonic() - started))
-            if n != size:
-                raise RuntimeError(f"null_fs read {n} bytes of {size}")
-            started = time.monotonic()
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                for _ in range(size // CHUNK):
-                    os.write(fd, buf)
-            finally:
-                os.close(fd)
-            writes.append(size // CHUNK * CHUNK / 1e6 / (time.monotonic() - started))
+        server = Daemon(None, mnt, cmd=[NULL_FS, mnt, str(size)])
+        try:
+            for _ in range(rounds):
+                started = time.monotonic()
+                n = read_file(path, buf)
+                reads.append(n / 1e6 / (time.monotonic() - started))
+                if n != size:
+                    raise RuntimeError(f"null_fs read {n} bytes of {size}")
+                writes.append(write_pass())
+        finally:
+            server.stop()
+        sink = os.path.join(work, "null-sink")
+        server = Daemon(None, mnt, cmd=[NULL_FS, mnt, str(size), sink])
+        try:
+            for _ in range(rounds):
+                os.truncate(sink, 0)
+                cpu0 = server.cpu_seconds()
+                kept.append(write_pass())
+                kept_cpu.append((server.cpu_seconds() - cpu0) / (size // CHUNK * CHUNK / 1e9))
+                if os.path.getsize(sink) != size // CHUNK * CHUNK:
+                    raise RuntimeError(f"null_fs kept {os.path.getsize(sink)} bytes of {size}")
+        finally:
+            server.stop()
+            if os.path.exists(sink):
+                os.unlink(sink)
     finally:
-        server.stop()
         os.rmdir(mnt)
-    return {"read_mbs": sorted(reads)[len(reads) // 2], "write_mbs": sorted(writes)[len(writes) // 2],
-            "reads_mbs": reads, "writes_mbs": writes, "bytes": size}
+
+    def median(v):
+        return sorted(v)[len(v) // 2]
+    return {"read_mbs": median(reads), "write_mbs": median(writes), "write_kept_mbs": median(kept),
+            "write_kept_cpu_s_per_gb": median(kept_cpu), "reads_mbs": reads, "writes_mbs": writes,
+            "writes_kept_mbs": kept, "writes_kept_cpu_s_per_gb": kept_cpu, "bytes": size}
 
 
 def cpu_reference(work, src_dir, rounds=3):
