@@ -58,6 +58,10 @@ pub fn serve(args: &MountOptions) -> Result<()> {
     store.set_compression(args.compression);
     store.set_relocate_below(args.relocate_below);
     store.set_lazy_durability(!args.sync_interval.is_zero());
+    if !args.read_only {
+        // Before any save streams its packs (see store/counters.rs).
+        store.top_up_ids()?;
+    }
     let mut opts = TreeOptions {
         chunk: ChunkParams::with_average(args.chunk_size as usize),
         read_only: args.read_only,

@@ -161,6 +161,8 @@ impl Store {
         // before it took it, so the pack sync below covers them.
         let below = self.pending.next.load(Ordering::SeqCst);
         self.persist_chunks()?;
+        // The packs were just synced: a synced write is cheap now.
+        self.top_up_ids()?;
         let from = self.pending.cleared_below.load(Ordering::SeqCst);
         if below <= from {
             self.db.flush_wal(true)?;
