@@ -54,13 +54,7 @@ impl Counter {
             return Err(StoreError::Exhausted(self.what));
         }
         if st.0 >= st.1 {
-            let ceiling = (st.0 + self.block).min(self.max);
-            let mut wo = WriteOptions::default();
-            wo.set_sync(true);
-            store
-                .db
-                .put_cf_opt(store.cf(CF_META), self.key, ceiling.to_le_bytes(), &wo)?;
-            st.1 = ceiling;
+            self.raise_ceiling(&mut st, store)?;
         }
         let id = st.0;
         st.0 += 1;
@@ -74,6 +68,13 @@ impl Counter {
         if st.1 >= self.max || st.1 - st.0 >= self.block / 2 {
             return Ok(false);
         }
+        self.raise_ceiling(&mut st, store)?;
+        Ok(true)
+    }
+
+    /// Persists (synced) the ceiling a block above the next id, then
+    /// hands out ids up to it. `st` is the locked (next, ceiling).
+    fn raise_ceiling(&self, st: &mut (u64, u64), store: &Store) -> Result<()> {
         let ceiling = (st.0 + self.block).min(self.max);
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
@@ -81,7 +82,7 @@ impl Counter {
             .db
             .put_cf_opt(store.cf(CF_META), self.key, ceiling.to_le_bytes(), &wo)?;
         st.1 = ceiling;
-        Ok(true)
+        Ok(())
     }
 }
 
