@@ -132,9 +132,13 @@ impl Txn<'_> {
 }
 
 impl Store {
-    /// Turns lazy durability on or off (see the module docs).
+    /// Turns lazy durability on or off (see the module docs). Without it
+    /// every commit syncs, so appends start their writeback at once.
     pub fn set_lazy_durability(&self, on: bool) {
         self.pending.lazy.store(on, Ordering::Relaxed);
+        if !on {
+            self.packs.set_eager_writeback(true);
+        }
     }
 
     /// True when version commits do not wait for their chunks' sync.
@@ -156,11 +160,20 @@ impl Store {
 
     /// Makes everything committed so far durable: syncs the packs, records
     /// their lengths, then deletes the pending keys and syncs the WAL.
+    /// Someone asked for durability (an fsync, a publishing rename, a
+    /// snapshot), so from now on appends start their writeback at once.
     pub fn sync(&self) -> Result<()> {
+        self.packs.set_eager_writeback(true);
+        self.background_sync()
+    }
+
+    /// [`Store::sync`] for the daemon's periodic sync, which nobody waits
+    /// for: it leaves the writeback mode as it is.
+    pub fn background_sync(&self) -> Result<()> {
         // Every commit that took a number below `below` wrote its chunks
         // before it took it, so the pack sync below covers them.
         let below = self.pending.next.load(Ordering::SeqCst);
-        self.persist_chunks()?;
+        self.sync_packs()?;
         // The packs were just synced: a synced write is cheap now.
         self.top_up_ids()?;
         let from = self.pending.cleared_below.load(Ordering::SeqCst);

@@ -178,3 +178,31 @@ fn a_damaged_pending_key_refuses_the_open_and_changes_nothing() {
         }
     }
 }
+
+#[test]
+fn appends_write_back_eagerly_only_once_durability_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_lazy_durability(true);
+    assert!(!store.packs.eager_writeback(), "a lazy store starts lazy");
+    store.background_sync().unwrap();
+    assert!(
+        !store.packs.eager_writeback(),
+        "the periodic sync asks for nothing"
+    );
+    store.sync().unwrap();
+    assert!(store.packs.eager_writeback(), "an fsync or a rename asked");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.persist_chunks().unwrap();
+    assert!(store.packs.eager_writeback(), "a commit that syncs asked");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_lazy_durability(false);
+    assert!(
+        store.packs.eager_writeback(),
+        "every close syncs with --sync-interval 0"
+    );
+}

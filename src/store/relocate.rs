@@ -136,7 +136,15 @@ impl Store {
     /// written since the last call and records their lengths (in the WAL,
     /// ahead of the commit that follows), with the index entries of the
     /// chunks moved into them; then frees the records they moved from.
+    /// Someone waits for it (a commit that syncs), so from now on appends
+    /// start their writeback at once.
     pub fn persist_chunks(&self) -> Result<()> {
+        self.packs.set_eager_writeback(true);
+        self.sync_packs()
+    }
+
+    /// [`Store::persist_chunks`], leaving the writeback mode as it is.
+    pub(crate) fn sync_packs(&self) -> Result<()> {
         let _one_at_a_time = self.relocations.applying.lock();
         // Taken before the sync, so every move taken has its record synced.
         let taken = self.relocations.pending.lock().len();

@@ -338,7 +338,7 @@ impl Tree {
     pub fn sync_closed(&self) -> Result<()> {
         if self.data.store.has_pending() {
             let started = std::time::Instant::now();
-            self.sync()?;
+            self.data.store.background_sync()?;
             log::info!(
                 "background sync: the versions closed since the last sync are durable ({} ms)",
                 started.elapsed().as_millis()
