@@ -277,6 +277,7 @@ def fuse_ceiling(work, size=512 << 20, rounds=3):
     mnt = os.path.join(work, "null-mnt")
     os.makedirs(mnt)
     path, buf = os.path.join(mnt, "data"), bytearray(CHUNK)
+    written = size // CHUNK * CHUNK
 
     def write_pass():
         started = time.monotonic()
@@ -286,7 +287,7 @@ def fuse_ceiling(work, size=512 << 20, rounds=3):
                 os.write(fd, buf)
         finally:
             os.close(fd)
-        return size // CHUNK * CHUNK / 1e6 / (time.monotonic() - started)
+        return written / 1e6 / (time.monotonic() - started)
 
     reads, writes, kept, kept_cpu = [], [], [], []
     try:
@@ -308,8 +309,8 @@ def fuse_ceiling(work, size=512 << 20, rounds=3):
                 os.truncate(sink, 0)
                 cpu0 = server.cpu_seconds()
                 kept.append(write_pass())
-                kept_cpu.append((server.cpu_seconds() - cpu0) / (size // CHUNK * CHUNK / 1e9))
-                if os.path.getsize(sink) != size // CHUNK * CHUNK:
+                kept_cpu.append((server.cpu_seconds() - cpu0) / (written / 1e9))
+                if os.path.getsize(sink) != written:
                     raise RuntimeError(f"null_fs kept {os.path.getsize(sink)} bytes of {size}")
         finally:
             server.stop()
@@ -334,11 +335,7 @@ def cpu_reference(work, src_dir, rounds=3):
     turns it into a ratio. None when tar or lz4 is missing."""
     if not (shutil.which("tar") and shutil.which("lz4")):
         return None
-    size = read_size(src_dir)
-    buf = bytearray(CHUNK)
-    for d, _, files in os.walk(src_dir):
-        for f in files:
-            read_file(os.path.join(d, f), buf)
+    size = read_tree(src_dir)  # into the page cache, as the saves find it
     out = os.path.join(work, "tar-lz4-probe.lz4")
     pipe = f"tar cf - -C {shlex.quote(src_dir)} . | lz4 -1 -q > {shlex.quote(out)}"
     per_gb = []

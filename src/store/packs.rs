@@ -368,9 +368,6 @@ impl Packs {
         Ok(())
     }
 
-    /// `fdatasync`s every pack appended to since the last sync; returns
-    /// each one's number and synced length. Concurrent callers share the
-    /// work: one that waited for another's sync usually finds nothing left.
     /// Whether appends start writing back to the disk at once, so that a
     /// sync soon after finds little left to write (see the module docs).
     pub fn set_eager_writeback(&self, on: bool) {
@@ -383,6 +380,9 @@ impl Packs {
         self.eager_writeback.load(Ordering::Relaxed)
     }
 
+    /// `fdatasync`s every pack appended to since the last sync; returns
+    /// each one's number and synced length. Concurrent callers share the
+    /// work: one that waited for another's sync usually finds nothing left.
     pub fn sync(&self) -> Result<Vec<(u32, u64)>> {
         let _one_at_a_time = self.sync_lock.lock();
         let mut todo: Vec<(u32, Arc<File>, u64)> = self
@@ -398,11 +398,7 @@ impl Packs {
             }
         }
         for (i, (id, file, len)) in todo.iter().enumerate() {
-            let synced = file.sync_data();
-            if synced.is_ok() {
-                drop_cached(file, *len);
-            }
-            if let Err(e) = synced {
+            if let Err(e) = file.sync_data() {
                 // Put back what was not synced so the next sync retries it.
                 let mut retired = self.retired.lock();
                 for (id, file, len) in todo.iter().skip(i).cloned() {
@@ -415,6 +411,7 @@ impl Packs {
                 }
                 return Err(StoreError::io(&self.path(*id), e));
             }
+            drop_cached(file, *len);
         }
         if !todo.is_empty() && self.dir_dirty.swap(false, Ordering::SeqCst) {
             if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
