@@ -6,8 +6,9 @@
 //! except those that do not depend on timing: the bytes read back, and the
 //! store sizes, where dedup must show on the frozen and copies sequences,
 //! and that the report names the machine (CPU, disk speed, what FUSE alone
-//! moves through `examples/null_fs`, what `tar | lz4 -1` costs in CPU) it
-//! ran on.
+//! moves through `examples/null_fs`, what `tar | lz4 -1` costs in CPU,
+//! what ckptfs's own stages cost on one core through
+//! `examples/stage_costs`) it ran on.
 
 use std::fs;
 use std::path::Path;
@@ -108,6 +109,31 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
             && stdout.contains("\nckptfs CPU s/GB written over tar | lz4 -1's: full "),
         "no CPU reference lines in the table:\n{stdout}"
     );
+    // ckptfs's own stages on one core (examples/stage_costs), and with the
+    // kept-in-file FUSE server's CPU, the least a fresh save can cost.
+    let costs = &machine["stage_costs"];
+    let stage = |k: &str| costs[k].as_f64().filter(|v| *v > 0.0);
+    let stages = ["cut_and_id_s_per_gb", "coding_s_per_gb", "copy_s_per_gb"];
+    assert!(
+        stages.iter().all(|k| stage(k).is_some())
+            && costs["chunks"].as_u64().is_some_and(|c| c > 0)
+            && stage("coded_ratio").is_some_and(|r| r < 1.0),
+        "no stage costs in the report: {machine}"
+    );
+    let work: f64 = stages.iter().filter_map(|k| stage(k)).sum();
+    let server = null["write_kept_cpu_s_per_gb"].as_f64().unwrap_or(0.0);
+    let floor = stage("floor_s_per_gb").unwrap_or(0.0);
+    assert!(
+        (floor - work - server).abs() < 1e-9,
+        "the floor is not the stages' work ({work}) plus the FUSE server's ({server}): {costs}"
+    );
+    assert!(
+        stdout.contains("\nckptfs's own work on one core (examples/stage_costs over full/")
+            && stdout.contains(
+                "\nckptfs CPU s/GB written over the least a fresh save costs here: full "
+            ),
+        "no stage-cost lines in the table:\n{stdout}"
+    );
     let summary = &report["summary"];
     for seq in ["full", "frozen", "copies", "sparse", "ranks"] {
         for target in ["plain", "ckptfs", "restic", "borg"] {
@@ -138,6 +164,14 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
                 .zip(cpu.zip(reference))
                 .is_some_and(|(v, (c, r))| (v - c / r).abs() < 1e-9),
             "{seq}: no CPU ratio to tar | lz4: {}",
+            summary[seq]["cpu"]
+        );
+        let vs_floor = summary[seq]["cpu"]["vs_floor"].as_f64();
+        assert!(
+            vs_floor
+                .zip(cpu)
+                .is_some_and(|(v, c)| (v - c / floor).abs() < 1e-9),
+            "{seq}: no CPU ratio to the floor: {}",
             summary[seq]["cpu"]
         );
         // The daemon writes at least what it stores (the store's fixed

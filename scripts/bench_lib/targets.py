@@ -8,6 +8,7 @@ read() reads a save back (caches already dropped by the caller), rss_kib()
 its peak RSS, close() returns the stored bytes and deletes everything.
 abort() is for cleanup after an error: it must leave no mount or daemon."""
 
+import json
 import multiprocessing
 import os
 import shlex
@@ -21,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.join(ROOT, "target", "release", "ckptfs")
 # The null FUSE filesystem (examples/null_fs.rs): FUSE's own ceiling.
 NULL_FS = os.path.join(ROOT, "target", "release", "examples", "null_fs")
+STAGE_COSTS = os.path.join(ROOT, "target", "release", "examples", "stage_costs")
 # Extra `ckptfs mount` options for every ckptfs pass (`bench --ckptfs-args`).
 MOUNT_ARGS = []
 
@@ -347,6 +349,25 @@ def cpu_reference(work, src_dir, rounds=3):
         if os.path.exists(out):
             os.unlink(out)
     return {"cpu_s_per_gb": sorted(per_gb)[len(per_gb) // 2], "values": per_gb, "bytes": size,
+            "source": os.path.basename(os.path.dirname(src_dir)) + "/" + os.path.basename(src_dir)}
+
+
+def stage_costs(src_dir, fuse_null):
+    """ckptfs's own per-byte work on one core, with no FUSE, threads or
+    disk (examples/stage_costs over the files of src_dir: the cut search
+    with chunk ids, lane coding, one copy), and, with what the FUSE server
+    that only keeps the bytes in a file costs (fuse_null, from
+    fuse_ceiling), the least CPU per GB a fresh save can take here:
+    `floor_s_per_gb`. None when that example is not built."""
+    if not os.path.exists(STAGE_COSTS):
+        return None
+    files = sorted(os.path.join(d, f) for d, _, names in os.walk(src_dir) for f in names)
+    out = subprocess.run([STAGE_COSTS, *files], capture_output=True, text=True, check=True)
+    costs = json.loads(out.stdout)
+    work = costs["cut_and_id_s_per_gb"] + costs["coding_s_per_gb"] + costs["copy_s_per_gb"]
+    server = fuse_null["write_kept_cpu_s_per_gb"] if fuse_null else None
+    return {**costs, "work_s_per_gb": work,
+            "floor_s_per_gb": work + server if server is not None else None,
             "source": os.path.basename(os.path.dirname(src_dir)) + "/" + os.path.basename(src_dir)}
 
 

@@ -54,6 +54,7 @@ pub use files::OpenMode;
 use files::{FileHandle, OpenFile};
 pub use gc::GcStats;
 pub use namespace::RenameMode;
+pub use pipeline::BATCH_BYTES;
 use pipeline::{GcGuard, Pipeline};
 pub use read_ahead::ReadAhead;
 use reader::ContentReader;
