@@ -121,7 +121,7 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_is_reused_for_alike_chunks_and_made_afresh_after_replan_after() {
+    fn a_plan_is_reused_for_alike_chunks_then_made_afresh() {
         let fp32 = weights((2 * REPLAN_AFTER + 4) * CHUNK / 4, 0x1a_0001);
         let mut plans = LanePlans::default();
         let mut reused = Vec::new();

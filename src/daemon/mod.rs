@@ -60,7 +60,7 @@ pub fn serve(args: &MountOptions) -> Result<()> {
     store.set_lazy_durability(!args.sync_interval.is_zero());
     if !args.read_only {
         // Before any save streams its packs (see store/counters.rs).
-        store.top_up_ids()?;
+        store.top_up_ids_ahead();
     }
     let mut opts = TreeOptions {
         chunk: ChunkParams::with_average(args.chunk_size as usize),

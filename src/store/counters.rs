@@ -127,6 +127,17 @@ impl Store {
         }
         Ok(topped)
     }
+
+    /// [`Store::top_up_ids`] as the head start it is: a failure is
+    /// logged, and the save that reaches a ceiling persists its own (and
+    /// fails there if the disk still refuses), as without a top-up.
+    pub fn top_up_ids_ahead(&self) {
+        if let Err(e) = self.top_up_ids() {
+            log::warn!(
+                "could not reserve ids ahead of the next save ({e}); saves reserve their own"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -175,7 +175,7 @@ impl Store {
         let below = self.pending.next.load(Ordering::SeqCst);
         self.sync_packs()?;
         // The packs were just synced: a synced write is cheap now.
-        self.top_up_ids()?;
+        self.top_up_ids_ahead();
         let from = self.pending.cleared_below.load(Ordering::SeqCst);
         if below <= from {
             self.db.flush_wal(true)?;
