@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -264,6 +265,11 @@ class Daemon:
             raise RuntimeError(f"{self.name} exited {self.proc.returncode}")
 
 
+def save_label(save_dir):
+    """`sequence/save` for a save's source directory."""
+    return os.path.basename(os.path.dirname(save_dir)) + "/" + os.path.basename(save_dir)
+
+
 def fuse_ceiling(work, size=512 << 20, rounds=3):
     """What FUSE alone moves here: MB/s of a sequential read and a write of
     `size` bytes, 4 MiB at a time as the copier does, through the null
@@ -320,11 +326,9 @@ def fuse_ceiling(work, size=512 << 20, rounds=3):
                 os.unlink(sink)
     finally:
         os.rmdir(mnt)
-
-    def median(v):
-        return sorted(v)[len(v) // 2]
-    return {"read_mbs": median(reads), "write_mbs": median(writes), "write_kept_mbs": median(kept),
-            "write_kept_cpu_s_per_gb": median(kept_cpu), "reads_mbs": reads, "writes_mbs": writes,
+    return {"read_mbs": statistics.median(reads), "write_mbs": statistics.median(writes),
+            "write_kept_mbs": statistics.median(kept), "write_kept_cpu_s_per_gb": statistics.median(kept_cpu),
+            "reads_mbs": reads, "writes_mbs": writes,
             "writes_kept_mbs": kept, "writes_kept_cpu_s_per_gb": kept_cpu, "bytes": size}
 
 
@@ -348,8 +352,7 @@ def cpu_reference(work, src_dir, rounds=3):
     finally:
         if os.path.exists(out):
             os.unlink(out)
-    return {"cpu_s_per_gb": sorted(per_gb)[len(per_gb) // 2], "values": per_gb, "bytes": size,
-            "source": os.path.basename(os.path.dirname(src_dir)) + "/" + os.path.basename(src_dir)}
+    return {"cpu_s_per_gb": statistics.median(per_gb), "values": per_gb, "bytes": size, "source": save_label(src_dir)}
 
 
 def stage_costs(src_dir, fuse_null):
@@ -367,8 +370,7 @@ def stage_costs(src_dir, fuse_null):
     work = costs["cut_and_id_s_per_gb"] + costs["coding_s_per_gb"] + costs["copy_s_per_gb"]
     server = fuse_null["write_kept_cpu_s_per_gb"] if fuse_null else None
     return {**costs, "work_s_per_gb": work,
-            "floor_s_per_gb": work + server if server is not None else None,
-            "source": os.path.basename(os.path.dirname(src_dir)) + "/" + os.path.basename(src_dir)}
+            "floor_s_per_gb": work + server if server is not None else None, "source": save_label(src_dir)}
 
 
 class Ckptfs(Plain):
