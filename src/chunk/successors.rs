@@ -17,12 +17,11 @@
 //! bytes, so nothing stored is ever wrong).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, IdHash};
 
 /// Entries kept by default: about 14 GiB of recent writes at 16 KiB
 /// chunks. Each generation then just fits a table of 2^19 buckets (at
@@ -47,26 +46,7 @@ impl Guess {
 
 /// Keys are bits of xxh3 hashes already: hashing them again (SipHash by
 /// default) only costs time.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Map = HashMap<u64, Guess, BuildHasherDefault<PassThrough>>;
+type Map = HashMap<u64, Guess, IdHash>;
 
 /// What followed each recently seen chunk.
 pub struct Successors {

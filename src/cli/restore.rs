@@ -431,7 +431,7 @@ fn write_file(
             let Content::Store(tree) = content else {
                 bail!("no store to read from");
             };
-            let mut hint: ReadHint = None;
+            let mut hint = ReadHint::default();
             while written < item.size {
                 let buf = tree.read_content(*m, item.size, written, BUF as u32, &mut hint)?;
                 if buf.is_empty() {

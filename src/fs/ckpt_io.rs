@@ -170,7 +170,7 @@ impl ControlDir {
                 VHandle::Content {
                     manifest: rec.content,
                     size: rec.size,
-                    hint: None,
+                    hint: ReadHint::default(),
                 }
             }
             VNode::Version(p, seq) => {
@@ -178,7 +178,7 @@ impl ControlDir {
                 VHandle::Content {
                     manifest: v.manifest,
                     size: v.size,
-                    hint: None,
+                    hint: ReadHint::default(),
                 }
             }
             _ => return Err(Errno::EISDIR),
@@ -231,7 +231,7 @@ impl ControlDir {
                 size: len,
                 hint,
             } => {
-                let (m, l, mut h) = (*manifest, *len, hint.take());
+                let (m, l, mut h) = (*manifest, *len, std::mem::take(hint));
                 drop(handles);
                 let r = self
                     .tree

@@ -16,7 +16,7 @@ use super::catalog::{self, ChunkCatalog};
 use super::layout::{self, RemoteSnapshot};
 use super::spec::GLOBAL_NODE;
 use super::{Remote, RemoteError, Result};
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, IdMap};
 use crate::tree::{Entry, ReadAhead};
 
 /// How long a listing of the remote's snapshots is reused.
@@ -79,7 +79,7 @@ pub struct RemoteView {
 }
 
 /// Fetched chunks by id.
-type Chunks = HashMap<ChunkId, Arc<Vec<u8>>>;
+type Chunks = IdMap<Arc<Vec<u8>>>;
 
 /// Where fetched chunks go.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -369,7 +369,7 @@ impl RemoteView {
         } else {
             self.missing(map, wanted)
         };
-        let mut fetched = HashMap::new();
+        let mut fetched = Chunks::default();
         let Some(&first) = missing.first() else {
             return Ok(fetched);
         };

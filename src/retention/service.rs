@@ -211,9 +211,13 @@ impl Retention {
                     return Ok(None);
                 };
                 let len = rec.size.min(METRIC_FILE_MAX) as u32;
-                let bytes = self
-                    .tree
-                    .read_content(rec.content, rec.size, 0, len, &mut None)?;
+                let bytes = self.tree.read_content(
+                    rec.content,
+                    rec.size,
+                    0,
+                    len,
+                    &mut Default::default(),
+                )?;
                 Ok(metric_from_json(&String::from_utf8_lossy(&bytes), key))
             }
         }

@@ -4,7 +4,6 @@
 //! Every chunk read is decoded and checked against its id (xxh3-128) before
 //! it is handed out: a damaged record is an error, never wrong bytes.
 
-use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ use super::packs::{PackLocation, RECORD_HEADER};
 use super::schema::{chunk_key, chunk_shard, CF_CHUNK_INDEX};
 use super::{Result, Store, StoreError};
 use crate::chunk::{self, Layout};
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, IdMap};
 
 /// Longest run of pack records read with one `pread`.
 const MAX_RUN: u64 = 2 << 20;
@@ -373,8 +372,8 @@ fn packed_read_error(id: ChunkId, e: StoreError) -> StoreError {
 /// its header. The stretch starts at a record; a walk that runs into bytes
 /// that are not a record (a punched hole, garbage) stops there. Only a hint:
 /// every record taken from it is checked against its id and hash.
-fn record_spans(bytes: &[u8]) -> HashMap<ChunkId, (usize, usize)> {
-    let mut spans = HashMap::new();
+fn record_spans(bytes: &[u8]) -> IdMap<(usize, usize)> {
+    let mut spans = IdMap::default();
     let mut at = 0usize;
     while let Some(header) = bytes.get(at..at + RECORD_HEADER) {
         let stored_len = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);

@@ -303,7 +303,7 @@ impl Tree {
         let handle = FileHandle {
             file,
             mode,
-            hint: Arc::new(Mutex::new(None)),
+            hint: Arc::new(Mutex::new(ReadHint::default())),
             wrote: Arc::new(AtomicU32::new(NOBODY)),
         };
         self.handles.write().insert(fh, handle);

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, IdSet};
 
 use super::stream_order::StreamOrder;
 use crate::chunk::{is_zero, Coder, Cut};
@@ -136,7 +136,7 @@ fn stopped(batch: &ChunkBatch) -> Vec<ChunkResult> {
 #[derive(Default)]
 pub struct GcGuard {
     gate: RwLock<()>,
-    protect: Mutex<Option<std::collections::HashSet<ChunkId>>>,
+    protect: Mutex<Option<IdSet>>,
 }
 
 impl GcGuard {

@@ -7,15 +7,15 @@
 //! costs a second fetch each. The set is bounded in bytes; past the bound
 //! the oldest chunks go (left by readers that stopped or seeked away).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, IdMap};
 
 /// Fetched chunks not read yet, oldest first.
 pub struct ReadAhead<V> {
     max_bytes: u64,
     bytes: u64,
-    chunks: HashMap<ChunkId, (V, u64)>,
+    chunks: IdMap<(V, u64)>,
     /// Insertion order; may still name chunks taken since (see `take`).
     order: VecDeque<ChunkId>,
 }
@@ -26,7 +26,7 @@ impl<V> ReadAhead<V> {
         ReadAhead {
             max_bytes,
             bytes: 0,
-            chunks: HashMap::new(),
+            chunks: IdMap::default(),
             order: VecDeque::new(),
         }
     }

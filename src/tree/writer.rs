@@ -409,7 +409,8 @@ impl Staged {
         let base_end = self.base_limit.min(end);
         if offset < base_end {
             let n = (base_end - offset) as usize;
-            d.reader.read(self.base, offset, &mut buf[..n], &mut None)?;
+            d.reader
+                .read(self.base, offset, &mut buf[..n], &mut Default::default())?;
             buf[n..].fill(0);
         } else {
             buf.fill(0);
