@@ -14,8 +14,9 @@ mod lanes_simd;
 pub mod successors;
 #[cfg(test)]
 pub(crate) mod testdata;
+pub mod window;
 
-pub use cdc::{ChunkParams, Chunker, Cut};
+pub use cdc::{ChunkParams, Chunker, Cut, CutSearch};
 pub use codec::{
     decode, decode_into, encode, encode_parts, layout, CodecError, Coder, Compression, Layout,
     MAX_CHUNK_LEN,
