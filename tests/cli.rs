@@ -338,3 +338,66 @@ fn sigint_ends_the_daemon_with_exit_code_0_and_no_mount_left() {
 fn sigterm_ends_the_daemon_with_exit_code_0_and_no_mount_left() {
     ends_cleanly("cli-end-sigterm", |m| m.signal(15));
 }
+
+fn stats_json(m: &Mount) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(m.path(".ckpt/stats")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_store_keeps_the_chunker_it_was_made_with_and_refuses_the_other() {
+    let dir = scratch("cli-chunker");
+    let store = dir.path().join("store");
+    let data = noise(3_000_000, 0xc1_0c0c);
+    let mut first = Mount::with_store("cli-chunker-first", &store, &["--chunker", "fastcdc"]);
+    fs::write(first.path("a.bin"), &data).unwrap();
+    assert_eq!(stats_json(&first)["chunker"], "fastcdc");
+    assert!(first.stop().success());
+
+    let out = Command::new(BIN).arg("stats").arg(&store).output().unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("chunker") && l.ends_with("fastcdc")),
+        "{shown}"
+    );
+
+    // Asking for the other search is refused before anything is served.
+    let other = dir.path().join("other-mnt");
+    fs::create_dir(&other).unwrap();
+    let out = run(
+        &[
+            "mount".as_ref(),
+            store.as_os_str(),
+            other.as_os_str(),
+            "--chunker".as_ref(),
+            "window".as_ref(),
+        ],
+        Some(&other),
+    );
+    assert_refused(&out, &["--chunker fastcdc", "--chunker window"]);
+    assert!(!is_mounted(&other));
+
+    // Without the flag the store's own search is used: the same bytes
+    // again are cut alike and store no new chunk.
+    let second = Mount::with_store("cli-chunker-second", &store, &[]);
+    assert!(fs::read(second.path("a.bin")).unwrap() == data);
+    fs::write(second.path("b.bin"), &data).unwrap();
+    let stats = stats_json(&second);
+    assert_eq!(stats["chunker"], "fastcdc");
+    assert_eq!(stats["since_mount"]["new_chunks"], 0, "{stats}");
+    assert!(
+        stats["since_mount"]["deduplicated_chunks"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    drop(second);
+
+    // A store made without the flag gets the window search.
+    let fresh = Mount::new("cli-chunker-fresh");
+    assert_eq!(stats_json(&fresh)["chunker"], "window");
+    fs::write(fresh.path("a.bin"), &data).unwrap();
+    assert!(fs::read(fresh.path("a.bin")).unwrap() == data);
+}

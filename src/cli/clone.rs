@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::remote::{host_name, RemoteOptions};
+use crate::chunk::CutSearch;
 use crate::remote::{spec, Remote, RemoteView, Remotes};
 use crate::store::Store;
 
@@ -60,12 +61,21 @@ pub fn clone(a: &CloneArgs) -> Result<()> {
              under the same id (pass --node to use another)"
         );
     }
+    // Saves here deduplicate against the remote's chunks only if they are
+    // cut alike: take over the cut search of its newest snapshot.
+    let chunker = match snaps
+        .iter()
+        .max_by_key(|s| (s.created_secs, s.created_nanos))
+    {
+        Some(newest) => Some(remote_chunker(newest.chunker.as_deref())?),
+        None => None,
+    };
     let created = !a.store.exists();
     let made = (|| -> Result<()> {
-        drop(
-            Store::open(&a.store)
-                .with_context(|| format!("creating store {}", a.store.display()))?,
-        );
+        let store = Store::open(&a.store)
+            .with_context(|| format!("creating store {}", a.store.display()))?;
+        store.settle_chunker(chunker)?;
+        drop(store);
         remotes.save(&a.store)?;
         Ok(())
     })();
@@ -95,4 +105,15 @@ pub fn clone(a: &CloneArgs) -> Result<()> {
         a.name
     );
     Ok(())
+}
+
+/// The cut search a remote snapshot names (absent: FastCDC, which every
+/// store used before `window`).
+fn remote_chunker(name: Option<&str>) -> Result<CutSearch> {
+    match name {
+        None => Ok(CutSearch::FastCdc),
+        Some(name) => name
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("the remote's newest snapshot: {e}")),
+    }
 }

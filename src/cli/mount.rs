@@ -38,6 +38,13 @@ pub struct MountArgs {
     /// quarter, max four times this) [default: 16K].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub chunk_size: Option<u64>,
+    /// How a new store finds chunk boundaries: window (a hash of the 8
+    /// bytes before each position, twice as fast) or fastcdc (FastCDC
+    /// v2020). A store keeps the one it was made with; asking an existing
+    /// store for the other is an error [default: the store's; new stores:
+    /// window].
+    #[arg(long, value_name = "SEARCH")]
+    pub chunker: Option<crate::chunk::CutSearch>,
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides)
     /// [default: info].
     #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]

@@ -71,6 +71,9 @@ fn print_human(s: &Value, mounted: bool, events: &Path) {
             show::bytes(n(&s["store_disk_bytes"]))
         ),
     );
+    if let Some(chunker) = s["chunker"].as_str() {
+        row("chunker", chunker.to_string());
+    }
     row(
         "dedup ratio",
         format!("{:.2}x", s["dedup_ratio"].as_f64().unwrap_or(1.0)),

@@ -84,6 +84,9 @@ pub struct ConfigFile {
     /// `compression`: "auto", "lz4" or "none".
     #[serde(default, deserialize_with = "compression")]
     pub compression: Option<crate::chunk::Compression>,
+    /// `chunker`: "window" or "fastcdc" (for a new store).
+    #[serde(default, deserialize_with = "chunker")]
+    pub chunker: Option<crate::chunk::CutSearch>,
     /// `control-dir`.
     #[serde(default, deserialize_with = "control_dir")]
     pub control_dir: Option<String>,
@@ -325,6 +328,11 @@ fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
 fn compression<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<crate::chunk::Compression>, D::Error> {
+    let t = String::deserialize(d)?;
+    t.parse().map(Some).map_err(de::Error::custom)
+}
+
+fn chunker<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::chunk::CutSearch>, D::Error> {
     let t = String::deserialize(d)?;
     t.parse().map(Some).map_err(de::Error::custom)
 }

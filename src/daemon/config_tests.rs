@@ -41,6 +41,7 @@ workers = 2
 cache-size = "256M"
 relocate-below = "64K"
 compression = "lz4"
+chunker = "fastcdc"
 
 [retention]
 policy = """
@@ -63,6 +64,7 @@ region = "eu-west-1"
     assert_eq!(f.mountpoint, Some(PathBuf::from("/srv/runs")));
     assert_eq!(f.chunk_size, Some(64 << 10));
     assert_eq!(f.compression, Some(crate::chunk::Compression::Lz4));
+    assert_eq!(f.chunker, Some(crate::chunk::CutSearch::FastCdc));
     assert_eq!(f.control_dir.as_deref(), Some(".history"));
     assert_eq!(f.show_control_dir, Some(true));
     assert_eq!(f.snapshot_wait, Some(120));
@@ -134,6 +136,7 @@ fn bad_values_name_the_line_and_the_reason() {
         ("\nchunk-size = \"16Q\"\n", 2, "16Q"),
         ("cache-size = \"lots\"\n", 1, "lots"),
         ("\ncompression = \"zstd\"\n", 2, "zstd"),
+        ("chunker = \"gear\"\n", 1, "gear"),
         ("a = 1\n", 1, "unknown field"),
         ("log-level = \"loud\"\n", 1, "loud"),
         ("\n\nfuse-threads = 0\n", 3, "1..=64"),

@@ -62,8 +62,9 @@ pub fn serve(args: &MountOptions) -> Result<()> {
         // Before any save streams its packs (see store/counters.rs).
         store.top_up_ids_ahead();
     }
+    let chunker = store.settle_chunker(args.chunker)?;
     let mut opts = TreeOptions {
-        chunk: ChunkParams::with_average(args.chunk_size as usize),
+        chunk: ChunkParams::with_average(args.chunk_size as usize).searched_by(chunker),
         read_only: args.read_only,
         cache_bytes: args.cache_size,
         ..TreeOptions::default()
@@ -135,10 +136,11 @@ pub fn serve(args: &MountOptions) -> Result<()> {
     .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
     log::info!(
-        "serving store {} on {} (chunks avg {} KiB, compression {}{})",
+        "serving store {} on {} (chunks avg {} KiB cut by {}, compression {}{})",
         args.store.display(),
         args.mountpoint.display(),
         args.chunk_size / 1024,
+        chunker,
         args.compression,
         if args.read_only { ", read-only" } else { "" }
     );

@@ -51,6 +51,8 @@ pub struct MountOptions {
     pub cache_size: u64,
     /// How new chunks are compressed.
     pub compression: crate::chunk::Compression,
+    /// The cut search asked for; `None`: the store's own.
+    pub chunker: Option<crate::chunk::CutSearch>,
     /// Stretches of stored chunks smaller than this are moved next to a
     /// save's new chunks (0: never).
     pub relocate_below: u64,
@@ -132,6 +134,7 @@ impl MountOptions {
                 .or(file.cache_size)
                 .unwrap_or(DEFAULT_CACHE_SIZE),
             compression: args.compression.or(file.compression).unwrap_or_default(),
+            chunker: args.chunker.or(file.chunker),
             relocate_below: args
                 .relocate_below
                 .or(file.relocate_below)

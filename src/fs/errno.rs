@@ -43,7 +43,8 @@ fn store_errno(e: &StoreError) -> Errno {
         | StoreError::ChunkCorrupt(_)
         | StoreError::InUse { .. }
         | StoreError::NotAStore { .. }
-        | StoreError::NewerFormat { .. } => Errno::EIO,
+        | StoreError::NewerFormat { .. }
+        | StoreError::ChunkerMismatch { .. } => Errno::EIO,
         StoreError::Exhausted(_) => Errno::ENOSPC,
     }
 }

@@ -254,6 +254,12 @@ pub struct RemoteSnapshot {
     /// A node's part of a global snapshot of this name.
     #[serde(default)]
     pub global: bool,
+    /// The cut search of the store that pushed it (`chunk::CutSearch` by
+    /// name; absent: `fastcdc`, as every store cut before `window`). A
+    /// clone takes it over, so that what it saves deduplicates against
+    /// what it read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunker: Option<String>,
     /// Everything in it, directories before their contents; the first item
     /// is its root.
     pub items: Vec<RemoteItem>,

@@ -16,7 +16,7 @@ use super::catalog::{self, ChunkCatalog};
 use super::layout::{self, IndexEntry, RemoteItem, RemoteSnapshot};
 use super::{Remote, Result};
 use crate::ids::{ChunkId, Ino, ManifestId, SnapId};
-use crate::tree::{Entry, FileKind, InodeRecord, Scope, SnapshotRecord, Tree};
+use crate::tree::{Entry, FileKind, InodeRecord, Scope, SnapshotRecord, Tree, TreeError};
 
 /// A pack is uploaded once it holds this much.
 const PACK_TARGET: usize = 16 << 20;
@@ -165,6 +165,7 @@ pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> 
         report: &mut report,
     };
     let mut done_manifests: HashMap<ManifestId, String> = HashMap::new();
+    let chunker = tree.store().chunker().map_err(TreeError::from)?;
     for (id, rec) in todo {
         let name = layout::text(&rec.name);
         log::info!("push {name} to {}: started", remote.url());
@@ -211,6 +212,7 @@ pub fn push(tree: &Tree, remote: &Remote, node: &str, opts: PushOptions<'_>) -> 
             pinned: rec.pinned,
             logical_bytes: rec.logical_bytes,
             global: globals.contains(&name),
+            chunker: Some(chunker.to_string()),
             items: items.into_iter().map(|(item, _)| item).collect(),
         };
         let bytes = layout::encode_snapshot(&snap)?;

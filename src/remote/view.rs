@@ -491,6 +491,7 @@ fn merge(name: &str, parts: &[Arc<RemoteSnapshot>]) -> RemoteSnapshot {
         pinned: parts.iter().any(|p| p.pinned),
         logical_bytes: parts.iter().map(|p| p.logical_bytes).sum(),
         global: true,
+        chunker: newest.and_then(|p| p.chunker.clone()),
         items,
     }
 }

@@ -20,6 +20,7 @@
 mod buffers;
 mod bytes;
 mod chunk_reads;
+mod chunker;
 mod chunks;
 mod counters;
 mod freeing;
@@ -103,6 +104,17 @@ pub enum StoreError {
     /// A counter ran out of the ids that fit in inode numbers.
     #[error("no more {0} can be allocated in this store")]
     Exhausted(&'static str),
+    /// A mount asked for another cut search than the store's chunks were
+    /// cut with.
+    #[error("store {path} cuts chunks with --chunker {recorded}; --chunker {requested} would cut elsewhere and deduplicate nothing against what it holds")]
+    ChunkerMismatch {
+        /// The store.
+        path: PathBuf,
+        /// The store's.
+        recorded: crate::chunk::CutSearch,
+        /// The one asked for.
+        requested: crate::chunk::CutSearch,
+    },
     /// The store was written by a newer ckptfs.
     #[error("store {path} has format {found}; this ckptfs reads format {supported} and older")]
     NewerFormat {
@@ -193,6 +205,8 @@ pub struct Store {
     relocate_below: std::sync::atomic::AtomicU64,
     /// Commits whose chunks may not be durable yet (`pending.rs`).
     pending: pending::Pending,
+    /// True when this open made the store (see `chunker.rs`).
+    made_now: bool,
 }
 
 impl Store {
@@ -223,8 +237,9 @@ impl Store {
             relocate_below: std::sync::atomic::AtomicU64::new(0),
             relocations: Default::default(),
             pending: Default::default(),
+            made_now: false,
         };
-        store.init_if_new()?;
+        store.made_now = store.init_if_new()?;
         let pending = store.pending_commits()?;
         let lost = store.recover_packs(!pending.is_empty())?;
         store.recover_pending(&pending, &lost)?;
@@ -232,7 +247,9 @@ impl Store {
         Ok(store)
     }
 
-    fn init_if_new(&self) -> Result<()> {
+    /// Makes the root directory and the format records of a new store;
+    /// true when the store is new.
+    fn init_if_new(&self) -> Result<bool> {
         let shards = (CHUNK_SHARDS.len() as u32).to_le_bytes();
         if self.inode(Ino::ROOT)?.is_some() {
             // A store whose chunks are spread over another number of column
@@ -245,7 +262,7 @@ impl Store {
                         .into(),
                 });
             }
-            return Ok(());
+            return Ok(false);
         }
         let mut root = InodeRecord::new(
             FileKind::Dir,
@@ -260,7 +277,13 @@ impl Store {
             .put_cf(self.cf(CF_META), META_FORMAT, FORMAT_VERSION.to_le_bytes());
         txn.batch
             .put_cf(self.cf(CF_META), META_CHUNK_SHARDS, shards);
-        self.commit(txn, true)
+        txn.batch.put_cf(
+            self.cf(CF_META),
+            META_CHUNKER,
+            chunker::NEW_STORES.to_string(),
+        );
+        self.commit(txn, true)?;
+        Ok(true)
     }
 
     /// Sets how chunks stored from now on are coded. Chunks already

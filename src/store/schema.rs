@@ -142,6 +142,9 @@ pub fn path_child_key(parent: PathId, name: &[u8]) -> Vec<u8> {
 pub const META_ID_CEILING: &[u8] = b"id_ceiling";
 /// `meta` key of the database format version.
 pub const META_FORMAT: &[u8] = b"format";
+/// `meta` key of the cut search the store's chunks were cut with
+/// (`chunk::CutSearch` by name); absent: `fastcdc`.
+pub const META_CHUNKER: &[u8] = b"chunker";
 /// `meta` key set while a GC's deletions are not compacted away yet.
 pub const META_COMPACTION_PENDING: &[u8] = b"gc_compaction_pending";
 /// `meta` key of the retention policy text.

@@ -109,6 +109,7 @@ impl Tree {
             "stored_bytes": stored,
             "unique_bytes": unique,
             "chunks": chunks,
+            "chunker": store.chunker()?.to_string(),
             "dedup_ratio": ratio(version_bytes, unique),
             "compression_ratio": ratio(unique, stored),
             "live": { "files": live_files, "bytes": live_bytes },
