@@ -10,7 +10,9 @@
 //!
 //! Reads the files into memory, then, [`ROUNDS`] times:
 //! - cuts them into chunks fed in 1 MiB pieces, as a FUSE thread does
-//!   (`Chunker::push`: the cut search and every chunk's xxh3-128);
+//!   (`Chunker::push`: the cut search of new stores and every chunk's
+//!   xxh3-128), and once more with FastCDC's search (older stores), for
+//!   reference;
 //! - codes every chunk as a worker does (`Coder`, compression `auto`, a
 //!   fresh coder per [`BATCH_BYTES`] of chunks, as per pipeline batch);
 //! - copies every byte once, as a request's bytes are copied into a batch.
@@ -22,7 +24,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ckptfs::chunk::{ChunkParams, Chunker, Coder, Compression};
+use ckptfs::chunk::{ChunkParams, Chunker, Coder, Compression, CutSearch};
 use ckptfs::tree::BATCH_BYTES;
 
 const ROUNDS: usize = 3;
@@ -32,21 +34,28 @@ const PIECE: usize = 1 << 20;
 /// One round's seconds per stage, and what the chunking and coding made.
 struct Round {
     cut_and_id: f64,
+    fastcdc_cut_and_id: f64,
     coding: f64,
     copy: f64,
     chunks: usize,
     coded: usize,
 }
 
-fn round(data: &[u8]) -> Round {
+/// Chunk lengths of `data` cut with `search`, and the seconds it took.
+fn cut(data: &[u8], search: CutSearch) -> (Vec<usize>, f64) {
     let started = Instant::now();
-    let mut chunker = Chunker::new(ChunkParams::default());
+    let mut chunker = Chunker::new(ChunkParams::default().searched_by(search));
     let mut lens = Vec::new();
     for piece in data.chunks(PIECE) {
         chunker.push(piece, |cut| lens.push(cut.data.len()));
     }
     chunker.finish(|cut| lens.push(cut.data.len()));
-    let cut_and_id = started.elapsed().as_secs_f64();
+    (lens, started.elapsed().as_secs_f64())
+}
+
+fn round(data: &[u8]) -> Round {
+    let (_, fastcdc_cut_and_id) = cut(data, CutSearch::FastCdc);
+    let (lens, cut_and_id) = cut(data, CutSearch::NEW_STORES);
 
     let started = Instant::now();
     let (mut at, mut coded, mut batch) = (0, 0, 0);
@@ -71,6 +80,7 @@ fn round(data: &[u8]) -> Round {
     let copy = started.elapsed().as_secs_f64();
     Round {
         cut_and_id,
+        fastcdc_cut_and_id,
         coding,
         copy,
         chunks: lens.len(),
@@ -109,7 +119,9 @@ fn main() -> ExitCode {
     let report = serde_json::json!({
         "bytes": data.len(),
         "rounds": ROUNDS,
+        "cut_search": CutSearch::NEW_STORES.to_string(),
         "cut_and_id_s_per_gb": per_gb(|r| r.cut_and_id),
+        "fastcdc_cut_and_id_s_per_gb": per_gb(|r| r.fastcdc_cut_and_id),
         "coding_s_per_gb": per_gb(|r| r.coding),
         "copy_s_per_gb": per_gb(|r| r.copy),
         "chunks": rounds[0].chunks,
