@@ -119,7 +119,7 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
             && costs["chunks"].as_u64().is_some_and(|c| c > 0)
             && stage("coded_ratio").is_some_and(|r| r < 1.0)
             && stage("fastcdc_cut_and_id_s_per_gb").is_some()
-            && costs["cut_search"] == "window",
+            && costs["cut_search"] == ckptfs::chunk::CutSearch::NEW_STORES.to_string().as_str(),
         "no stage costs in the report: {machine}"
     );
     let work: f64 = stages.iter().filter_map(|k| stage(k)).sum();
@@ -131,7 +131,10 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
     );
     assert!(
         stdout.contains("\nckptfs's own work on one core (examples/stage_costs over full/")
-            && stdout.contains(" (window; fastcdc's ")
+            && stdout.contains(&format!(
+                " ({}; fastcdc's ",
+                ckptfs::chunk::CutSearch::NEW_STORES
+            ))
             && stdout.contains(
                 "\nckptfs CPU s/GB written over the least a fresh save costs here: full "
             ),

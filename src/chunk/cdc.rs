@@ -37,8 +37,14 @@ pub enum CutSearch {
 }
 
 impl CutSearch {
-    /// The search a new store gets unless its first mount asks otherwise.
+    /// The search a new store gets unless its first mount asks otherwise:
+    /// `window` where the CPU has the byte shuffles it is fast with
+    /// (without them, its scalar search is slower than the gear hash).
+    #[cfg(all(target_arch = "x86_64", target_feature = "ssse3"))]
     pub const NEW_STORES: CutSearch = CutSearch::Window;
+    /// See above.
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "ssse3")))]
+    pub const NEW_STORES: CutSearch = CutSearch::FastCdc;
 }
 
 impl std::str::FromStr for CutSearch {

@@ -42,7 +42,7 @@ pub struct MountArgs {
     /// bytes before each position, twice as fast) or fastcdc (FastCDC
     /// v2020). A store keeps the one it was made with; asking an existing
     /// store for the other is an error [default: the store's; new stores:
-    /// window].
+    /// window on x86-64 with SSSE3, else fastcdc].
     #[arg(long, value_name = "SEARCH")]
     pub chunker: Option<crate::chunk::CutSearch>,
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides)

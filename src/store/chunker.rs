@@ -53,20 +53,28 @@ mod tests {
 
     #[test]
     fn a_new_store_records_its_search_and_keeps_it() {
+        let other = match NEW_STORES {
+            CutSearch::Window => CutSearch::FastCdc,
+            CutSearch::FastCdc => CutSearch::Window,
+        };
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(store.chunker().unwrap(), NEW_STORES);
-            assert_eq!(store.settle_chunker(None).unwrap(), CutSearch::Window);
+            assert_eq!(store.settle_chunker(None).unwrap(), NEW_STORES);
         }
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(
-            store.settle_chunker(Some(CutSearch::Window)).unwrap(),
-            CutSearch::Window
-        );
-        let err = store.settle_chunker(Some(CutSearch::FastCdc)).unwrap_err();
+        assert_eq!(store.settle_chunker(Some(NEW_STORES)).unwrap(), NEW_STORES);
+        let err = store.settle_chunker(Some(other)).unwrap_err();
         assert!(matches!(err, StoreError::ChunkerMismatch { .. }), "{err}");
-        assert!(err.to_string().contains("--chunker window"), "{err}");
+        let named = format!("--chunker {NEW_STORES}; --chunker {other}");
+        assert!(err.to_string().contains(&named), "{err}");
+    }
+
+    #[test]
+    #[cfg(all(target_arch = "x86_64", target_feature = "ssse3"))]
+    fn new_stores_cut_with_the_window_search_where_it_is_fast() {
+        assert_eq!(NEW_STORES, CutSearch::Window);
     }
 
     #[test]
