@@ -17,7 +17,7 @@
 //! cut after byte i  when  h8(i) == 0  and  the top `s` bits of h64(i) are 0
 //! ```
 //!
-//! Stage 1 is 16 `pshufb` lookups per 16 positions (`Ak`, `Bk` are
+//! Stage 1 is 8 `pshufb` lookups per 16 positions (`Ak`, `Bk` are
 //! exactly what one shuffle looks up) and lets through one position in
 //! 256; stage 2, a multiply, decides those. As in FastCDC v2020 (level 1
 //! normalization), positions before `min` are skipped, and the condition
