@@ -1,7 +1,9 @@
 //! The `window` cut-point search: a chunk ends after byte `i` when a hash
 //! of the bytes just before it has enough zero bits. Twice as fast as
 //! FastCDC's gear hash on the machines ckptfs was measured on, with the
-//! same dedup on checkpoint data; new stores use it (see `cdc.rs`).
+//! same dedup on float tensors; stores made with `--chunker window` use
+//! it. Its hash sees 8 bytes, so data with few distinct 4-byte patterns
+//! (small integers, text) gets few cuts: see `CutSearch::NEW_STORES`.
 //!
 //! The gear hash is a chain, one shift and add per byte, whose table
 //! lookups take two loads per byte: about one cycle per byte on a core

@@ -38,11 +38,11 @@ pub struct MountArgs {
     /// quarter, max four times this) [default: 16K].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub chunk_size: Option<u64>,
-    /// How a new store finds chunk boundaries: window (a hash of the 8
-    /// bytes before each position, twice as fast) or fastcdc (FastCDC
-    /// v2020). A store keeps the one it was made with; asking an existing
-    /// store for the other is an error [default: the store's; new stores:
-    /// window on x86-64 with SSSE3, else fastcdc].
+    /// How a new store finds chunk boundaries: fastcdc (FastCDC v2020) or
+    /// window (a hash of the 8 bytes up to each position: half the CPU on
+    /// float tensors, few cuts on small integers or text). A store keeps
+    /// the one it was made with; asking an existing store for the other is
+    /// an error [default: the store's; new stores: fastcdc].
     #[arg(long, value_name = "SEARCH")]
     pub chunker: Option<crate::chunk::CutSearch>,
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides)

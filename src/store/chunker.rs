@@ -72,9 +72,16 @@ mod tests {
     }
 
     #[test]
-    #[cfg(all(target_arch = "x86_64", target_feature = "ssse3"))]
-    fn new_stores_cut_with_the_window_search_where_it_is_fast() {
-        assert_eq!(NEW_STORES, CutSearch::Window);
+    fn a_first_mount_may_ask_for_window_and_the_store_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let chosen = store.settle_chunker(Some(CutSearch::Window)).unwrap();
+            assert_eq!(chosen, CutSearch::Window);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.settle_chunker(None).unwrap(), CutSearch::Window);
+        assert!(store.settle_chunker(Some(CutSearch::FastCdc)).is_err());
     }
 
     #[test]

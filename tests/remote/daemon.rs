@@ -202,9 +202,9 @@ fn a_damaged_remote_object_reads_as_eio_never_wrong_bytes() {
 
 #[test]
 fn a_clone_reads_a_checkpoint_it_never_downloaded_and_pushes_back_as_its_own_node() {
-    // Node A cuts with FastCDC (a store made before the window search):
-    // the clone takes that over, so its saves deduplicate against A's.
-    let mut a = Mount::with_args("remote-daemon-clone-a", &["--chunker", "fastcdc"]);
+    // Node A cuts with the window search (not the default): the clone
+    // takes that over, so its saves deduplicate against A's.
+    let mut a = Mount::with_args("remote-daemon-clone-a", &["--chunker", "window"]);
     let dir = remote_dir(&a, "remote");
     ok(
         args![
@@ -233,7 +233,7 @@ fn a_clone_reads_a_checkpoint_it_never_downloaded_and_pushes_back_as_its_own_nod
     assert_eq!(packs_before, 0, "clone downloaded chunks");
 
     let pushed = fs::read(dir.join("snapshots/node-a/step-100.json")).unwrap();
-    let needle = b"\"chunker\":\"fastcdc\"";
+    let needle = b"\"chunker\":\"window\"";
     assert!(
         pushed.windows(needle.len()).any(|w| w == needle),
         "the pushed snapshot does not name its chunker"
@@ -242,7 +242,7 @@ fn a_clone_reads_a_checkpoint_it_never_downloaded_and_pushes_back_as_its_own_nod
     let mut c = Mount::with_store("remote-daemon-clone-c", &store, &[]);
     let stats: Value = serde_json::from_slice(&fs::read(c.path(".ckpt/stats")).unwrap()).unwrap();
     assert_eq!(
-        stats["chunker"], "fastcdc",
+        stats["chunker"], "window",
         "the clone did not take the remote's chunker"
     );
     let remote_file = c.path(".ckpt/remotes/origin/node-a/step-100/model.pt");
