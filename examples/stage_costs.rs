@@ -42,14 +42,6 @@ struct Round {
     coded: usize,
 }
 
-/// The search `--chunker` offers besides the new stores' one.
-fn other_search() -> CutSearch {
-    match CutSearch::NEW_STORES {
-        CutSearch::FastCdc => CutSearch::Window,
-        CutSearch::Window => CutSearch::FastCdc,
-    }
-}
-
 /// Chunk lengths of `data` cut with `search`, and the seconds it took.
 fn cut(data: &[u8], search: CutSearch) -> (Vec<usize>, f64) {
     let started = Instant::now();
@@ -63,7 +55,7 @@ fn cut(data: &[u8], search: CutSearch) -> (Vec<usize>, f64) {
 }
 
 fn round(data: &[u8]) -> Round {
-    let (_, other_cut_and_id) = cut(data, other_search());
+    let (_, other_cut_and_id) = cut(data, CutSearch::NEW_STORES.other());
     let (lens, cut_and_id) = cut(data, CutSearch::NEW_STORES);
 
     let started = Instant::now();
@@ -130,7 +122,7 @@ fn main() -> ExitCode {
         "rounds": ROUNDS,
         "cut_search": CutSearch::NEW_STORES.to_string(),
         "cut_and_id_s_per_gb": per_gb(|r| r.cut_and_id),
-        "other_search": other_search().to_string(),
+        "other_search": CutSearch::NEW_STORES.other().to_string(),
         "other_cut_and_id_s_per_gb": per_gb(|r| r.other_cut_and_id),
         "coding_s_per_gb": per_gb(|r| r.coding),
         "copy_s_per_gb": per_gb(|r| r.copy),

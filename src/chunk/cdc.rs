@@ -45,6 +45,14 @@ impl CutSearch {
     /// content deduplicates less. It stays opt-in until a search over a
     /// wider window is as fast.
     pub const NEW_STORES: CutSearch = CutSearch::FastCdc;
+
+    /// The other search.
+    pub fn other(self) -> CutSearch {
+        match self {
+            CutSearch::FastCdc => CutSearch::Window,
+            CutSearch::Window => CutSearch::FastCdc,
+        }
+    }
 }
 
 impl std::str::FromStr for CutSearch {
@@ -422,6 +430,7 @@ mod tests {
         assert_eq!(chunk_all(ChunkParams::default(), &data, 1 << 20), fastcdc);
         for search in [CutSearch::FastCdc, CutSearch::Window] {
             assert_eq!(search.to_string().parse::<CutSearch>(), Ok(search));
+            assert_ne!(search.other(), search);
         }
         assert!("gear".parse::<CutSearch>().is_err());
     }

@@ -138,8 +138,13 @@ pub fn cut_scalar(source: &[u8], min: usize, avg: usize, max: usize) -> usize {
     if source.len() <= b.min {
         return source.len();
     }
-    (b.min..b.end)
-        .find(|&i| stage1(source, i) && stage2(source, i, b.bits(i)))
+    scan_from(source, &b, b.min)
+}
+
+/// The scalar search from position `from` on: the chunk's length.
+fn scan_from(d: &[u8], b: &Bounds, from: usize) -> usize {
+    (from..b.end)
+        .find(|&i| stage1(d, i) && stage2(d, i, b.bits(i)))
         .map_or(b.end, |i| i + 1)
 }
 
@@ -151,13 +156,10 @@ pub fn cut(source: &[u8], min: usize, avg: usize, max: usize) -> usize {
     if source.len() <= b.min {
         return source.len();
     }
-    let (found, from) = search_blocks(source, &b);
-    if let Some(i) = found {
-        return i + 1;
+    match search_blocks(source, &b) {
+        (Some(i), _) => i + 1,
+        (None, from) => scan_from(source, &b, from),
     }
-    (from..b.end)
-        .find(|&i| stage1(source, i) && stage2(source, i, b.bits(i)))
-        .map_or(b.end, |i| i + 1)
 }
 
 /// Stage 1 on whole blocks of 16 positions from `b.min`: the first cut

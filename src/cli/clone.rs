@@ -63,13 +63,11 @@ pub fn clone(a: &CloneArgs) -> Result<()> {
     }
     // Saves here deduplicate against the remote's chunks only if they are
     // cut alike: take over the cut search of its newest snapshot.
-    let chunker = match snaps
+    let chunker = snaps
         .iter()
         .max_by_key(|s| (s.created_secs, s.created_nanos))
-    {
-        Some(newest) => Some(remote_chunker(newest.chunker.as_deref())?),
-        None => None,
-    };
+        .map(|newest| remote_chunker(newest.chunker.as_deref()))
+        .transpose()?;
     let created = !a.store.exists();
     let made = (|| -> Result<()> {
         let store = Store::open(&a.store)
@@ -115,5 +113,21 @@ fn remote_chunker(name: Option<&str>) -> Result<CutSearch> {
         Some(name) => name
             .parse()
             .map_err(|e: String| anyhow::anyhow!("the remote's newest snapshot: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_names_its_search_or_was_cut_by_fastcdc() {
+        assert_eq!(remote_chunker(None).unwrap(), CutSearch::FastCdc);
+        assert_eq!(remote_chunker(Some("window")).unwrap(), CutSearch::Window);
+        let err = remote_chunker(Some("gear")).unwrap_err().to_string();
+        assert!(
+            err.contains("newest snapshot") && err.contains("gear"),
+            "{err}"
+        );
     }
 }

@@ -8,9 +8,6 @@ use super::schema::{CF_META, META_CHUNKER};
 use super::{Result, Store, StoreError};
 use crate::chunk::CutSearch;
 
-/// The search a new store gets unless its first mount asks otherwise.
-pub(super) const NEW_STORES: CutSearch = CutSearch::NEW_STORES;
-
 impl Store {
     /// The cut search this store's chunks were cut with.
     pub fn chunker(&self) -> Result<CutSearch> {
@@ -19,7 +16,10 @@ impl Store {
             Some(name) => std::str::from_utf8(&name)
                 .ok()
                 .and_then(|name| name.parse().ok())
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown chunker record {name:?}"))),
+                .ok_or_else(|| {
+                    let name = String::from_utf8_lossy(&name);
+                    StoreError::Corrupt(format!("unknown chunker record {name:?}"))
+                }),
         }
     }
 
@@ -51,12 +51,11 @@ impl Store {
 mod tests {
     use super::*;
 
+    const NEW_STORES: CutSearch = CutSearch::NEW_STORES;
+
     #[test]
     fn a_new_store_records_its_search_and_keeps_it() {
-        let other = match NEW_STORES {
-            CutSearch::Window => CutSearch::FastCdc,
-            CutSearch::FastCdc => CutSearch::Window,
-        };
+        let other = NEW_STORES.other();
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
@@ -72,29 +71,17 @@ mod tests {
     }
 
     #[test]
-    fn a_first_mount_may_ask_for_window_and_the_store_keeps_it() {
-        let dir = tempfile::tempdir().unwrap();
-        {
+    fn a_first_mount_may_ask_for_either_search_and_the_store_keeps_it() {
+        for search in [CutSearch::Window, CutSearch::FastCdc] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let store = Store::open(dir.path()).unwrap();
+                assert_eq!(store.settle_chunker(Some(search)).unwrap(), search);
+            }
             let store = Store::open(dir.path()).unwrap();
-            let chosen = store.settle_chunker(Some(CutSearch::Window)).unwrap();
-            assert_eq!(chosen, CutSearch::Window);
+            assert_eq!(store.settle_chunker(None).unwrap(), search);
+            assert!(store.settle_chunker(Some(search.other())).is_err());
         }
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.settle_chunker(None).unwrap(), CutSearch::Window);
-        assert!(store.settle_chunker(Some(CutSearch::FastCdc)).is_err());
-    }
-
-    #[test]
-    fn a_first_mount_may_ask_for_fastcdc_and_the_store_keeps_it() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            let chosen = store.settle_chunker(Some(CutSearch::FastCdc)).unwrap();
-            assert_eq!(chosen, CutSearch::FastCdc);
-        }
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.settle_chunker(None).unwrap(), CutSearch::FastCdc);
-        assert!(store.settle_chunker(Some(CutSearch::Window)).is_err());
     }
 
     #[test]
@@ -107,5 +94,21 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.settle_chunker(None).unwrap(), CutSearch::FastCdc);
         assert!(store.settle_chunker(Some(CutSearch::Window)).is_err());
+    }
+
+    #[test]
+    fn an_unknown_record_is_refused_as_corrupt_not_taken_for_fastcdc() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .db
+                .put_cf(store.cf(CF_META), META_CHUNKER, b"gear")
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let err = store.settle_chunker(None).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("gear"), "{err}");
     }
 }

@@ -280,7 +280,7 @@ impl Store {
         txn.batch.put_cf(
             self.cf(CF_META),
             META_CHUNKER,
-            chunker::NEW_STORES.to_string(),
+            crate::chunk::CutSearch::NEW_STORES.to_string(),
         );
         self.commit(txn, true)?;
         Ok(true)

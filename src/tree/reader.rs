@@ -88,11 +88,15 @@ impl Segment {
         self.ends.get(last).copied().unwrap_or_else(|| self.end())
     }
 
+    /// Where entry `i` starts (`i` at most the entry count).
+    fn start_of(&self, i: usize) -> u64 {
+        i.checked_sub(1).map_or(self.start, |prev| self.ends[prev])
+    }
+
     /// Index of the entry holding `offset` and that entry's start.
     fn locate(&self, offset: u64) -> Option<(usize, u64)> {
         let i = self.ends.partition_point(|&end| end <= offset);
-        let entry_start = if i == 0 { self.start } else { self.ends[i - 1] };
-        (i < self.entries.len()).then_some((i, entry_start))
+        (i < self.entries.len()).then(|| (i, self.start_of(i)))
     }
 }
 
@@ -295,8 +299,7 @@ impl ContentReader {
     /// they start before manifest offset `end`.
     fn chunks_of(seg: &Segment, i: usize, end: u64) -> impl Iterator<Item = (ChunkId, u32)> + '_ {
         let i = i.min(seg.entries.len());
-        let starts = std::iter::once(if i == 0 { seg.start } else { seg.ends[i - 1] })
-            .chain(seg.ends[i..].iter().copied());
+        let starts = std::iter::once(seg.start_of(i)).chain(seg.ends[i..].iter().copied());
         seg.entries[i..]
             .iter()
             .zip(starts)
