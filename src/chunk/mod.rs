@@ -11,9 +11,11 @@ pub mod hash;
 pub mod lane_plans;
 pub mod lanes;
 mod lanes_simd;
+pub mod rollsum;
 pub mod successors;
 #[cfg(test)]
 pub(crate) mod testdata;
+mod two_stage;
 pub mod window;
 
 pub use cdc::{ChunkParams, Chunker, Cut, CutSearch};

@@ -31,10 +31,13 @@
 //! search ([`cut_scalar`]) is the definition; the shuffles must agree with
 //! it byte for byte (a test compares them).
 
-/// Bits stage 1 checks.
-const STAGE1_BITS: u32 = 8;
+use super::two_stage::{nibble_tables, Bounds};
+
 /// The stage 2 multiplier (the golden ratio in 64 bits).
 const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Positions before this are never searched: stage 2's window.
+const WINDOW: usize = 16;
 
 /// `Ak` and `Bk` of the module docs: the nibble tables of the four window
 /// positions, from splitmix64 with a fixed seed.
@@ -43,32 +46,10 @@ struct NibbleTables {
     high: [[u8; 16]; 4],
 }
 
-const TABLES: NibbleTables = nibble_tables();
-
-const fn nibble_tables() -> NibbleTables {
-    let mut state = 0x6b63_7074_6673_0001u64; // "kcptfs", version 1
-    let mut low = [[0u8; 16]; 4];
-    let mut high = [[0u8; 16]; 4];
-    let mut k = 0;
-    while k < 4 {
-        let mut j = 0;
-        while j < 16 {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            low[k][j] = splitmix_finish(state);
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            high[k][j] = splitmix_finish(state);
-            j += 1;
-        }
-        k += 1;
-    }
+const TABLES: NibbleTables = {
+    let (low, high) = nibble_tables::<4>(0x6b63_7074_6673_0001); // "kcptfs", version 1
     NibbleTables { low, high }
-}
-
-const fn splitmix_finish(mut z: u64) -> u8 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) as u8
-}
+};
 
 /// `Fk[b]`.
 fn table(k: usize, b: u8) -> u8 {
@@ -91,50 +72,10 @@ fn stage2(d: &[u8], i: usize, bits: u32) -> bool {
     u64::from_le_bytes(bytes).wrapping_mul(K) >> (64 - bits) == 0
 }
 
-/// The stage 2 bits before and after the average: `(strict, relaxed)`.
-fn stage2_bits(avg: usize) -> (u32, u32) {
-    let log2 = usize::BITS - 1 - avg.max(2).leading_zeros();
-    let total = |bits: u32| bits.saturating_sub(STAGE1_BITS).clamp(1, 40);
-    (total(log2 + 1), total(log2 - 1))
-}
-
-/// The sizes a search runs with, checked: `min` at least 16 (the window
-/// and one block of shuffles fit before it), `min <= avg <= max`.
-#[derive(Clone, Copy)]
-struct Bounds {
-    min: usize,
-    avg: usize,
-    end: usize,
-    strict: u32,
-    relaxed: u32,
-}
-
-impl Bounds {
-    fn new(len: usize, min: usize, avg: usize, max: usize) -> Self {
-        let min = min.max(16);
-        let (strict, relaxed) = stage2_bits(avg);
-        Bounds {
-            min,
-            avg: avg.max(min),
-            end: len.min(max.max(min)),
-            strict,
-            relaxed,
-        }
-    }
-
-    fn bits(&self, i: usize) -> u32 {
-        if i < self.avg {
-            self.strict
-        } else {
-            self.relaxed
-        }
-    }
-}
-
 /// Where the first chunk of `source` ends, by the definition: one
 /// position at a time.
 pub fn cut_scalar(source: &[u8], min: usize, avg: usize, max: usize) -> usize {
-    let b = Bounds::new(source.len(), min, avg, max);
+    let b = Bounds::new(source.len(), WINDOW, min, avg, max);
     if source.len() <= b.min {
         return source.len();
     }
@@ -152,7 +93,7 @@ fn scan_from(d: &[u8], b: &Bounds, from: usize) -> usize {
 /// FastCDC): the same cut as [`cut_scalar`], 16 positions a step where
 /// the CPU has SSSE3.
 pub fn cut(source: &[u8], min: usize, avg: usize, max: usize) -> usize {
-    let b = Bounds::new(source.len(), min, avg, max);
+    let b = Bounds::new(source.len(), WINDOW, min, avg, max);
     if source.len() <= b.min {
         return source.len();
     }
@@ -312,7 +253,5 @@ mod tests {
         assert_eq!(cut(&data, 16, 32, 64), cut_scalar(&data, 16, 32, 64));
         assert!(cut(&data, 16, 32, 64) <= 64);
         assert_eq!(cut(&[], 256, 1024, 4096), 0);
-        assert_eq!(stage2_bits(16384), (7, 5));
-        assert_eq!(stage2_bits(1024), (3, 1));
     }
 }

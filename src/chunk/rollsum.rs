@@ -1,0 +1,424 @@
+//! The `rollsum` cut-point search, the first half of the cut search new
+//! stores use (`CutSearch::Rollsum`): a chunk ends after byte `i` when a
+//! rolling sum over the 64 bytes up to it, and then a hash of those same
+//! 64 bytes, both pass. When no position of the window passes, `cdc.rs`
+//! cuts where FastCDC would: see below.
+//!
+//! ```text
+//! stage 1:  s(i)  = T[b(i-63)] + ... + T[b(i)]   (mod 256)
+//!           T[b]  = A[b & 15] + B[b >> 4]        (2 tables of 16 bytes)
+//! stage 2:  h(i)  = mix of the eight little-endian words of b(i-63) ..= b(i)
+//! cut after byte i  when  s(i) == 0x55  and  the top `s` bits of h(i) are 0
+//! ```
+//!
+//! Stage 1 lets through one position in 256 on any data whose windows
+//! vary. Sixteen positions are summed at once: two `pshufb` look up `T`,
+//! the sum rolls by adding the new bytes' `T` and taking away those 64
+//! bytes back, and four byte shifts make the prefix sums within a block.
+//! That is about half the work per byte of FastCDC's gear hash (a chain
+//! of one shift, two loads and an add per byte). Stage 2, run on the
+//! positions stage 1 lets through, is a strong hash of the window, so
+//! whether a window cuts depends on all of its 64 bytes. Sizes and
+//! normalization are FastCDC's (`two_stage::Bounds`).
+//!
+//! A sum cannot tell apart windows that hold the same bytes in another
+//! order: on data of two or three byte values (random bits, ternary
+//! weights as int8) `s` takes only a few values, and may never be 0x55.
+//! The target is odd, so a run of one byte value, or any pattern whose
+//! period divides 64, never passes. Where no position from `min` to the
+//! window's end passes, the chunk is cut by FastCDC's search instead:
+//! that is still a function of the chunk's own bytes, so cuts stay
+//! content-defined, and such data is cut as well as FastCDC cuts it.
+//!
+//! The tables, the target and the mix are part of the store format. The
+//! scalar search ([`find_scalar`]) is the definition; the shuffles must
+//! agree with it byte for byte, and a test pins the cuts of a fixed input.
+
+use super::two_stage::{nibble_tables, Bounds};
+
+/// Bytes summed and hashed per position.
+pub const WINDOW: usize = 64;
+/// The stage 1 sum that passes.
+const TARGET: u8 = 0x55;
+
+/// `A` and `B` of the module docs.
+const TABLES: ([[u8; 16]; 1], [[u8; 16]; 1]) = nibble_tables::<1>(0x6b63_7074_6673_0002);
+
+/// `T[b]`.
+fn table(b: u8) -> u8 {
+    TABLES.0[0][(b & 15) as usize].wrapping_add(TABLES.1[0][(b >> 4) as usize])
+}
+
+/// The odd constants stage 2 mixes the window's words with.
+const MIX: [u64; 8] = [
+    0x9e37_79b9_7f4a_7c15,
+    0xbf58_476d_1ce4_e5b9,
+    0x94d0_49bb_1331_11eb,
+    0xd6e8_feb8_6659_fd93,
+    0xa076_1d64_78bd_642f,
+    0xe703_7ed1_a0b4_28db,
+    0x8ebc_6af0_9c88_c6e3,
+    0x5899_65cc_7537_4cc3,
+];
+
+/// Stage 2's hash of the window ending at `i`: its words XORed with
+/// `MIX`, multiplied in pairs with both halves of each 128-bit product
+/// folded together (as xxh3 does), summed, then xxh3's avalanche.
+fn window_hash(window: &[u8; WINDOW]) -> u64 {
+    let (words, _) = window.as_chunks::<8>();
+    let word = |k: usize| u64::from_le_bytes(words[k]) ^ MIX[k];
+    let fold = |a: u64, b: u64| {
+        let product = u128::from(a) * u128::from(b);
+        product as u64 ^ (product >> 64) as u64
+    };
+    let acc = (0..4).fold(0u64, |acc, k| {
+        acc.wrapping_add(fold(word(2 * k), word(2 * k + 1)))
+    });
+    let acc = (acc ^ (acc >> 37)).wrapping_mul(0x1656_6791_9e37_79f9);
+    acc ^ (acc >> 32)
+}
+
+/// Stage 2 at position `i` with `bits` top bits that must be 0.
+#[inline(always)]
+fn stage2(d: &[u8], i: usize, bits: u32) -> bool {
+    let window = (i + 1)
+        .checked_sub(WINDOW)
+        .and_then(|from| d.get(from..=i))
+        .and_then(|w| <&[u8; WINDOW]>::try_from(w).ok());
+    window.is_some_and(|w| window_hash(w) >> (64 - bits) == 0)
+}
+
+/// Where the first chunk of `source` ends by this search, if a position
+/// from `min` to `min(len, max)` passes: the definition, one position at
+/// a time.
+pub fn find_scalar(source: &[u8], min: usize, avg: usize, max: usize) -> Option<usize> {
+    let b = Bounds::new(source.len(), WINDOW, min, avg, max);
+    if source.len() <= b.min {
+        return None;
+    }
+    scan_from(source, &b, b.min, sum_of_63_before(source, b.min))
+}
+
+/// The sum of `T` over the 63 bytes before `at` (`at >= 64`).
+fn sum_of_63_before(d: &[u8], at: usize) -> u8 {
+    d[at + 1 - WINDOW..at]
+        .iter()
+        .fold(0u8, |s, &x| s.wrapping_add(table(x)))
+}
+
+/// The scalar search from position `from` on, given the sum of the 63
+/// bytes before it.
+fn scan_from(d: &[u8], b: &Bounds, from: usize, mut sum: u8) -> Option<usize> {
+    for i in from..b.end {
+        sum = sum.wrapping_add(table(d[i]));
+        if sum == TARGET && stage2(d, i, b.bits(i)) {
+            return Some(i + 1);
+        }
+        sum = sum.wrapping_sub(table(d[i + 1 - WINDOW]));
+    }
+    None
+}
+
+/// What [`find`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// The chunk ends here: the cut of [`find_scalar`].
+    Cut(usize),
+    /// No position before this one passes, for a chunk starting here or
+    /// later (see [`find`]).
+    Quiet(usize),
+}
+
+/// The same cut as [`find_scalar`], 16 positions a step where the CPU
+/// has SSSE3, searching from `quiet` (at least `min`) on.
+///
+/// When nothing passes, the window was searched to its end `e`
+/// (`Found::Quiet(e)`). Whether a position passes depends only on its 64
+/// bytes and on whether it lies before `avg` (7 bits of stage 2) or not
+/// (5): a chunk that starts later, at `c`, checks each position with as
+/// many bits or more. So none of those positions passes for it either,
+/// and its search may start at `e - c`.
+pub fn find(source: &[u8], min: usize, avg: usize, max: usize, quiet: usize) -> Found {
+    let b = Bounds::new(source.len(), WINDOW, min, avg, max);
+    let from = quiet.max(b.min);
+    if from >= b.end {
+        return Found::Quiet(from);
+    }
+    let cut = match search_blocks(source, &b, from) {
+        Ok(cut) => Some(cut),
+        Err((from, sum)) => scan_from(source, &b, from, sum),
+    };
+    cut.map_or(Found::Quiet(b.end), Found::Cut)
+}
+
+/// Whole blocks of 16 positions from `from` (at least `b.min`): the cut,
+/// or where the blocks ended and the sum of the 63 bytes before it (the
+/// caller searches the rest).
+#[cfg(all(target_arch = "x86_64", target_feature = "ssse3"))]
+fn search_blocks(d: &[u8], b: &Bounds, from: usize) -> Result<usize, (usize, u8)> {
+    use safe_arch::{
+        add_i8_m128i, bitand_m128i, byte_shl_imm_u128_m128i as shift_in, cmp_eq_mask_i8_m128i,
+        load_unaligned_m128i, m128i, move_mask_i8_m128i, set_splat_i8_m128i, shr_imm_u16_m128i,
+        shuffle_av_i8z_all_m128i as shuffle, sub_i8_m128i, sum_of_u8_abs_diff_m128i, zeroed_m128i,
+    };
+    let low_nibble = set_splat_i8_m128i(0x0f);
+    let (low, high) = (m128i::from(TABLES.0[0]), m128i::from(TABLES.1[0]));
+    // `T` of the 16 bytes at `p`.
+    let t = |p: usize| {
+        let v = d
+            .get(p..p + 16)
+            .and_then(|s| <&[u8; 16]>::try_from(s).ok())
+            .map(load_unaligned_m128i)?;
+        let lo = bitand_m128i(v, low_nibble);
+        let hi = bitand_m128i(shr_imm_u16_m128i::<4>(v), low_nibble);
+        Some(add_i8_m128i(shuffle(low, lo), shuffle(high, hi)))
+    };
+    let p = from;
+    let window = p - WINDOW;
+    let (Some(t0), Some(t1), Some(t2), Some(t3)) =
+        (t(window), t(window + 16), t(window + 32), t(window + 48))
+    else {
+        return Err((p, sum_of_63_before(d, p)));
+    };
+    // `T` of the 64 bytes before the block, oldest first, and their sum.
+    let mut behind = [t0, t1, t2, t3];
+    let total = add_i8_m128i(add_i8_m128i(t0, t1), add_i8_m128i(t2, t3));
+    let halves: [u64; 2] = sum_of_u8_abs_diff_m128i(total, zeroed_m128i()).into();
+    let mut sum_before = set_splat_i8_m128i(halves[0].wrapping_add(halves[1]) as i8);
+    let last_byte = set_splat_i8_m128i(15);
+    let target = set_splat_i8_m128i(TARGET as i8);
+    let mut p = p;
+    let mut oldest = 0;
+    while p + 16 <= b.end {
+        let Some(entering) = t(p) else { break };
+        // Position j's sum: the sum before the block plus, for every
+        // position up to j, its byte's T less that of 64 bytes back.
+        let step = sub_i8_m128i(entering, behind[oldest]);
+        behind[oldest] = entering;
+        oldest = (oldest + 1) % 4;
+        let step = add_i8_m128i(step, shift_in::<1>(step));
+        let step = add_i8_m128i(step, shift_in::<2>(step));
+        let step = add_i8_m128i(step, shift_in::<4>(step));
+        let step = add_i8_m128i(step, shift_in::<8>(step));
+        let sums = add_i8_m128i(step, sum_before);
+        let mut hits = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(sums, target)) as u32;
+        while hits != 0 {
+            let i = p + hits.trailing_zeros() as usize;
+            hits &= hits - 1;
+            if stage2(d, i, b.bits(i)) {
+                return Ok(i + 1);
+            }
+        }
+        sum_before = shuffle(sums, last_byte);
+        p += 16;
+    }
+    // The scalar search takes the sum without the byte 63 back.
+    let [sum, ..]: [u8; 16] = sum_before.into();
+    Err((p, sum.wrapping_sub(table(d[p - WINDOW]))))
+}
+
+/// Without SSSE3 the caller searches every position.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "ssse3")))]
+fn search_blocks(d: &[u8], _b: &Bounds, from: usize) -> Result<usize, (usize, u8)> {
+    Err((from, sum_of_63_before(d, from)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdata::{noise, weights};
+    use super::*;
+
+    /// [`find`] from `min`, as [`find_scalar`] answers.
+    fn searched(source: &[u8], min: usize, avg: usize, max: usize) -> Option<usize> {
+        match find(source, min, avg, max, 0) {
+            Found::Cut(len) => Some(len),
+            Found::Quiet(_) => None,
+        }
+    }
+
+    /// Chunk lengths with `search`, or `max` where it finds nothing (the
+    /// fallback is `cdc.rs`'s business).
+    fn cuts(
+        data: &[u8],
+        avg: usize,
+        search: fn(&[u8], usize, usize, usize) -> Option<usize>,
+    ) -> Vec<usize> {
+        let (min, max) = (avg / 4, avg * 4);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let rest = &data[at..];
+            let len = search(rest, min, avg, max).unwrap_or(rest.len().min(max));
+            assert!(len >= 1 && len <= max, "chunk of {len} bytes");
+            out.push(len);
+            at += len;
+        }
+        out
+    }
+
+    /// The sum of stage 1 straight from its definition.
+    fn window_sum(d: &[u8], i: usize) -> u8 {
+        d[i + 1 - WINDOW..=i]
+            .iter()
+            .fold(0u8, |s, &x| s.wrapping_add(table(x)))
+    }
+
+    #[test]
+    fn the_shuffles_find_the_scalar_searchs_cuts() {
+        let data = [noise(3 << 20, 7), weights(1 << 20, 3)].concat();
+        for avg in [1024, 4096, 16384, 65536] {
+            assert_eq!(
+                cuts(&data, avg, searched),
+                cuts(&data, avg, find_scalar),
+                "avg {avg}"
+            );
+        }
+        // Every length and alignment around the block edges, with a
+        // stage 2 that passes one position in two.
+        for len in 0..300 {
+            for min in [16, 64, 65, 79, 100] {
+                let slice = &data[len..len + 2 * len];
+                assert_eq!(
+                    searched(slice, min, 64, 256),
+                    find_scalar(slice, min, 64, 256)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_rolling_sum_is_the_sum_of_the_window() {
+        let data = noise(4096, 12);
+        let mut sum = data[..63]
+            .iter()
+            .fold(0u8, |s, &x| s.wrapping_add(table(x)));
+        for i in 63..data.len() {
+            sum = sum.wrapping_add(table(data[i]));
+            assert_eq!(sum, window_sum(&data, i), "at {i}");
+            sum = sum.wrapping_sub(table(data[i + 1 - WINDOW]));
+        }
+        assert_eq!(
+            sum_of_63_before(&data, 64),
+            window_sum(&data, 63).wrapping_sub(table(data[0]))
+        );
+    }
+
+    #[test]
+    fn the_cuts_of_a_fixed_input_are_frozen() {
+        // Part of the store format: stores deduplicate only while their
+        // cuts stay where they were.
+        let sizes = cuts(&noise(1 << 20, 99), 16384, searched);
+        assert_eq!(
+            &sizes[..8],
+            &[29445, 23944, 21933, 17170, 4810, 35972, 21015, 7903]
+        );
+    }
+
+    #[test]
+    fn chunks_gather_around_the_average_on_data_that_varies() {
+        let ints: Vec<u8> = (0..2u64 << 20)
+            .flat_map(|k| (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54).to_le_bytes())
+            .collect();
+        let text: Vec<u8> = (0..400_000u32)
+            .flat_map(|k| {
+                format!(
+                    "{{\"step\": {k}, \"loss\": {:.4}}}\n",
+                    f64::from(k * 7919 % 10007) / 3000.0
+                )
+                .into_bytes()
+            })
+            .collect();
+        for (name, data) in [
+            ("noise", noise(16 << 20, 1)),
+            ("weights", weights(4 << 20, 2)),
+            ("int64 below 1024", ints),
+            ("json lines", text),
+        ] {
+            let sizes = cuts(&data, 16384, searched);
+            let mean = data.len() / sizes.len();
+            assert!(
+                (14_000..26_000).contains(&mean),
+                "{name}: mean chunk {mean} B"
+            );
+            let body = &sizes[..sizes.len() - 1];
+            assert!(body.iter().all(|&s| (4096..=65536).contains(&s)));
+            let at_max = body.iter().filter(|&&s| s == 65536).count();
+            assert!(
+                at_max * 50 < body.len(),
+                "{name}: {at_max} of {} chunks cut at max",
+                body.len()
+            );
+        }
+    }
+
+    #[test]
+    fn runs_and_short_periods_never_pass() {
+        for period in [1, 2, 4, 8, 16, 32, 64] {
+            let data: Vec<u8> = noise(period, period as u64)
+                .into_iter()
+                .cycle()
+                .take(1 << 17)
+                .collect();
+            assert_eq!(searched(&data, 4096, 16384, 65536), None, "period {period}");
+        }
+        assert_eq!(
+            find(&vec![0; 100_000], 64, 1024, 4096, 0),
+            Found::Quiet(4096)
+        );
+    }
+
+    #[test]
+    fn a_search_from_a_quiet_position_finds_the_same_cut() {
+        let data = [vec![0u8; 40_000], noise(40_000, 6)].concat();
+        let (min, avg, max) = (4096, 16384, 65536);
+        let cut = find_scalar(&data, min, avg, max).expect("noise passes");
+        assert!(cut > 40_000, "cut at {cut}");
+        for quiet in [0, 4096, 30_000, 40_000, cut - 1] {
+            assert_eq!(
+                find(&data, min, avg, max, quiet),
+                Found::Cut(cut),
+                "quiet {quiet}"
+            );
+        }
+        assert_eq!(
+            find(&data[..30_000], min, avg, max, 0),
+            Found::Quiet(30_000)
+        );
+    }
+
+    #[test]
+    fn cuts_follow_the_content_not_where_it_starts() {
+        let data = weights(2 << 20, 5);
+        let ids = |d: &[u8]| -> std::collections::HashSet<Vec<u8>> {
+            let mut at = 0;
+            cuts(d, 16384, searched)
+                .into_iter()
+                .map(|len| {
+                    at += len;
+                    d[at - len..at].to_vec()
+                })
+                .collect()
+        };
+        let plain = ids(&data);
+        for shift in [1, 3, 4, 63, 1000, 12345] {
+            let shifted = [noise(shift, 9), data.clone()].concat();
+            let shared = ids(&shifted).intersection(&plain).count();
+            assert!(
+                shared * 100 >= plain.len() * 97,
+                "shift {shift}: {shared} of {} chunks shared",
+                plain.len()
+            );
+        }
+    }
+
+    #[test]
+    fn short_sources_find_nothing() {
+        let data = noise(200, 4);
+        assert_eq!(searched(&data[..64], 64, 128, 256), None);
+        assert_eq!(searched(&[], 256, 1024, 4096), None);
+        assert_eq!(
+            searched(&data, 64, 128, 256),
+            find_scalar(&data, 64, 128, 256)
+        );
+    }
+}
