@@ -1,8 +1,11 @@
-//! Push-based content-defined chunking, with one of two cut-point searches
-//! ([`CutSearch`]): FastCDC v2020's (searched by `gear`, two lanes at a
-//! time), or `window`'s, twice as fast on float tensors (opt-in, see
-//! [`CutSearch::NEW_STORES`]). A store keeps the one it was made with
-//! (`store::chunker`): cuts elsewhere would deduplicate nothing.
+//! Push-based content-defined chunking, with one of three cut-point
+//! searches ([`CutSearch`]): `rollsum` (new stores' default: a rolling sum
+//! and a hash over the 64 bytes up to each position, with FastCDC's search
+//! where no position of a window passes), FastCDC v2020's (searched by
+//! `gear`, two lanes at a time; every store made before `rollsum`), or
+//! `window`'s (opt-in, fast but blind on low-entropy data). A store keeps
+//! the one it was made with (`store::chunker`): cuts elsewhere would
+//! deduplicate nothing.
 //!
 //! `write()` hands us data in whatever pieces the kernel chose; the chunk
 //! boundaries must not depend on those pieces. FastCDC's cut point depends on
@@ -22,6 +25,7 @@ use fastcdc::v2020::{select_masks, Normalization};
 
 use super::gear;
 use super::hash::chunk_id;
+use super::rollsum;
 use super::successors::{Guess, Successors};
 use crate::ids::ChunkId;
 
@@ -34,25 +38,26 @@ pub enum CutSearch {
     /// A hash of the 8 bytes up to each position (`window.rs`), for stores
     /// made with `--chunker window`.
     Window,
+    /// A rolling sum and a hash of the 64 bytes up to each position
+    /// (`rollsum.rs`); FastCDC's search where no position passes.
+    Rollsum,
 }
 
 impl CutSearch {
     /// The search a new store gets unless its first mount asks otherwise:
-    /// FastCDC's. `window` cuts float tensors at half the CPU with the
-    /// same dedup, but its hash sees only the last 8 bytes: on data with
-    /// few distinct 4-byte patterns (int64 values below 1000, JSON lines)
-    /// it finds few or no cuts, so chunks run to the maximum and shifted
-    /// content deduplicates less. It stays opt-in until a search over a
-    /// wider window is as fast.
-    pub const NEW_STORES: CutSearch = CutSearch::FastCdc;
+    /// `rollsum`. On float tensors it finds FastCDC's dedup at half its
+    /// CPU; on data with few distinct byte values, where its sum stays
+    /// blind, it cuts as FastCDC does. (`window` is as fast, but on data
+    /// with few distinct 4-byte patterns, such as int64 values below 1000
+    /// or JSON lines, it finds few cuts.)
+    pub const NEW_STORES: CutSearch = CutSearch::Rollsum;
 
-    /// The other search.
-    pub fn other(self) -> CutSearch {
-        match self {
-            CutSearch::FastCdc => CutSearch::Window,
-            CutSearch::Window => CutSearch::FastCdc,
-        }
-    }
+    /// The search of a store that records none: every store made before
+    /// stores recorded theirs.
+    pub const UNRECORDED: CutSearch = CutSearch::FastCdc;
+
+    /// Every search, by name.
+    pub const ALL: [CutSearch; 3] = [CutSearch::FastCdc, CutSearch::Window, CutSearch::Rollsum];
 }
 
 impl std::str::FromStr for CutSearch {
@@ -61,7 +66,10 @@ impl std::str::FromStr for CutSearch {
         match s {
             "fastcdc" => Ok(CutSearch::FastCdc),
             "window" => Ok(CutSearch::Window),
-            _ => Err(format!("unknown chunker {s:?} (window or fastcdc)")),
+            "rollsum" => Ok(CutSearch::Rollsum),
+            _ => Err(format!(
+                "unknown chunker {s:?} (rollsum, fastcdc or window)"
+            )),
         }
     }
 }
@@ -71,6 +79,7 @@ impl std::fmt::Display for CutSearch {
         f.write_str(match self {
             CutSearch::FastCdc => "fastcdc",
             CutSearch::Window => "window",
+            CutSearch::Rollsum => "rollsum",
         })
     }
 }
@@ -145,6 +154,9 @@ struct Cutter {
     last: Option<ChunkId>,
     /// Where the next chunk is expected to end.
     guess: Option<Guess>,
+    /// `rollsum`: positions of the next window before this one are known
+    /// not to pass (`rollsum::find`).
+    quiet: usize,
 }
 
 impl Chunker {
@@ -159,6 +171,7 @@ impl Chunker {
                 successors: None,
                 last: None,
                 guess: None,
+                quiet: 0,
             },
             buf: Vec::new(),
             start: 0,
@@ -249,6 +262,7 @@ impl Chunker {
         // What follows starts a stream of its own.
         self.cutter.last = None;
         self.cutter.guess = None;
+        self.cutter.quiet = 0;
     }
 
     fn next_cut(&mut self, from: usize, len: usize) -> (usize, ChunkId, bool) {
@@ -271,22 +285,51 @@ impl Cutter {
                     s.count(taken);
                 }
                 if taken {
+                    self.quiet = 0;
                     self.learn(id, len, true);
                     return (len, id, true);
                 }
             }
         }
-        let p = &self.params;
-        let len = match p.search {
-            CutSearch::FastCdc => gear::cut(window, p.min, p.avg, p.max, self.mask_s, self.mask_l),
-            CutSearch::Window => super::window::cut(window, p.min, p.avg, p.max),
-        }
-        .max(1);
+        let (len, by_content) = self.search(window);
+        let len = len.max(1);
         let id = chunk_id(&window[..len]);
+        self.learn(id, len, by_content);
+        (len, id, false)
+    }
+
+    /// Where the search cuts `window`, and whether the cut follows from
+    /// the chunk's own bytes alone, so that a chunk with these bytes is
+    /// cut here wherever it appears (only such cuts are learned).
+    fn search(&mut self, window: &[u8]) -> (usize, bool) {
+        let p = self.params;
+        let fastcdc = |masks: (u64, u64)| gear::cut(window, p.min, p.avg, p.max, masks.0, masks.1);
         // A cut at the end of a short window is where the stream ended,
         // not where the content says; a cut at `max` is by content.
-        self.learn(id, len, len < window.len() || len == self.params.max);
-        (len, id, false)
+        let by_content = |len: usize| len < window.len() || len == p.max;
+        match p.search {
+            CutSearch::FastCdc => {
+                let len = fastcdc((self.mask_s, self.mask_l));
+                (len, by_content(len))
+            }
+            CutSearch::Window => {
+                let len = super::window::cut(window, p.min, p.avg, p.max);
+                (len, by_content(len))
+            }
+            CutSearch::Rollsum => match rollsum::find(window, p.min, p.avg, p.max, self.quiet) {
+                rollsum::Found::Cut(len) => {
+                    self.quiet = 0;
+                    (len, true)
+                }
+                // FastCDC's cut here depends on every byte of the window
+                // (none passed), not only on the chunk's.
+                rollsum::Found::Quiet(end) => {
+                    let len = fastcdc((self.mask_s, self.mask_l));
+                    self.quiet = end.saturating_sub(len);
+                    (len, false)
+                }
+            },
+        }
     }
 
     fn learn(&mut self, id: ChunkId, len: usize, by_content: bool) {
@@ -306,10 +349,11 @@ impl Cutter {
 mod tests {
     use super::super::testdata::noise;
     use super::*;
+    use fastcdc::v2020::{select_masks, Normalization};
 
     /// The default sizes with each cut search.
-    fn both() -> [ChunkParams; 2] {
-        [CutSearch::FastCdc, CutSearch::Window].map(|s| ChunkParams::default().searched_by(s))
+    fn every() -> [ChunkParams; 3] {
+        CutSearch::ALL.map(|s| ChunkParams::default().searched_by(s))
     }
 
     fn chunk_all(p: ChunkParams, data: &[u8], piece: usize) -> Vec<Vec<u8>> {
@@ -338,7 +382,7 @@ mod tests {
 
     #[test]
     fn guided_cuts_are_the_searched_cuts_and_repeats_skip_the_search() {
-        for p in both() {
+        for p in every() {
             guided_cuts_with(p);
         }
     }
@@ -382,7 +426,7 @@ mod tests {
     fn a_file_end_is_never_learned_as_a_cut() {
         // "a" ends inside what "b" continues: a guess from "a"'s last chunk
         // would cut "b" where no content-defined cut is.
-        for p in both() {
+        for p in every() {
             let successors = Arc::new(Successors::new(1 << 16));
             let mut c = Chunker::guided(p, successors);
             let b = noise(1_000_000, 5);
@@ -395,7 +439,7 @@ mod tests {
     #[test]
     fn boundaries_do_not_depend_on_write_sizes() {
         let data = noise(3_000_000, 42);
-        for p in both() {
+        for p in every() {
             let a = chunk_all(p, &data, 1 << 20);
             for piece in [
                 1,
@@ -423,16 +467,73 @@ mod tests {
     }
 
     #[test]
-    fn the_two_searches_cut_apart_and_the_default_is_fastcdcs() {
+    fn the_searches_cut_apart_and_the_default_is_fastcdcs_sizes_cut_by_fastcdc() {
         let data = noise(1_000_000, 3);
-        let [fastcdc, window] = both().map(|p| chunk_all(p, &data, 1 << 20));
+        let [fastcdc, window, rollsum] = every().map(|p| chunk_all(p, &data, 1 << 20));
         assert_ne!(fastcdc, window);
+        assert_ne!(fastcdc, rollsum);
+        assert_ne!(window, rollsum);
         assert_eq!(chunk_all(ChunkParams::default(), &data, 1 << 20), fastcdc);
-        for search in [CutSearch::FastCdc, CutSearch::Window] {
+        for search in CutSearch::ALL {
             assert_eq!(search.to_string().parse::<CutSearch>(), Ok(search));
-            assert_ne!(search.other(), search);
         }
         assert!("gear".parse::<CutSearch>().is_err());
+    }
+
+    /// `rollsum`'s cuts by their definition: the scalar search of each
+    /// window, else FastCDC's.
+    fn rollsum_by_definition(p: ChunkParams, data: &[u8]) -> Vec<Vec<u8>> {
+        let (mask_s, mask_l) = select_masks(p.avg, Normalization::Level1);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let window = &data[at..data.len().min(at + p.max)];
+            let len = rollsum::find_scalar(window, p.min, p.avg, p.max)
+                .unwrap_or_else(|| gear::cut(window, p.min, p.avg, p.max, mask_s, mask_l));
+            out.push(window[..len].to_vec());
+            at += len;
+        }
+        out
+    }
+
+    #[test]
+    fn rollsum_cuts_what_its_sum_cannot_see_as_fastcdc_does() {
+        // Random bits: every window's sum is a function of how many ones
+        // it holds, and may never pass; FastCDC's search cuts instead.
+        let bits: Vec<u8> = noise(1_000_000, 8).iter().map(|b| b & 1).collect();
+        let [fastcdc, _, rollsum] = every().map(|p| chunk_all(p, &bits, 1 << 20));
+        let sizes: Vec<usize> = rollsum.iter().map(Vec::len).collect();
+        let mean = bits.len() / sizes.len();
+        assert!((8_000..32_000).contains(&mean), "mean chunk {mean} B");
+        let shared = rollsum.iter().filter(|ch| fastcdc.contains(ch)).count();
+        assert!(
+            shared * 10 >= rollsum.len() * 9,
+            "{shared} of {} chunks as FastCDC cut them",
+            rollsum.len()
+        );
+
+        // Between stretches it cannot see and ones it can, and with the
+        // windows it skips as known quiet, the chunker cuts exactly where
+        // the definition does, in any pieces, and when it guesses.
+        let ternary: Vec<u8> = noise(300_000, 2).iter().map(|b| b % 3).collect();
+        let mixed = [
+            bits.clone(),
+            noise(100_000, 3),
+            vec![0; 200_000],
+            ternary,
+            noise(50_000, 4),
+            bits[..70_000].to_vec(),
+        ]
+        .concat();
+        let p = ChunkParams::default().searched_by(CutSearch::Rollsum);
+        let expected = rollsum_by_definition(p, &mixed);
+        for piece in [777, 65536, 1 << 20] {
+            assert_eq!(chunk_all(p, &mixed, piece), expected, "pieces of {piece}");
+        }
+        let mut guided = Chunker::guided(p, Arc::new(Successors::new(1 << 16)));
+        for _ in 0..3 {
+            assert_eq!(chunk_with(&mut guided, &mixed, 100_000), expected);
+        }
     }
 
     #[test]
@@ -441,7 +542,7 @@ mod tests {
         let mut edited = data[..1_000_000].to_vec();
         edited.extend_from_slice(b"inserted bytes");
         edited.extend_from_slice(&data[1_000_000..]);
-        for p in both() {
+        for p in every() {
             let a = chunk_all(p, &data, 1 << 20);
             let b = chunk_all(p, &edited, 1 << 20);
             let shared = b.iter().filter(|ch| a.contains(ch)).count();
@@ -455,7 +556,7 @@ mod tests {
 
     #[test]
     fn zeros_cut_at_max_and_empty_input_gives_nothing() {
-        for p in both() {
+        for p in every() {
             let out = chunk_all(p, &vec![0u8; 300_000], 65536);
             assert!(
                 out[..out.len() - 1].iter().all(|c| c.len() == 65536),

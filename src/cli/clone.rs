@@ -106,10 +106,10 @@ pub fn clone(a: &CloneArgs) -> Result<()> {
 }
 
 /// The cut search a remote snapshot names (absent: FastCDC, which every
-/// store used before `window`).
+/// store used before stores recorded their search).
 fn remote_chunker(name: Option<&str>) -> Result<CutSearch> {
     match name {
-        None => Ok(CutSearch::FastCdc),
+        None => Ok(CutSearch::UNRECORDED),
         Some(name) => name
             .parse()
             .map_err(|e: String| anyhow::anyhow!("the remote's newest snapshot: {e}")),

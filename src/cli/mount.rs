@@ -38,11 +38,12 @@ pub struct MountArgs {
     /// quarter, max four times this) [default: 16K].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub chunk_size: Option<u64>,
-    /// How a new store finds chunk boundaries: fastcdc (FastCDC v2020) or
-    /// window (a hash of the 8 bytes up to each position: half the CPU on
-    /// float tensors, few cuts on small integers or text). A store keeps
-    /// the one it was made with; asking an existing store for the other is
-    /// an error [default: the store's; new stores: fastcdc].
+    /// How a new store finds chunk boundaries: rollsum (a rolling sum over
+    /// 64 bytes, FastCDC's search where it is blind: half the CPU of
+    /// fastcdc), fastcdc (FastCDC v2020) or window (a hash of 8 bytes: few
+    /// cuts on small integers or text). A store keeps the one it was made
+    /// with; asking an existing store for another is an error [default: the
+    /// store's; new stores: rollsum].
     #[arg(long, value_name = "SEARCH")]
     pub chunker: Option<crate::chunk::CutSearch>,
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides)

@@ -84,7 +84,7 @@ pub struct ConfigFile {
     /// `compression`: "auto", "lz4" or "none".
     #[serde(default, deserialize_with = "compression")]
     pub compression: Option<crate::chunk::Compression>,
-    /// `chunker`: "window" or "fastcdc" (for a new store).
+    /// `chunker`: "rollsum", "fastcdc" or "window" (for a new store).
     #[serde(default, deserialize_with = "chunker")]
     pub chunker: Option<crate::chunk::CutSearch>,
     /// `control-dir`.

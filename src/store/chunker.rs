@@ -1,8 +1,8 @@
 //! Which cut search a store's chunks are cut with: recorded when the store
 //! is made, and kept for its life. New chunks deduplicate against stored
 //! ones only where both were cut alike, so a store made by a build
-//! before the `window` search (no record) keeps FastCDC's cuts, and a
-//! mount cannot switch a store to another search.
+//! before stores recorded their search keeps FastCDC's cuts, and a mount
+//! cannot switch a store to another search.
 
 use super::schema::{CF_META, META_CHUNKER};
 use super::{Result, Store, StoreError};
@@ -12,13 +12,15 @@ impl Store {
     /// The cut search this store's chunks were cut with.
     pub fn chunker(&self) -> Result<CutSearch> {
         match self.db.get_cf(self.cf(CF_META), META_CHUNKER)? {
-            None => Ok(CutSearch::FastCdc),
+            None => Ok(CutSearch::UNRECORDED),
             Some(name) => std::str::from_utf8(&name)
                 .ok()
                 .and_then(|name| name.parse().ok())
                 .ok_or_else(|| {
                     let name = String::from_utf8_lossy(&name);
-                    StoreError::Corrupt(format!("unknown chunker record {name:?}"))
+                    StoreError::Corrupt(format!(
+                        "unknown chunker record {name:?} (made by a newer ckptfs?)"
+                    ))
                 }),
         }
     }
@@ -55,7 +57,6 @@ mod tests {
 
     #[test]
     fn a_new_store_records_its_search_and_keeps_it() {
-        let other = NEW_STORES.other();
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
@@ -64,15 +65,17 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.settle_chunker(Some(NEW_STORES)).unwrap(), NEW_STORES);
-        let err = store.settle_chunker(Some(other)).unwrap_err();
-        assert!(matches!(err, StoreError::ChunkerMismatch { .. }), "{err}");
-        let named = format!("--chunker {NEW_STORES}; --chunker {other}");
-        assert!(err.to_string().contains(&named), "{err}");
+        for other in CutSearch::ALL.into_iter().filter(|&s| s != NEW_STORES) {
+            let err = store.settle_chunker(Some(other)).unwrap_err();
+            assert!(matches!(err, StoreError::ChunkerMismatch { .. }), "{err}");
+            let named = format!("--chunker {NEW_STORES}; --chunker {other}");
+            assert!(err.to_string().contains(&named), "{err}");
+        }
     }
 
     #[test]
-    fn a_first_mount_may_ask_for_either_search_and_the_store_keeps_it() {
-        for search in [CutSearch::Window, CutSearch::FastCdc] {
+    fn a_first_mount_may_ask_for_any_search_and_the_store_keeps_it() {
+        for search in CutSearch::ALL {
             let dir = tempfile::tempdir().unwrap();
             {
                 let store = Store::open(dir.path()).unwrap();
@@ -80,7 +83,9 @@ mod tests {
             }
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(store.settle_chunker(None).unwrap(), search);
-            assert!(store.settle_chunker(Some(search.other())).is_err());
+            for other in CutSearch::ALL.into_iter().filter(|&s| s != search) {
+                assert!(store.settle_chunker(Some(other)).is_err());
+            }
         }
     }
 
@@ -93,7 +98,7 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.settle_chunker(None).unwrap(), CutSearch::FastCdc);
-        assert!(store.settle_chunker(Some(CutSearch::Window)).is_err());
+        assert!(store.settle_chunker(Some(CutSearch::Rollsum)).is_err());
     }
 
     #[test]
