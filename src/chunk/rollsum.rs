@@ -187,27 +187,58 @@ fn search_blocks(d: &[u8], b: &Bounds, from: usize) -> Result<usize, (usize, u8)
     let mut sum_before = set_splat_i8_m128i(halves[0].wrapping_add(halves[1]) as i8);
     let last_byte = set_splat_i8_m128i(15);
     let target = set_splat_i8_m128i(TARGET as i8);
-    let mut p = p;
-    let mut oldest = 0;
-    while p + 16 <= b.end {
-        let Some(entering) = t(p) else { break };
-        // Position j's sum: the sum before the block plus, for every
-        // position up to j, its byte's T less that of 64 bytes back.
-        let step = sub_i8_m128i(entering, behind[oldest]);
-        behind[oldest] = entering;
-        oldest = (oldest + 1) % 4;
+    // Position j's sum: the sum before the block plus, for every position
+    // up to j, its byte's T less that of the byte 64 back.
+    let block_sums = |entering: m128i, leaving: m128i, sum_before: m128i| {
+        let step = sub_i8_m128i(entering, leaving);
         let step = add_i8_m128i(step, shift_in::<1>(step));
         let step = add_i8_m128i(step, shift_in::<2>(step));
         let step = add_i8_m128i(step, shift_in::<4>(step));
         let step = add_i8_m128i(step, shift_in::<8>(step));
-        let sums = add_i8_m128i(step, sum_before);
-        let mut hits = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(sums, target)) as u32;
+        add_i8_m128i(step, sum_before)
+    };
+    let hits_in = |sums: m128i| move_mask_i8_m128i(cmp_eq_mask_i8_m128i(sums, target)) as u16;
+    let first_cut = |p: usize, mut hits: u64| {
         while hits != 0 {
             let i = p + hits.trailing_zeros() as usize;
             hits &= hits - 1;
             if stage2(d, i, b.bits(i)) {
-                return Ok(i + 1);
+                return Some(i + 1);
             }
+        }
+        None
+    };
+    let mut p = p;
+    // Four blocks a turn: `behind` then holds the T of each block's
+    // bytes 64 back in place, in registers.
+    while p + 64 <= b.end {
+        let (Some(e0), Some(e1), Some(e2), Some(e3)) = (t(p), t(p + 16), t(p + 32), t(p + 48))
+        else {
+            break;
+        };
+        let s0 = block_sums(e0, behind[0], sum_before);
+        let s1 = block_sums(e1, behind[1], shuffle(s0, last_byte));
+        let s2 = block_sums(e2, behind[2], shuffle(s1, last_byte));
+        let s3 = block_sums(e3, behind[3], shuffle(s2, last_byte));
+        let hits = u64::from(hits_in(s0))
+            | u64::from(hits_in(s1)) << 16
+            | u64::from(hits_in(s2)) << 32
+            | u64::from(hits_in(s3)) << 48;
+        if let Some(cut) = first_cut(p, hits) {
+            return Ok(cut);
+        }
+        behind = [e0, e1, e2, e3];
+        sum_before = shuffle(s3, last_byte);
+        p += 64;
+    }
+    let mut oldest = 0;
+    while p + 16 <= b.end {
+        let Some(entering) = t(p) else { break };
+        let sums = block_sums(entering, behind[oldest], sum_before);
+        behind[oldest] = entering;
+        oldest = (oldest + 1) % 4;
+        if let Some(cut) = first_cut(p, u64::from(hits_in(sums))) {
+            return Ok(cut);
         }
         sum_before = shuffle(sums, last_byte);
         p += 16;

@@ -172,7 +172,14 @@ fn repeated_data_is_cut_by_guess_where_the_search_would_cut() {
     let copy = since_mount(&m);
     let guessed = count(&copy, "guessed_cuts");
     eprintln!("guessed cuts: {guessed} of {chunks} chunks of the copy; {copy}");
-    assert!(guessed + 2 >= chunks, "{guessed} of {chunks} cuts guessed");
+    // Not guessed: a cut where `rollsum` found no position in a whole
+    // 64 KiB window (about 1 chunk in 350 of noise) is FastCDC's, which
+    // depends on bytes past the cut, so it is not learned, nor the one
+    // after it.
+    assert!(
+        guessed * 100 + 2 >= chunks * 99,
+        "{guessed} of {chunks} cuts guessed"
+    );
     assert_eq!(count(&copy, "rejected_guesses"), 0);
     assert_eq!(
         count(&copy, "new_chunks"),
