@@ -124,8 +124,8 @@ fn scan_from(d: &[u8], b: &Bounds, from: usize, mut sum: u8) -> Option<usize> {
 pub enum Found {
     /// The chunk ends here: the cut of [`find_scalar`].
     Cut(usize),
-    /// No position before this one passes, for a chunk starting here or
-    /// later (see [`find`]).
+    /// No position before this one passes, for this chunk or for one
+    /// that starts later (see [`find`]).
     Quiet(usize),
 }
 
@@ -256,7 +256,9 @@ fn search_blocks(d: &[u8], _b: &Bounds, from: usize) -> Result<usize, (usize, u8
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdata::{noise, weights};
+    use super::super::testdata::{
+        assert_cuts_follow_the_content, assert_same_cuts, chunk_lens, noise, weights,
+    };
     use super::*;
 
     /// [`find`] from `min`, as [`find_scalar`] answers.
@@ -265,26 +267,6 @@ mod tests {
             Found::Cut(len) => Some(len),
             Found::Quiet(_) => None,
         }
-    }
-
-    /// Chunk lengths with `search`, or `max` where it finds nothing (the
-    /// fallback is `cdc.rs`'s business).
-    fn cuts(
-        data: &[u8],
-        avg: usize,
-        search: fn(&[u8], usize, usize, usize) -> Option<usize>,
-    ) -> Vec<usize> {
-        let (min, max) = (avg / 4, avg * 4);
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < data.len() {
-            let rest = &data[at..];
-            let len = search(rest, min, avg, max).unwrap_or(rest.len().min(max));
-            assert!(len >= 1 && len <= max, "chunk of {len} bytes");
-            out.push(len);
-            at += len;
-        }
-        out
     }
 
     /// The sum of stage 1 straight from its definition.
@@ -296,25 +278,7 @@ mod tests {
 
     #[test]
     fn the_shuffles_find_the_scalar_searchs_cuts() {
-        let data = [noise(3 << 20, 7), weights(1 << 20, 3)].concat();
-        for avg in [1024, 4096, 16384, 65536] {
-            assert_eq!(
-                cuts(&data, avg, searched),
-                cuts(&data, avg, find_scalar),
-                "avg {avg}"
-            );
-        }
-        // Every length and alignment around the block edges, with a
-        // stage 2 that passes one position in two.
-        for len in 0..300 {
-            for min in [16, 64, 65, 79, 100] {
-                let slice = &data[len..len + 2 * len];
-                assert_eq!(
-                    searched(slice, min, 64, 256),
-                    find_scalar(slice, min, 64, 256)
-                );
-            }
-        }
+        assert_same_cuts(searched, find_scalar, &[16, 64, 65, 79, 100]);
     }
 
     #[test]
@@ -338,7 +302,7 @@ mod tests {
     fn the_cuts_of_a_fixed_input_are_frozen() {
         // Part of the store format: stores deduplicate only while their
         // cuts stay where they were.
-        let sizes = cuts(&noise(1 << 20, 99), 16384, searched);
+        let sizes = chunk_lens(&noise(1 << 20, 99), 16384, searched);
         assert_eq!(
             &sizes[..8],
             &[29445, 23944, 21933, 17170, 4810, 35972, 21015, 7903]
@@ -365,7 +329,7 @@ mod tests {
             ("int64 below 1024", ints),
             ("json lines", text),
         ] {
-            let sizes = cuts(&data, 16384, searched);
+            let sizes = chunk_lens(&data, 16384, searched);
             let mean = data.len() / sizes.len();
             assert!(
                 (14_000..26_000).contains(&mean),
@@ -420,26 +384,7 @@ mod tests {
     #[test]
     fn cuts_follow_the_content_not_where_it_starts() {
         let data = weights(2 << 20, 5);
-        let ids = |d: &[u8]| -> std::collections::HashSet<Vec<u8>> {
-            let mut at = 0;
-            cuts(d, 16384, searched)
-                .into_iter()
-                .map(|len| {
-                    at += len;
-                    d[at - len..at].to_vec()
-                })
-                .collect()
-        };
-        let plain = ids(&data);
-        for shift in [1, 3, 4, 63, 1000, 12345] {
-            let shifted = [noise(shift, 9), data.clone()].concat();
-            let shared = ids(&shifted).intersection(&plain).count();
-            assert!(
-                shared * 100 >= plain.len() * 97,
-                "shift {shift}: {shared} of {} chunks shared",
-                plain.len()
-            );
-        }
+        assert_cuts_follow_the_content(&data, &[1, 3, 4, 63, 1000, 12345], searched);
     }
 
     #[test]

@@ -165,49 +165,29 @@ fn search_blocks(_d: &[u8], b: &Bounds) -> (Option<usize>, usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdata::{noise, weights};
+    use super::super::testdata::{
+        assert_cuts_follow_the_content, assert_same_cuts, chunk_lens, noise, weights,
+    };
     use super::*;
 
-    fn cuts(
-        data: &[u8],
-        avg: usize,
-        search: fn(&[u8], usize, usize, usize) -> usize,
-    ) -> Vec<usize> {
-        let (min, max) = (avg / 4, avg * 4);
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < data.len() {
-            let len = search(&data[at..], min, avg, max);
-            assert!(len >= 1 && len <= max, "chunk of {len} bytes");
-            out.push(len);
-            at += len;
-        }
-        out
+    /// `cut`, in the shape the shared checks take.
+    fn searched(source: &[u8], min: usize, avg: usize, max: usize) -> Option<usize> {
+        Some(cut(source, min, avg, max))
+    }
+
+    fn scalar(source: &[u8], min: usize, avg: usize, max: usize) -> Option<usize> {
+        Some(cut_scalar(source, min, avg, max))
     }
 
     #[test]
     fn the_shuffles_find_the_scalar_searchs_cuts() {
-        let data = [noise(3 << 20, 7), weights(1 << 20, 3)].concat();
-        for avg in [1024, 4096, 16384, 65536] {
-            assert_eq!(
-                cuts(&data, avg, cut),
-                cuts(&data, avg, cut_scalar),
-                "avg {avg}"
-            );
-        }
-        // Every length and alignment around the block edges.
-        for len in 0..300 {
-            for min in [16, 17, 31, 64] {
-                let slice = &data[len..len + 2 * len];
-                assert_eq!(cut(slice, min, 64, 256), cut_scalar(slice, min, 64, 256));
-            }
-        }
+        assert_same_cuts(searched, scalar, &[16, 17, 31, 64]);
     }
 
     #[test]
     fn chunks_gather_around_the_average_within_the_bounds() {
         for data in [noise(16 << 20, 1), weights(16 << 20, 2)] {
-            let sizes = cuts(&data, 16384, cut);
+            let sizes = chunk_lens(&data, 16384, searched);
             let mean = data.len() / sizes.len();
             assert!((14_000..26_000).contains(&mean), "mean chunk {mean} B");
             let body = &sizes[..sizes.len() - 1];
@@ -224,26 +204,7 @@ mod tests {
     #[test]
     fn cuts_follow_the_content_not_where_it_starts() {
         let data = weights(8 << 20, 5);
-        let ids = |d: &[u8]| -> std::collections::HashSet<Vec<u8>> {
-            let mut at = 0;
-            cuts(d, 16384, cut)
-                .into_iter()
-                .map(|len| {
-                    at += len;
-                    d[at - len..at].to_vec()
-                })
-                .collect()
-        };
-        let plain = ids(&data);
-        for shift in [1, 3, 4, 1000, 12345] {
-            let shifted = [noise(shift, 9), data.clone()].concat();
-            let shared = ids(&shifted).intersection(&plain).count();
-            assert!(
-                shared * 100 >= plain.len() * 97,
-                "shift {shift}: {shared} of {} chunks shared",
-                plain.len()
-            );
-        }
+        assert_cuts_follow_the_content(&data, &[1, 3, 4, 1000, 12345], searched);
     }
 
     #[test]
