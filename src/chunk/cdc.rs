@@ -135,6 +135,21 @@ pub struct Cut<'a> {
     pub guessed: bool,
 }
 
+/// What the chunker may learn from a cut (`Successors`).
+#[derive(Clone, Copy)]
+enum Learn {
+    /// The cut depends on the chunk's bytes alone: a chunk with these
+    /// bytes is cut here wherever it appears, so it may be guessed after
+    /// the chunk before it.
+    Successor,
+    /// The cut depends on bytes past it too (`rollsum`'s fallback): the
+    /// chunk is not learned as a successor, but the next chunk starts
+    /// here by content and may be guessed after it.
+    NextOnly,
+    /// The stream ended here: nothing follows from it.
+    Nothing,
+}
+
 /// Buffers pushed bytes and yields complete chunks.
 pub struct Chunker {
     cutter: Cutter,
@@ -286,27 +301,32 @@ impl Cutter {
                 }
                 if taken {
                     self.quiet = 0;
-                    self.learn(id, len, true);
+                    self.learn(id, len, Learn::Successor);
                     return (len, id, true);
                 }
             }
         }
-        let (len, by_content) = self.search(window);
+        let (len, learn) = self.search(window);
         let len = len.max(1);
         let id = chunk_id(&window[..len]);
-        self.learn(id, len, by_content);
+        self.learn(id, len, learn);
         (len, id, false)
     }
 
-    /// Where the search cuts `window`, and whether the cut follows from
-    /// the chunk's own bytes alone, so that a chunk with these bytes is
-    /// cut here wherever it appears (only such cuts are learned).
-    fn search(&mut self, window: &[u8]) -> (usize, bool) {
+    /// Where the search cuts `window`, and what the chunker may learn
+    /// from the cut.
+    fn search(&mut self, window: &[u8]) -> (usize, Learn) {
         let p = self.params;
         let fastcdc = |masks: (u64, u64)| gear::cut(window, p.min, p.avg, p.max, masks.0, masks.1);
         // A cut at the end of a short window is where the stream ended,
         // not where the content says; a cut at `max` is by content.
-        let by_content = |len: usize| len < window.len() || len == p.max;
+        let by_content = |len: usize| {
+            if len < window.len() || len == p.max {
+                Learn::Successor
+            } else {
+                Learn::Nothing
+            }
+        };
         match p.search {
             CutSearch::FastCdc => {
                 let len = fastcdc((self.mask_s, self.mask_l));
@@ -319,28 +339,33 @@ impl Cutter {
             CutSearch::Rollsum => match rollsum::find(window, p.min, p.avg, p.max, self.quiet) {
                 rollsum::Found::Cut(len) => {
                     self.quiet = 0;
-                    (len, true)
+                    (len, Learn::Successor)
                 }
                 // FastCDC's cut here depends on every byte of the window
                 // (none passed), not only on the chunk's.
                 rollsum::Found::Quiet(end) => {
                     let len = fastcdc((self.mask_s, self.mask_l));
                     self.quiet = end.saturating_sub(len);
-                    (len, false)
+                    (len, Learn::NextOnly)
                 }
             },
         }
     }
 
-    fn learn(&mut self, id: ChunkId, len: usize, by_content: bool) {
+    fn learn(&mut self, id: ChunkId, len: usize, learn: Learn) {
         let Some(s) = &self.successors else {
             return;
         };
-        if by_content {
-            self.guess = s.follow(self.last, id, len);
-            self.last = Some(id);
-        } else {
-            self.last = None;
+        match learn {
+            Learn::Successor => {
+                self.guess = s.follow(self.last, id, len);
+                self.last = Some(id);
+            }
+            Learn::NextOnly => {
+                self.guess = s.follow(None, id, len);
+                self.last = Some(id);
+            }
+            Learn::Nothing => self.last = None,
         }
     }
 }
@@ -534,6 +559,48 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(chunk_with(&mut guided, &mixed, 100_000), expected);
         }
+    }
+
+    #[test]
+    fn rollsum_learns_the_chunk_after_a_fallback_cut_but_not_the_cut() {
+        // Stretches of noise, which the sum cuts, between stretches of
+        // random bits, which FastCDC's search cuts.
+        let data: Vec<u8> = (0..6u64)
+            .flat_map(|k| {
+                let bits = noise(200_000, 41 + 2 * k).into_iter().map(|b| b & 1);
+                noise(150_000, 21 + 2 * k).into_iter().chain(bits)
+            })
+            .collect();
+        let p = ChunkParams::default().searched_by(CutSearch::Rollsum);
+        let expected = rollsum_by_definition(p, &data);
+        // Cuts by the sum alone, each after a chunk that started where
+        // the content says: every one of them but the first can be
+        // guessed the second time.
+        let mut at = 0;
+        let by_sum = expected
+            .iter()
+            .filter(|ch| {
+                let window = &data[at..data.len().min(at + p.max)];
+                at += ch.len();
+                rollsum::find_scalar(window, p.min, p.avg, p.max).is_some()
+            })
+            .count();
+        assert!(
+            by_sum + 20 < expected.len(),
+            "{by_sum} of {}",
+            expected.len()
+        );
+
+        let successors = Arc::new(Successors::new(1 << 16));
+        let mut guided = Chunker::guided(p, successors.clone());
+        assert_eq!(chunk_with(&mut guided, &data, 1 << 20), expected);
+        assert_eq!(chunk_with(&mut guided, &data, 1 << 20), expected);
+        let (taken, rejected) = successors.counts();
+        assert_eq!(rejected, 0);
+        assert!(
+            taken + 1 >= by_sum as u64 && taken <= by_sum as u64,
+            "{taken} guesses taken, {by_sum} chunks cut by the sum"
+        );
     }
 
     #[test]

@@ -174,8 +174,7 @@ fn repeated_data_is_cut_by_guess_where_the_search_would_cut() {
     eprintln!("guessed cuts: {guessed} of {chunks} chunks of the copy; {copy}");
     // Not guessed: a cut where `rollsum` found no position in a whole
     // 64 KiB window (about 1 chunk in 350 of noise) is FastCDC's, which
-    // depends on bytes past the cut, so it is not learned, nor the one
-    // after it.
+    // depends on bytes past the cut, so it is not learned.
     assert!(
         guessed * 100 + 2 >= chunks * 99,
         "{guessed} of {chunks} cuts guessed"
