@@ -123,7 +123,9 @@ mod tests {
     #[test]
     fn a_snapshot_names_its_search_or_was_cut_by_fastcdc() {
         assert_eq!(remote_chunker(None).unwrap(), CutSearch::FastCdc);
-        assert_eq!(remote_chunker(Some("window")).unwrap(), CutSearch::Window);
+        for search in CutSearch::ALL {
+            assert_eq!(remote_chunker(Some(&search.to_string())).unwrap(), search);
+        }
         let err = remote_chunker(Some("gear")).unwrap_err().to_string();
         assert!(
             err.contains("newest snapshot") && err.contains("gear"),
