@@ -34,7 +34,7 @@ const PIECE: usize = 1 << 20;
 /// One round's seconds per stage, and what the chunking and coding made.
 struct Round {
     cut_and_id: f64,
-    /// With the search new stores do not get.
+    /// With FastCDC's search (stores without a record).
     other_cut_and_id: f64,
     coding: f64,
     copy: f64,

@@ -395,7 +395,7 @@ fn a_store_keeps_the_chunker_it_was_made_with_and_refuses_the_other() {
     );
     drop(second);
 
-    // A store made without the flag gets the new stores' search (FastCDC).
+    // A store made without the flag gets the new stores' search.
     let fresh = Mount::new("cli-chunker-fresh");
     let new_stores = ckptfs::chunk::CutSearch::NEW_STORES.to_string();
     assert_eq!(stats_json(&fresh)["chunker"], new_stores.as_str());

@@ -30,10 +30,9 @@ use super::successors::{Guess, Successors};
 use crate::ids::ChunkId;
 
 /// How cut points are searched (`ckptfs mount --chunker`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CutSearch {
     /// FastCDC v2020's gear hash, as the `fastcdc` crate cuts.
-    #[default]
     FastCdc,
     /// A hash of the 8 bytes up to each position (`window.rs`), for stores
     /// made with `--chunker window`.
@@ -317,7 +316,8 @@ impl Cutter {
     /// from the cut.
     fn search(&mut self, window: &[u8]) -> (usize, Learn) {
         let p = self.params;
-        let fastcdc = |masks: (u64, u64)| gear::cut(window, p.min, p.avg, p.max, masks.0, masks.1);
+        let (mask_s, mask_l) = (self.mask_s, self.mask_l);
+        let fastcdc = || gear::cut(window, p.min, p.avg, p.max, mask_s, mask_l);
         // A cut at the end of a short window is where the stream ended,
         // not where the content says; a cut at `max` is by content.
         let by_content = |len: usize| {
@@ -329,7 +329,7 @@ impl Cutter {
         };
         match p.search {
             CutSearch::FastCdc => {
-                let len = fastcdc((self.mask_s, self.mask_l));
+                let len = fastcdc();
                 (len, by_content(len))
             }
             CutSearch::Window => {
@@ -344,7 +344,7 @@ impl Cutter {
                 // FastCDC's cut here depends on every byte of the window
                 // (none passed), not only on the chunk's.
                 rollsum::Found::Quiet(end) => {
-                    let len = fastcdc((self.mask_s, self.mask_l));
+                    let len = fastcdc();
                     self.quiet = end.saturating_sub(len);
                     (len, Learn::NextOnly)
                 }
@@ -492,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn the_searches_cut_apart_and_the_default_is_fastcdcs_sizes_cut_by_fastcdc() {
+    fn the_searches_cut_apart_and_default_params_cut_by_fastcdc() {
         let data = noise(1_000_000, 3);
         let [fastcdc, window, rollsum] = every().map(|p| chunk_all(p, &data, 1 << 20));
         assert_ne!(fastcdc, window);

@@ -37,7 +37,7 @@
 use super::two_stage::{nibble_tables, Bounds};
 
 /// Bytes summed and hashed per position.
-pub const WINDOW: usize = 64;
+const WINDOW: usize = 64;
 /// The stage 1 sum that passes.
 const TARGET: u8 = 0x55;
 
@@ -377,6 +377,11 @@ mod tests {
         }
         assert_eq!(
             find(&data[..30_000], min, avg, max, 0),
+            Found::Quiet(30_000)
+        );
+        // Known quiet to the window's end: nothing left to search.
+        assert_eq!(
+            find(&data[..30_000], min, avg, max, 30_000),
             Found::Quiet(30_000)
         );
     }
