@@ -33,7 +33,7 @@ use super::freeing::{list_to_free, Freer};
 use super::packs::PackLocation;
 use super::schema::{chunk_key, CF_CHUNK_INDEX};
 use super::{Result, Store};
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, IdMap};
 
 /// Where a chunk of a batch stands before the batch is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,11 +94,19 @@ pub(crate) struct Relocation {
     pub to: PackLocation,
 }
 
+/// Moves appended but not yet in the index, in the order they were made,
+/// with where each chunk's latest of them put it.
+#[derive(Default)]
+struct Pending {
+    moves: Vec<Relocation>,
+    latest: IdMap<Relocation>,
+}
+
 /// Moves appended but not yet in the index, and the thread that frees
 /// the records of moves made.
 #[derive(Default)]
 pub(crate) struct Relocations {
-    pending: Mutex<Vec<Relocation>>,
+    pending: Mutex<Pending>,
     /// One `persist_chunks` applies moves at a time.
     applying: Mutex<()>,
     pub(super) freer: Freer,
@@ -107,13 +115,42 @@ pub(crate) struct Relocations {
 impl Relocations {
     /// Notes moves whose records were just appended.
     pub fn add(&self, moves: impl IntoIterator<Item = Relocation>) {
-        self.pending.lock().extend(moves);
+        let mut pending = self.pending.lock();
+        for m in moves {
+            pending.latest.insert(m.id, m);
+            pending.moves.push(m);
+        }
+    }
+
+    /// The latest move of chunk `id` not applied yet.
+    fn latest_move(&self, id: ChunkId) -> Option<Relocation> {
+        let pending = self.pending.lock();
+        if pending.latest.is_empty() {
+            return None;
+        }
+        pending.latest.get(&id).copied()
+    }
+
+    /// Forgets the first `n` moves, applied (or found unneeded).
+    fn drain_applied(&self, n: usize) {
+        let mut pending = self.pending.lock();
+        let Pending { moves, latest } = &mut *pending;
+        for m in moves.drain(..n) {
+            if latest.get(&m.id).is_some_and(|l| l.to == m.to) {
+                latest.remove(&m.id);
+            }
+        }
     }
 
     /// Packs holding records of moves not applied yet: they are live even
     /// though no index entry names them.
     pub fn target_packs(&self) -> Vec<u32> {
-        self.pending.lock().iter().map(|m| m.to.pack).collect()
+        self.pending
+            .lock()
+            .moves
+            .iter()
+            .map(|m| m.to.pack)
+            .collect()
     }
 }
 
@@ -124,6 +161,27 @@ impl Store {
     pub fn set_relocate_below(&self, bytes: u64) {
         self.relocate_below
             .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Where chunk `id` is stored, as the next save's moves must see it:
+    /// its index entry, or the record a move not applied yet put it in.
+    /// A save right after another (before the store's next sync applied
+    /// the first one's moves) then keeps the chunks the first one moved
+    /// next to its own, instead of moving them from their old place again
+    /// and losing that race at the sync (the loser's record is freed,
+    /// which left holes in the newest save's stretch).
+    pub(crate) fn stored_at(&self, id: ChunkId) -> Result<Option<IndexEntry>> {
+        let Some(entry) = self.index_entry(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(match self.relocations.latest_move(id) {
+            Some(m) if entry.packed.is_some() => IndexEntry {
+                raw_len: m.raw_len,
+                stored_len: m.stored_len,
+                packed: Some(m.to),
+            },
+            _ => entry,
+        }))
     }
 
     /// See [`Store::set_relocate_below`].
@@ -147,9 +205,9 @@ impl Store {
     pub(crate) fn sync_packs(&self) -> Result<()> {
         let _one_at_a_time = self.relocations.applying.lock();
         // Taken before the sync, so every move taken has its record synced.
-        let taken = self.relocations.pending.lock().len();
+        let taken = self.relocations.pending.lock().moves.len();
         let synced = self.packs.sync()?;
-        let moves: Vec<Relocation> = self.relocations.pending.lock()[..taken].to_vec();
+        let moves: Vec<Relocation> = self.relocations.pending.lock().moves[..taken].to_vec();
         let mut batch = WriteBatch::default();
         for (pack, len) in synced {
             log::debug!(
@@ -164,13 +222,18 @@ impl Store {
             self.unlist_synced(&mut batch, pack, len);
         }
         let (mut freed, mut unused) = (Vec::new(), Vec::new());
-        let mut first_moves = std::collections::HashSet::new();
+        // Where the moves applied so far put their chunks: the index read
+        // below does not see this batch. A save that found a chunk where a
+        // move not applied yet had put it moves it on from there (two
+        // saves in quick succession), so moves are applied in order and
+        // each starts from where the one before left the chunk; a move
+        // from anywhere else was overtaken and is not needed.
+        let mut now_at: IdMap<PackLocation> = IdMap::default();
         let ids: Vec<ChunkId> = moves.iter().map(|m| m.id).collect();
         for (m, found) in moves.iter().zip(self.index_entries(&ids)) {
-            let current = found?.and_then(|e| e.packed);
-            // The first move of a chunk wins; the index read above does
-            // not see this batch.
-            if current == Some(m.from) && first_moves.insert(m.id) {
+            let indexed = found?.and_then(|e| e.packed);
+            let current = now_at.get(&m.id).copied().or(indexed);
+            if current == Some(m.from) {
                 let entry = IndexEntry {
                     raw_len: m.raw_len,
                     stored_len: m.stored_len,
@@ -178,6 +241,7 @@ impl Store {
                 };
                 batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(m.id), entry.encode());
                 freed.push(m.from);
+                now_at.insert(m.id, m.to);
             } else {
                 // Moved or deleted meanwhile: the new record is not needed.
                 unused.push(m.to);
@@ -195,7 +259,7 @@ impl Store {
             wo.set_sync(!freed.is_empty());
             self.db.write_opt(batch, &wo)?;
         }
-        self.relocations.pending.lock().drain(..taken);
+        self.relocations.drain_applied(taken);
         if !moves.is_empty() {
             log::debug!(
                 "{}: moved {moved} chunks next to their new neighbours",
@@ -247,6 +311,19 @@ pub(super) mod tests {
             store.persist_chunks().unwrap();
         }
         let from = location(store, id);
+        let fresh_id = move_from(store, old, stream, from);
+        (id, from, fresh_id)
+    }
+
+    /// Appends a new chunk and `old`, moved from `from`, next to it to a
+    /// pack of `stream`; returns the new chunk's id.
+    pub(in crate::store) fn move_from(
+        store: &Store,
+        old: &[u8],
+        stream: u64,
+        from: PackLocation,
+    ) -> ChunkId {
+        let id = chunk_id(old);
         let fresh = noise(30_000, 100 + stream);
         let fresh_id = chunk_id(&fresh);
         let data = [&fresh[..], old].concat();
@@ -257,7 +334,7 @@ pub(super) mod tests {
                 .moving_from(from),
         ];
         store.put_packed(stream, &data, &encoded).unwrap();
-        (id, from, fresh_id)
+        fresh_id
     }
 
     pub(in crate::store) fn pack_bytes(store: &Store, loc: PackLocation) -> Vec<u8> {
@@ -338,7 +415,7 @@ pub(super) mod tests {
         let (id, from, _) = store_then_move(&store, &old, 2);
         let (_, from_again, _) = store_then_move(&store, &old, 3);
         assert_eq!(from, from_again, "both moves start from the same record");
-        let second_to = store.relocations.pending.lock()[1].to;
+        let second_to = store.relocations.pending.lock().moves[1].to;
         store.persist_chunks().unwrap();
         store.wait_for_freed_records();
         let to = location(&store, id);
@@ -346,7 +423,41 @@ pub(super) mod tests {
         assert_ne!(to, second_to);
         assert!(pack_bytes(&store, second_to).iter().all(|&b| b == 0));
         assert_eq!(&*store.read_chunk(id).unwrap(), &old[..]);
-        assert!(store.relocations.pending.lock().is_empty());
+        assert!(store.relocations.pending.lock().moves.is_empty());
+        assert!(store.relocations.pending.lock().latest.is_empty());
+    }
+
+    #[test]
+    fn a_save_before_the_sync_moves_a_chunk_on_from_where_the_last_move_put_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = noise(40_000, 6);
+        let (id, from, _) = store_then_move(&store, &old, 2);
+        // The next save looks the chunk up before any sync: it sees the
+        // record the first move appended, and moves it on from there.
+        let first_to = store.stored_at(id).unwrap().unwrap().packed.unwrap();
+        assert_ne!(first_to, from, "the pending move is what a save sees");
+        assert_eq!(location(&store, id), from, "the index is not moved yet");
+        let second_fresh = move_from(&store, &old, 3, first_to);
+        store.persist_chunks().unwrap();
+        store.wait_for_freed_records();
+        let to = location(&store, id);
+        assert_eq!(
+            to.pack,
+            location(&store, second_fresh).pack,
+            "with the newest save"
+        );
+        assert_eq!(to.offset, location(&store, second_fresh).end());
+        for left in [from, first_to] {
+            assert!(pack_bytes(&store, left).iter().all(|&b| b == 0), "freed");
+        }
+        assert!(pack_bytes(&store, to).iter().any(|&b| b != 0), "kept");
+        assert_eq!(&*store.read_chunk(id).unwrap(), &old[..]);
+        assert_eq!(store.stored_at(id).unwrap().unwrap().packed, Some(to));
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(location(&store, id), to, "durable");
+        assert_eq!(&*store.read_chunk(id).unwrap(), &old[..]);
     }
 
     fn at(pack: u32, offset: u64, len: u32) -> Placement {

@@ -301,7 +301,7 @@ impl Pipeline {
         let context = &self.context;
         let _gate = context.guard.gate.read();
         context.guard.note(id);
-        let found = context.store.index_entry(id).ok().flatten()?;
+        let found = context.store.stored_at(id).ok().flatten()?;
         Some(found.packed.map_or(Placement::Elsewhere, Placement::Packed))
     }
 }
@@ -432,7 +432,7 @@ impl Context {
         }
         let _gate = self.guard.gate.read();
         self.guard.note(id);
-        let placement = match self.store.index_entry(id) {
+        let placement = match self.store.stored_at(id) {
             Ok(Some(found)) => {
                 self.counters.dedup_chunks.fetch_add(1, Ordering::Relaxed);
                 found.packed.map_or(Placement::Elsewhere, Placement::Packed)

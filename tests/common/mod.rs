@@ -229,11 +229,21 @@ impl Mount {
     /// Bytes the daemon has read with read syscalls (`rchar` of
     /// `/proc/PID/io`), page cache hits included.
     pub fn read_bytes(&self) -> u64 {
+        self.proc_io("rchar:")
+    }
+
+    /// Read syscalls the daemon has made (`syscr` of `/proc/PID/io`): its
+    /// reads of FUSE requests and of the store alike.
+    pub fn read_calls(&self) -> u64 {
+        self.proc_io("syscr:")
+    }
+
+    fn proc_io(&self, field: &str) -> u64 {
         let io = fs::read_to_string(format!("/proc/{}/io", self.pid())).expect("proc io");
         io.lines()
-            .find_map(|l| l.strip_prefix("rchar:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().parse().ok())
-            .expect("rchar")
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/io"))
     }
 
     /// Peak RSS of the daemon in KiB (VmHWM).
