@@ -283,8 +283,42 @@ impl Store {
                 None => missed.push((id, raw_len)),
             }
         }
+        if !missed.is_empty() {
+            missed = self.find_in_span(missed, start, &bytes, &mut found);
+        }
         decode_records(&bytes, &found, out);
         missed
+    }
+
+    /// The chunks of `missed` whose records the span read at `start` holds
+    /// after all, by their index entries: the walk over the span's record
+    /// headers stops at a punched hole (a record freed by GC or by a move)
+    /// and cannot tell where the next record begins. They join `found`
+    /// instead of being read again; the others are returned.
+    fn find_in_span(
+        &self,
+        missed: Vec<(ChunkId, u32)>,
+        start: PackLocation,
+        span: &[u8],
+        found: &mut Vec<(ChunkId, usize, usize)>,
+    ) -> Vec<(ChunkId, u32)> {
+        let ids: Vec<ChunkId> = missed.iter().map(|&(id, _)| id).collect();
+        let span_end = start.offset + span.len() as u64;
+        let mut elsewhere = Vec::new();
+        for ((id, raw_len), entry) in missed.into_iter().zip(self.index_entries(&ids)) {
+            match entry {
+                Ok(Some(IndexEntry {
+                    packed: Some(loc), ..
+                })) if loc.pack == start.pack
+                    && loc.offset >= start.offset
+                    && loc.end() <= span_end =>
+                {
+                    found.push((id, (loc.offset - start.offset) as usize, loc.len as usize));
+                }
+                _ => elsewhere.push((id, raw_len)),
+            }
+        }
+        elsewhere
     }
 
     /// Reads chunks wherever the index puts them: one `pread` per group of
@@ -488,6 +522,37 @@ mod tests {
         (0..len as u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) ^ seed).to_le_bytes()[1])
             .collect()
+    }
+
+    #[test]
+    fn a_run_with_a_punched_record_takes_the_chunks_past_the_hole_from_its_read() {
+        use crate::store::relocate::tests::location;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let file: Vec<Vec<u8>> = (0..10)
+            .map(|i| crate::chunk::testdata::noise(20_000, 40 + i))
+            .collect();
+        for c in &file {
+            store.put_chunk(chunk_id(c), c, Some(1)).unwrap();
+        }
+        store.persist_chunks().unwrap();
+        // A record in the middle freed (as GC or a move frees one): its
+        // whole blocks read as zeros, and the header walk stops there.
+        store
+            .packs
+            .punch(&[location(&store, chunk_id(&file[4]))])
+            .unwrap();
+        let mut kept: Vec<&Vec<u8>> = file.iter().collect();
+        kept.remove(4);
+        let run: Vec<_> = kept.iter().map(|c| (chunk_id(c), c.len() as u32)).collect();
+        let mut out = Vec::new();
+        let missed = store.read_run(&run, &mut out);
+        assert!(missed.is_empty(), "{} chunks read again", missed.len());
+        assert_eq!(out.len(), kept.len());
+        for (id, result) in out {
+            let c = kept.iter().find(|c| chunk_id(c) == id).unwrap();
+            assert_eq!(&*result.unwrap(), &c[..]);
+        }
     }
 
     #[test]
