@@ -530,7 +530,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let file: Vec<Vec<u8>> = (0..10)
-            .map(|i| crate::chunk::testdata::noise(20_000, 40 + i))
+            .map(|i| crate::chunk::testdata::noise(20_000, 2 * i + 41))
             .collect();
         for c in &file {
             store.put_chunk(chunk_id(c), c, Some(1)).unwrap();

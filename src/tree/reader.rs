@@ -8,7 +8,9 @@
 //! `pread` per run of neighbouring pack records), and queues the chunks of
 //! the next [`READ_AHEAD`] bytes to a small prefetch pool in batches, so a
 //! cold sequential read keeps a few large disk reads in flight instead of
-//! one round trip per chunk. Chunks being fetched are marked in flight; a
+//! one round trip per chunk. The window runs on into the manifest's next
+//! segment (segments hold about 20 MB of a file), so a reader never meets
+//! a segment's first chunks unfetched. Chunks being fetched are marked in flight; a
 //! reader that needs one waits for that fetch instead of starting a second.
 //!
 //! Fetched chunks wait in a bounded [`ReadAhead`] set until they are read,
@@ -18,6 +20,7 @@
 //! dropped, so a sequential read leaves the cache alone and no cached chunk
 //! keeps a run's whole buffer alive.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -120,6 +123,9 @@ impl Piece<'_> {
 pub struct ReadHint {
     /// The segment it read last: saves a segment lookup per read.
     segment: Option<Arc<Segment>>,
+    /// The segment after it, once the read-ahead window reached it (none:
+    /// the manifest ends there), keyed by where it starts.
+    following: Option<(ManifestId, u64, Option<Arc<Segment>>)>,
     /// The manifest offset up to which its chunks were queued for
     /// prefetch: the next read queues only the read-ahead window's new
     /// tail instead of checking every chunk of the window again (576
@@ -162,6 +168,10 @@ struct Shared {
     chunks: ChunkCache,
     ahead: Mutex<ReadAhead<ChunkBytes>>,
     in_flight: InFlight,
+    /// Chunks a read fetched itself, on its request's path, because no
+    /// prefetch had queued them: a sequential read's first request, a
+    /// jump, or read-ahead that fell behind.
+    not_prefetched: AtomicU64,
 }
 
 impl Shared {
@@ -266,6 +276,7 @@ impl ContentReader {
             ),
             ahead: Mutex::new(ReadAhead::new(AHEAD_MAX)),
             in_flight: InFlight::default(),
+            not_prefetched: AtomicU64::new(0),
         });
         let (tx, rx) = bounded::<Vec<(ChunkId, u32)>>(64);
         let mut prefetchers = Vec::new();
@@ -295,6 +306,12 @@ impl ContentReader {
         self.shared.chunk(id)
     }
 
+    /// Chunks reads have fetched themselves since the start, because no
+    /// prefetch had queued them.
+    pub fn chunks_not_prefetched(&self) -> u64 {
+        self.shared.not_prefetched.load(Ordering::Relaxed)
+    }
+
     /// The chunks of `seg` (ids and lengths) from entry `i` on, as long as
     /// they start before manifest offset `end`.
     fn chunks_of(seg: &Segment, i: usize, end: u64) -> impl Iterator<Item = (ChunkId, u32)> + '_ {
@@ -310,13 +327,66 @@ impl ContentReader {
             })
     }
 
+    /// Queues for prefetch the chunks of the read-ahead window from entry
+    /// `i` of `seg` up to manifest offset `end`, and on into the segment
+    /// after `seg` when the window reaches past it: a manifest is stored in
+    /// segments of about 20 MB, and a window that stopped at their edge
+    /// left the reader to fetch the next one's first chunks itself, on the
+    /// request's path, and to wait for its first batches (a third of a
+    /// cold read's time went there).
+    fn prefetch_window(&self, seg: &Segment, i: usize, end: u64, hint: &mut ReadHint) {
+        let Some(mut queued) = self.prefetch(seg, i, end, hint.queued_to) else {
+            return;
+        };
+        if end > seg.end() {
+            if let Some(next) = self.following(seg, hint) {
+                match self.prefetch(&next, 0, end, hint.queued_to) {
+                    Some(to) => queued = to,
+                    None => return,
+                }
+            }
+        }
+        hint.queued_to = Some((seg.manifest, queued));
+    }
+
+    /// The segment after `seg`, looked up once per reader. A failed lookup
+    /// only means no prefetch there; the read itself reports it.
+    fn following(&self, seg: &Segment, hint: &mut ReadHint) -> Option<Arc<Segment>> {
+        let start = seg.end();
+        if let Some((manifest, at, next)) = &hint.following {
+            if *manifest == seg.manifest && *at == start {
+                return next.clone();
+            }
+        }
+        let found = match self.shared.store.segment_at(seg.manifest, start) {
+            Ok(found) => found,
+            Err(e) => {
+                log::debug!("no prefetch past offset {start} of {:?}: {e}", seg.manifest);
+                return None;
+            }
+        };
+        let next = found
+            .map(|(at, entries)| Arc::new(Segment::new(seg.manifest, at, entries)))
+            .filter(|next| next.covers(seg.manifest, start));
+        hint.following = Some((seg.manifest, start, next.clone()));
+        next
+    }
+
     /// Queues, in batches, the chunks of `seg` that start before manifest
     /// offset `end`, from entry `i` on, that are neither cached nor in
-    /// flight. Skips what `hint` says this reader queued already, as long
-    /// as that lies inside the window.
-    fn prefetch(&self, seg: &Segment, i: usize, end: u64, hint: &mut ReadHint) {
-        let Some(tx) = &self.prefetch else { return };
-        let i = seg.first_unqueued(i, end, hint.queued_to);
+    /// flight, skipping what the reader's mark `queued` says it queued
+    /// already (as long as that lies inside the window). Returns where the
+    /// queue then stands, or `None` when the pool was too busy to take it
+    /// all.
+    fn prefetch(
+        &self,
+        seg: &Segment,
+        i: usize,
+        end: u64,
+        queued: Option<(ManifestId, u64)>,
+    ) -> Option<u64> {
+        let tx = self.prefetch.as_ref()?;
+        let i = seg.first_unqueued(i, end, queued);
         let ids = self.shared.claim(Self::chunks_of(seg, i, end));
         let per_batch = (PREFETCH_BATCH / 16384).max(1) as usize;
         let mut all_sent = true;
@@ -328,9 +398,7 @@ impl ContentReader {
                 all_sent = false;
             }
         }
-        if all_sent {
-            hint.queued_to = Some((seg.manifest, seg.queued_end(end)));
-        }
+        all_sent.then(|| seg.queued_end(end))
     }
 
     fn segment(
@@ -341,6 +409,12 @@ impl ContentReader {
     ) -> Result<Option<Arc<Segment>>, StoreError> {
         if let Some(seg) = hint.segment.as_ref().filter(|s| s.covers(manifest, offset)) {
             return Ok(Some(seg.clone()));
+        }
+        if let Some((_, _, Some(next))) = &hint.following {
+            if next.covers(manifest, offset) {
+                hint.segment = Some(next.clone());
+                return Ok(Some(next.clone()));
+            }
         }
         let found = self.shared.store.segment_at(manifest, offset)?;
         let seg = found.map(|(start, entries)| Arc::new(Segment::new(manifest, start, entries)));
@@ -418,9 +492,12 @@ impl ContentReader {
             let wanted_end = at + (len - done) as u64;
             let missing = self.shared.claim(Self::chunks_of(&seg, i, wanted_end));
             if !missing.is_empty() {
+                self.shared
+                    .not_prefetched
+                    .fetch_add(missing.len() as u64, Ordering::Relaxed);
                 self.shared.fetch(&missing);
             }
-            self.prefetch(&seg, i, wanted_end + READ_AHEAD, hint);
+            self.prefetch_window(&seg, i, wanted_end + READ_AHEAD, hint);
             while i < seg.entries.len() && done < len {
                 let at = offset + done as u64;
                 let entry = seg.entries[i];
@@ -518,6 +595,54 @@ mod tests {
         assert_eq!(seg.queued_end(135), 140);
         assert_eq!(seg.queued_end(140), 140);
         assert_eq!(seg.queued_end(1000), 160);
+    }
+
+    #[test]
+    fn read_ahead_runs_on_past_the_end_of_a_manifest_segment() {
+        use crate::chunk::{chunk_id, testdata::noise};
+        use crate::store::manifest::SEGMENT_ENTRIES;
+        const CHUNK: usize = 2048;
+        const READ: usize = 256 << 10;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        // Three segments of 2 MiB: the first read's window (8 MiB ahead)
+        // covers all of them.
+        let manifest = ManifestId(5);
+        let mut content = Vec::new();
+        let mut txn = store.txn();
+        for segment in 0..3 {
+            let entries: Vec<Entry> = (0..SEGMENT_ENTRIES)
+                .map(|k| {
+                    let chunk = noise(CHUNK, (2 * (segment * SEGMENT_ENTRIES + k) + 1) as u64);
+                    let id = chunk_id(&chunk);
+                    store.put_chunk(id, &chunk, Some(1)).unwrap();
+                    content.extend_from_slice(&chunk);
+                    Entry::Chunk {
+                        id,
+                        len: CHUNK as u32,
+                    }
+                })
+                .collect();
+            txn.put_segment(
+                manifest,
+                (segment * SEGMENT_ENTRIES * CHUNK) as u64,
+                &entries,
+            );
+        }
+        store.commit(txn, true).unwrap();
+        store.persist_chunks().unwrap();
+
+        let reader = ContentReader::new(store, 64 << 20);
+        let mut hint = ReadHint::default();
+        for at in (0..content.len()).step_by(READ) {
+            let got = reader
+                .read_vec(manifest, at as u64, READ, &mut hint)
+                .unwrap();
+            assert!(got == content[at..at + READ], "bytes at {at}");
+        }
+        // Only the first read's chunks were fetched on its own path; each
+        // later segment's first chunks were queued by the reads before.
+        assert_eq!(reader.chunks_not_prefetched(), (READ / CHUNK) as u64);
     }
 
     #[test]

@@ -126,6 +126,7 @@ impl Tree {
                 "moved_bytes": c.moved_bytes.load(Relaxed),
                 "guessed_cuts": guessed.0,
                 "rejected_guesses": guessed.1,
+                "read_chunks_not_prefetched": self.data.reader.chunks_not_prefetched(),
             },
             "store_disk_bytes": store.disk_usage()?,
         }))
