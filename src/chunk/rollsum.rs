@@ -14,8 +14,9 @@
 //! Stage 1 lets through one position in 256 on any data whose windows
 //! vary. Sixteen positions are summed at once: two `pshufb` look up `T`,
 //! the sum rolls by adding the new bytes' `T` and taking away those 64
-//! bytes back, and four byte shifts make the prefix sums within a block.
-//! That is about half the work per byte of FastCDC's gear hash (a chain
+//! bytes back, and four byte shifts make the prefix sums within a block;
+//! with AVX2, 32 at once (each half of the register a block, the low
+//! half's total carried into the high half). That is about half the work per byte of FastCDC's gear hash (a chain
 //! of one shift, two loads and an add per byte). Stage 2, run on the
 //! positions stage 1 lets through, is a strong hash of the window, so
 //! whether a window cuts depends on all of its 64 bytes. Sizes and
@@ -144,7 +145,7 @@ pub fn find(source: &[u8], min: usize, avg: usize, max: usize, quiet: usize) -> 
     if from >= b.end {
         return Found::Quiet(from);
     }
-    let cut = match search_blocks(source, &b, from) {
+    let cut = match search_wide(source, &b, from) {
         Ok(cut) => Some(cut),
         Err((from, sum)) => scan_from(source, &b, from, sum),
     };
@@ -248,6 +249,95 @@ fn search_blocks(d: &[u8], b: &Bounds, from: usize) -> Result<usize, (usize, u8)
     Err((p, sum.wrapping_sub(table(d[p - WINDOW]))))
 }
 
+/// Whole steps of 32 positions with AVX2 (two a turn), then
+/// [`search_blocks`] for what is left: the same sums as the SSE blocks,
+/// with each 128-bit half summing 16 positions and the low half's total
+/// carried into the high half. About 40% fewer instructions per position
+/// than four SSE blocks.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+fn search_wide(d: &[u8], b: &Bounds, from: usize) -> Result<usize, (usize, u8)> {
+    use safe_arch::{
+        add_i8_m256i, bitand_m256i, byte_shl_imm_u128_m256i as shift_in, cmp_eq_mask_i8_m256i,
+        m256i, move_mask_i8_m256i, set_splat_i8_m256i, shr_imm_u16_m256i,
+        shuffle_abi_i128z_all_m256i as lanes, shuffle_av_i8z_half_m256i as shuffle, sub_i8_m256i,
+        sum_of_u8_abs_diff_m256i, zeroed_m256i,
+    };
+    let both_halves = |t: [u8; 16]| {
+        let mut wide = [0u8; 32];
+        wide[..16].copy_from_slice(&t);
+        wide[16..].copy_from_slice(&t);
+        m256i::from(wide)
+    };
+    let low_nibble = set_splat_i8_m256i(0x0f);
+    let (low, high) = (both_halves(TABLES.0[0]), both_halves(TABLES.1[0]));
+    // `T` of the 32 bytes at `p`.
+    let t = |p: usize| {
+        let v = d
+            .get(p..p + 32)
+            .and_then(|s| <[u8; 32]>::try_from(s).ok())
+            .map(m256i::from)?;
+        let lo = bitand_m256i(v, low_nibble);
+        let hi = bitand_m256i(shr_imm_u16_m256i::<4>(v), low_nibble);
+        Some(add_i8_m256i(shuffle(low, lo), shuffle(high, hi)))
+    };
+    let last_byte = set_splat_i8_m256i(15);
+    // Every byte the last byte of the high half: a step's total.
+    let carry = |sums: m256i| shuffle(lanes::<0x11>(sums, sums), last_byte);
+    let target = set_splat_i8_m256i(TARGET as i8);
+    let mut p = from;
+    let (Some(t0), Some(t1)) = (t(p - WINDOW), t(p - WINDOW + 32)) else {
+        return search_blocks(d, b, p);
+    };
+    // `T` of the 64 bytes before the step, oldest first, and their sum.
+    let mut behind = [t0, t1];
+    let partial: [u64; 4] = sum_of_u8_abs_diff_m256i(add_i8_m256i(t0, t1), zeroed_m256i()).into();
+    let total = partial.iter().fold(0u64, |s, &x| s.wrapping_add(x));
+    let mut sum_before = set_splat_i8_m256i(total as i8);
+    // Position j's sum: the sum before the step plus, for every position
+    // up to j, its byte's T less that of the byte 64 back. The steps'
+    // own sums do not depend on what came before, so the only chain from
+    // one turn to the next is two adds.
+    let step_changes = |entering: m256i, leaving: m256i| {
+        let step = sub_i8_m256i(entering, leaving);
+        let step = add_i8_m256i(step, shift_in::<1>(step));
+        let step = add_i8_m256i(step, shift_in::<2>(step));
+        let step = add_i8_m256i(step, shift_in::<4>(step));
+        let step = add_i8_m256i(step, shift_in::<8>(step));
+        // The low half's total, added to every byte of the high half.
+        let low_total = shuffle(lanes::<0x08>(step, step), last_byte);
+        add_i8_m256i(step, low_total)
+    };
+    let hits_in = |sums: m256i| move_mask_i8_m256i(cmp_eq_mask_i8_m256i(sums, target)) as u32;
+    while p + 64 <= b.end {
+        let (Some(e0), Some(e1)) = (t(p), t(p + 32)) else {
+            break;
+        };
+        let (c0, c1) = (step_changes(e0, behind[0]), step_changes(e1, behind[1]));
+        let (total0, total1) = (carry(c0), carry(c1));
+        let s0 = add_i8_m256i(c0, sum_before);
+        let after_first = add_i8_m256i(sum_before, total0);
+        let s1 = add_i8_m256i(c1, after_first);
+        let mut hits = u64::from(hits_in(s0)) | u64::from(hits_in(s1)) << 32;
+        while hits != 0 {
+            let i = p + hits.trailing_zeros() as usize;
+            hits &= hits - 1;
+            if stage2(d, i, b.bits(i)) {
+                return Ok(i + 1);
+            }
+        }
+        behind = [e0, e1];
+        sum_before = add_i8_m256i(after_first, total1);
+        p += 64;
+    }
+    search_blocks(d, b, p)
+}
+
+/// Without AVX2, the SSE blocks.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+fn search_wide(d: &[u8], b: &Bounds, from: usize) -> Result<usize, (usize, u8)> {
+    search_blocks(d, b, from)
+}
+
 /// Without SSSE3 the caller searches every position.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "ssse3")))]
 fn search_blocks(d: &[u8], _b: &Bounds, from: usize) -> Result<usize, (usize, u8)> {
@@ -279,6 +369,24 @@ mod tests {
     #[test]
     fn the_shuffles_find_the_scalar_searchs_cuts() {
         assert_same_cuts(searched, find_scalar, &[16, 64, 65, 79, 100]);
+    }
+
+    /// The first cut from `min` by the SSE blocks alone (the wide search
+    /// hands them only its tail), then the scalar search.
+    fn by_sse_blocks(source: &[u8], min: usize, avg: usize, max: usize) -> Option<usize> {
+        let b = Bounds::new(source.len(), WINDOW, min, avg, max);
+        if b.min >= b.end {
+            return None;
+        }
+        match search_blocks(source, &b, b.min) {
+            Ok(cut) => Some(cut),
+            Err((from, sum)) => scan_from(source, &b, from, sum),
+        }
+    }
+
+    #[test]
+    fn the_sse_blocks_alone_find_the_scalar_searchs_cuts() {
+        assert_same_cuts(by_sse_blocks, find_scalar, &[16, 64, 65, 79, 100]);
     }
 
     #[test]
