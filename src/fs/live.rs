@@ -417,7 +417,15 @@ impl CkptFs {
         if is_ctl_fh(fh.0) {
             return reply_empty(reply, self.ctl.flush(fh.0));
         }
-        self.done(reply, "fsync", ino(i), self.tree.fsync(fh.0))
+        // Answered from the sync pool: the FUSE thread goes on to the next
+        // request (another rank's write) while this one waits for the disk.
+        let (tree, fh, ino) = (self.tree.clone(), fh.0, ino(i));
+        self.syncer.run(move || {
+            super::guarded("fsync", || match tree.fsync(fh) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(super::fail(&tree, "fsync", ino, &e)),
+            })
+        });
     }
 
     pub(super) fn op_opendir(

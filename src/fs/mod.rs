@@ -15,6 +15,7 @@ mod live;
 mod process;
 mod replication;
 mod route;
+mod syncer;
 mod vino;
 mod xattrs;
 
@@ -56,6 +57,8 @@ pub struct CkptFs {
     /// Files bypass the page cache (the kernel granted
     /// FUSE_DIRECT_IO_ALLOW_MMAP, so mmap still works).
     direct_io: bool,
+    /// Where fsyncs wait, so that FUSE threads do not.
+    syncer: syncer::Syncer,
 }
 
 impl CkptFs {
@@ -71,6 +74,7 @@ impl CkptFs {
             ctl: ControlDir::new(tree.clone(), retention, ctl),
             tree,
             direct_io: false,
+            syncer: syncer::Syncer::new(),
         }
     }
 
@@ -137,13 +141,7 @@ impl CkptFs {
 
     /// Maps an error to errno, logging the ones the caller cannot explain.
     fn fail(&self, op: &str, ino: Ino, e: &TreeError) -> Errno {
-        let code = errno::errno(e);
-        if code == Errno::EIO || code == Errno::ENOSPC {
-            log::error!("{op} {}: {e}", self.tree.path_of(ino));
-        } else {
-            log::debug!("{op} {}: {e}", self.tree.path_of(ino));
-        }
-        code
+        fail(&self.tree, op, ino, e)
     }
 
     fn entry(
@@ -499,6 +497,18 @@ impl Filesystem for CkptFs {
             self.op_fallocate(_req, i, fh, offset, length, mode, reply)
         });
     }
+}
+
+/// Maps an error to errno, logging the ones the caller cannot explain,
+/// with the path they concern.
+fn fail(tree: &Tree, op: &str, ino: Ino, e: &TreeError) -> Errno {
+    let code = errno::errno(e);
+    if code == Errno::EIO || code == Errno::ENOSPC {
+        log::error!("{op} {}: {e}", tree.path_of(ino));
+    } else {
+        log::debug!("{op} {}: {e}", tree.path_of(ino));
+    }
+    code
 }
 
 /// Runs a request handler; a panic (a bug) becomes EIO for that request

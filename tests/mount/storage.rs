@@ -485,3 +485,41 @@ fn a_sequential_read_reads_each_stored_byte_about_once() {
         "the daemon read {daemon_read} bytes for a {total}-byte file ({ratio:.2}x)"
     );
 }
+
+#[test]
+fn an_fsync_waiting_for_the_disk_leaves_the_fuse_threads_to_other_requests() {
+    // One FUSE thread: an fsync that waited on it held up every other
+    // request (with the default four, four ranks' fsyncs stopped the
+    // other ranks' writes until the disk was done).
+    let mut m = Mount::with_args("store-fsync-aside", &["--fuse-threads", "1"]);
+    fs::write(m.path("other.bin"), b"a small file").unwrap();
+    let mut big = File::create(m.path("big.bin")).unwrap();
+    let data = noise(64 << 20, 0xf5_0001);
+    for _ in 0..12 {
+        big.write_all(&data).unwrap();
+    }
+    let started = Instant::now();
+    let syncing = std::thread::spawn(move || {
+        big.sync_all().unwrap();
+        started.elapsed()
+    });
+    // Time for the fsync to reach the daemon; it then takes tens of ms
+    // (768 MiB to the disk) or more.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let stat = Instant::now();
+    assert_eq!(fs::metadata(m.path("other.bin")).unwrap().len(), 12);
+    let stat_done = started.elapsed();
+    let stat_took = stat.elapsed();
+    let synced = syncing.join().unwrap();
+    eprintln!("stat took {stat_took:?}, done at {stat_done:?}; fsync done at {synced:?}");
+    assert!(
+        stat_done < synced,
+        "the stat waited for the fsync ({stat_done:?} against {synced:?})"
+    );
+    m.remount();
+    let mut expected = Vec::with_capacity(12 * data.len());
+    for _ in 0..12 {
+        expected.extend_from_slice(&data);
+    }
+    assert_eq!(hash_file(&m.path("big.bin")), xxh(&expected));
+}
