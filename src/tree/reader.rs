@@ -10,8 +10,9 @@
 //! cold sequential read keeps a few large disk reads in flight instead of
 //! one round trip per chunk. The window runs on into the manifest's next
 //! segment (segments hold about 20 MB of a file), so a reader never meets
-//! a segment's first chunks unfetched. Chunks being fetched are marked in flight; a
-//! reader that needs one waits for that fetch instead of starting a second.
+//! a segment's first chunks unfetched. Chunks being fetched are marked in
+//! flight; a reader that needs one waits for that fetch instead of
+//! starting a second.
 //!
 //! Fetched chunks wait in a bounded [`ReadAhead`] set until they are read,
 //! not in the cache, which would evict them before their first read. A
