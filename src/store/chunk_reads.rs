@@ -241,7 +241,7 @@ impl Store {
         if run.len() < 2 {
             return run.to_vec();
         }
-        let ends = self.index_entries(&[first.0, last.0]);
+        let ends = self.read_entries(&[first.0, last.0]);
         let located = |found: &Result<Option<IndexEntry>>| match found {
             Ok(Some(IndexEntry {
                 packed: Some(loc), ..
@@ -305,7 +305,7 @@ impl Store {
         let ids: Vec<ChunkId> = missed.iter().map(|&(id, _)| id).collect();
         let span_end = start.offset + span.len() as u64;
         let mut elsewhere = Vec::new();
-        for ((id, raw_len), entry) in missed.into_iter().zip(self.index_entries(&ids)) {
+        for ((id, raw_len), entry) in missed.into_iter().zip(self.read_entries(&ids)) {
             match entry {
                 Ok(Some(IndexEntry {
                     packed: Some(loc), ..
@@ -329,7 +329,7 @@ impl Store {
         }
         let just_ids: Vec<ChunkId> = ids.iter().map(|&(id, _)| id).collect();
         let mut packed: Vec<(PackLocation, ChunkId)> = Vec::new();
-        for (id, found) in just_ids.iter().copied().zip(self.index_entries(&just_ids)) {
+        for (id, found) in just_ids.iter().copied().zip(self.read_entries(&just_ids)) {
             match found {
                 Ok(Some(IndexEntry {
                     packed: Some(loc), ..
@@ -553,6 +553,31 @@ mod tests {
             let c = kept.iter().find(|c| chunk_id(c) == id).unwrap();
             assert_eq!(&*result.unwrap(), &c[..]);
         }
+    }
+
+    #[test]
+    fn a_save_read_before_its_moves_apply_reads_the_moved_chunks_in_its_stretch() {
+        use crate::chunk::testdata::noise;
+        use crate::store::relocate::tests::{location, store_then_move};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = noise(40_000, 11);
+        let (id, from, fresh_id) = store_then_move(&store, &old, 2);
+        assert_eq!(location(&store, id), from, "the move is not applied yet");
+        // The save's new chunk and the moved one, as its reader asks: one
+        // run of the save's pack, not a run broken into two packs.
+        let run = [(fresh_id, 30_000), (id, old.len() as u32)];
+        let mut out = Vec::new();
+        let missed = store.read_run(&run, &mut out);
+        assert!(missed.is_empty(), "{} chunks looked up again", missed.len());
+        let moved = out.iter().find(|(got, _)| *got == id).unwrap();
+        assert_eq!(&moved.1.as_ref().unwrap()[..], &old[..]);
+        // Applied, the index says the same; the old record is freed.
+        store.persist_chunks().unwrap();
+        store.wait_for_freed_records();
+        assert_ne!(location(&store, id), from);
+        let again = store.read_chunks(&run);
+        assert!(again.iter().all(|(_, r)| r.is_ok()));
     }
 
     #[test]

@@ -122,6 +122,26 @@ impl Relocations {
         }
     }
 
+    /// Puts the chunks of `entries` that a move not applied yet put
+    /// elsewhere where that move put them.
+    fn apply_latest(&self, ids: &[ChunkId], entries: &mut [Result<Option<IndexEntry>>]) {
+        let pending = self.pending.lock();
+        if pending.latest.is_empty() {
+            return;
+        }
+        for (id, entry) in ids.iter().zip(entries) {
+            if let (Some(m), Ok(Some(found))) = (pending.latest.get(id), entry) {
+                if found.packed.is_some() {
+                    *found = IndexEntry {
+                        raw_len: m.raw_len,
+                        stored_len: m.stored_len,
+                        packed: Some(m.to),
+                    };
+                }
+            }
+        }
+    }
+
     /// The latest move of chunk `id` not applied yet.
     fn latest_move(&self, id: ChunkId) -> Option<Relocation> {
         let pending = self.pending.lock();
@@ -182,6 +202,17 @@ impl Store {
             },
             _ => entry,
         }))
+    }
+
+    /// Where several chunks are to be read from: their index entries, or
+    /// the records moves not applied yet put them in (written, and read
+    /// back verified like any record). A save read back before the next
+    /// sync then reads its moved chunks in its own stretch, not scattered
+    /// over the older packs.
+    pub(super) fn read_entries(&self, ids: &[ChunkId]) -> Vec<Result<Option<IndexEntry>>> {
+        let mut entries = self.index_entries(ids);
+        self.relocations.apply_latest(ids, &mut entries);
+        entries
     }
 
     /// See [`Store::set_relocate_below`].
