@@ -16,8 +16,9 @@
 //! the sum rolls by adding the new bytes' `T` and taking away those 64
 //! bytes back, and four byte shifts make the prefix sums within a block;
 //! with AVX2, 32 at once (each half of the register a block, the low
-//! half's total carried into the high half). That is about half the work per byte of FastCDC's gear hash (a chain
-//! of one shift, two loads and an add per byte). Stage 2, run on the
+//! half's total carried into the high half). That is about half the work
+//! per byte of FastCDC's gear hash (a chain of one shift, two loads and an
+//! add per byte). Stage 2, run on the
 //! positions stage 1 lets through, is a strong hash of the window, so
 //! whether a window cuts depends on all of its 64 bytes. Sizes and
 //! normalization are FastCDC's (`two_stage::Bounds`).

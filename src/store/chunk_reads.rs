@@ -274,7 +274,7 @@ impl Store {
             return run.to_vec();
         };
         let bytes = Arc::new(bytes);
-        let records = record_spans(&bytes);
+        let (records, walked_to) = record_spans(&bytes);
         let mut found = Vec::with_capacity(run.len());
         let mut missed = Vec::new();
         for &(id, raw_len) in run {
@@ -283,7 +283,8 @@ impl Store {
                 None => missed.push((id, raw_len)),
             }
         }
-        if !missed.is_empty() {
+        if !missed.is_empty() && walked_to < bytes.len() {
+            // The walk stopped short: what it missed may lie past there.
             missed = self.find_in_span(missed, start, &bytes, &mut found);
         }
         decode_records(&bytes, &found, out);
@@ -403,10 +404,11 @@ fn packed_read_error(id: ChunkId, e: StoreError) -> StoreError {
 }
 
 /// Where each record of a stretch of a pack starts and how long it is, by
-/// its header. The stretch starts at a record; a walk that runs into bytes
-/// that are not a record (a punched hole, garbage) stops there. Only a hint:
-/// every record taken from it is checked against its id and hash.
-fn record_spans(bytes: &[u8]) -> IdMap<(usize, usize)> {
+/// its header, and where the walk ended. The stretch starts at a record; a
+/// walk that runs into bytes that are not a record (a punched hole,
+/// garbage) stops there. Only a hint: every record taken from it is
+/// checked against its id and hash.
+fn record_spans(bytes: &[u8]) -> (IdMap<(usize, usize)>, usize) {
     let mut spans = IdMap::default();
     let mut at = 0usize;
     while let Some(header) = bytes.get(at..at + RECORD_HEADER) {
@@ -421,7 +423,7 @@ fn record_spans(bytes: &[u8]) -> IdMap<(usize, usize)> {
         spans.insert(id, (at, len));
         at += len;
     }
-    spans
+    (spans, at)
 }
 
 /// The codec value of the pack record at `buf[at..at + len]`, after

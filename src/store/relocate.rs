@@ -94,6 +94,17 @@ pub(crate) struct Relocation {
     pub to: PackLocation,
 }
 
+impl Relocation {
+    /// The index entry the move gives its chunk.
+    fn entry(&self) -> IndexEntry {
+        IndexEntry {
+            raw_len: self.raw_len,
+            stored_len: self.stored_len,
+            packed: Some(self.to),
+        }
+    }
+}
+
 /// Moves appended but not yet in the index, in the order they were made,
 /// with where each chunk's latest of them put it.
 #[derive(Default)]
@@ -132,23 +143,10 @@ impl Relocations {
         for (id, entry) in ids.iter().zip(entries) {
             if let (Some(m), Ok(Some(found))) = (pending.latest.get(id), entry) {
                 if found.packed.is_some() {
-                    *found = IndexEntry {
-                        raw_len: m.raw_len,
-                        stored_len: m.stored_len,
-                        packed: Some(m.to),
-                    };
+                    *found = m.entry();
                 }
             }
         }
-    }
-
-    /// The latest move of chunk `id` not applied yet.
-    fn latest_move(&self, id: ChunkId) -> Option<Relocation> {
-        let pending = self.pending.lock();
-        if pending.latest.is_empty() {
-            return None;
-        }
-        pending.latest.get(&id).copied()
     }
 
     /// Forgets the first `n` moves, applied (or found unneeded).
@@ -191,17 +189,10 @@ impl Store {
     /// and losing that race at the sync (the loser's record is freed,
     /// which left holes in the newest save's stretch).
     pub(crate) fn stored_at(&self, id: ChunkId) -> Result<Option<IndexEntry>> {
-        let Some(entry) = self.index_entry(id)? else {
-            return Ok(None);
-        };
-        Ok(Some(match self.relocations.latest_move(id) {
-            Some(m) if entry.packed.is_some() => IndexEntry {
-                raw_len: m.raw_len,
-                stored_len: m.stored_len,
-                packed: Some(m.to),
-            },
-            _ => entry,
-        }))
+        let mut entry = [self.index_entry(id)];
+        self.relocations.apply_latest(&[id], &mut entry);
+        let [entry] = entry;
+        entry
     }
 
     /// Where several chunks are to be read from: their index entries, or
@@ -265,12 +256,7 @@ impl Store {
             let indexed = found?.and_then(|e| e.packed);
             let current = now_at.get(&m.id).copied().or(indexed);
             if current == Some(m.from) {
-                let entry = IndexEntry {
-                    raw_len: m.raw_len,
-                    stored_len: m.stored_len,
-                    packed: Some(m.to),
-                };
-                batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(m.id), entry.encode());
+                batch.put_cf(self.cf(CF_CHUNK_INDEX), chunk_key(m.id), m.entry().encode());
                 freed.push(m.from);
                 now_at.insert(m.id, m.to);
             } else {
