@@ -36,6 +36,11 @@
 //! while the job computes (on 2 cores, writeback during a save took a
 //! fifth of its speed), and every sync drops the pages it cleaned.
 //!
+//! Blocks: a pack taking appends has its blocks reserved a step ahead of
+//! them ([`OpenPack::reserve_for`]); the reserve is given back when the
+//! pack stops taking appends (full, or the store closed), and by the next
+//! open after a crash.
+//!
 //! Space: garbage collection punches holes over dead records
 //! ([`Packs::punch`]), so the disk gets space back without rewriting packs,
 //! and deletes packs left without a live record ([`Packs::remove_dead`]).
@@ -43,7 +48,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::IoSlice;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -65,6 +70,12 @@ const APPENDERS: usize = 8;
 /// Every this many bytes appended to a pack, writeback of the last such
 /// stretch is started, and the one before is dropped from the page cache.
 const WRITEBACK_STEP: u64 = 8 << 20;
+/// A pack taking appends has its disk blocks reserved this far ahead
+/// ([`OpenPack::reserve_for`]).
+const RESERVE_STEP: u64 = 8 << 20;
+/// Blocks past a pack's end that open leaves alone (ext4 counts the
+/// blocks of a file's extent tree too).
+const RESERVE_SLACK: u64 = 64 << 10;
 const SUFFIX: &str = "pack";
 
 /// Where a packed chunk's record is.
@@ -96,6 +107,49 @@ struct OpenPack {
     file: Arc<File>,
     len: u64,
     dirty: bool,
+    /// Blocks are reserved up to here (at least `len`).
+    reserved: u64,
+}
+
+impl OpenPack {
+    /// Reserves the pack's blocks up to `end`, a [`RESERVE_STEP`] at a
+    /// time, before an append writes there (`fallocate` with
+    /// `FALLOC_FL_KEEP_SIZE`: the length stays that of the records). ext4
+    /// then writes into blocks it already has, instead of accounting a
+    /// delayed allocation for every page written: a fresh save's daemon
+    /// spent about a fourteenth of its CPU on that. A reservation that
+    /// fails (a full disk, a filesystem without `fallocate`) only leaves
+    /// the write to allocate its blocks as before.
+    fn reserve_for(&mut self, end: u64, path: &Path) {
+        if end <= self.reserved {
+            return;
+        }
+        let to = end.div_ceil(RESERVE_STEP) * RESERVE_STEP;
+        if let Err(e) = fallocate(
+            self.file.as_ref(),
+            FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            self.reserved as libc::off_t,
+            (to - self.reserved) as libc::off_t,
+        ) {
+            log::debug!("{}: reserving blocks to {to}: {e}", path.display());
+        }
+        self.reserved = to;
+    }
+
+    /// Gives back the blocks reserved past the records, once the pack
+    /// takes no more appends (a truncate to its own length frees them).
+    fn release_reserve(&self, path: &Path) {
+        if self.reserved > self.len {
+            release_past_end(&self.file, self.len, path);
+        }
+    }
+}
+
+/// Frees the blocks of `file` past `len`, its length.
+fn release_past_end(file: &File, len: u64, path: &Path) {
+    if let Err(e) = file.set_len(len) {
+        log::warn!("{}: freeing blocks past its end: {e}", path.display());
+    }
 }
 
 /// The set of pack files of one store.
@@ -169,12 +223,19 @@ impl Packs {
             let path = entry.map_err(|e| StoreError::io(&dir, e))?.path();
             let Some(id) = pack_id(&path) else { continue };
             highest = highest.max(id);
-            let len = fs::metadata(&path)
-                .map_err(|e| StoreError::io(&path, e))?
-                .len();
+            let meta = fs::metadata(&path).map_err(|e| StoreError::io(&path, e))?;
+            let len = meta.len();
             let durable = sealed.get(&id).copied().unwrap_or(0);
             if len > durable || durable == 0 {
                 leftovers.push((path, len, durable));
+            } else if meta.blocks() * 512 > len.next_multiple_of(4096) + RESERVE_SLACK {
+                // Blocks reserved past the end by a session that did not
+                // close it (a crash): give them back.
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io(&path, e))?;
+                release_past_end(&file, len, &path);
             }
         }
         let first = highest.saturating_add(1);
@@ -280,6 +341,7 @@ impl Packs {
             file,
             len: 0,
             dirty: false,
+            reserved: 0,
         })
     }
 
@@ -325,8 +387,11 @@ impl Packs {
             .as_ref()
             .is_some_and(|p| p.len > 0 && p.len + total > PACK_TARGET);
         if full {
-            if let Some(old) = slot.take().filter(|p| p.dirty) {
-                self.retired.lock().push(old);
+            if let Some(old) = slot.take() {
+                old.release_reserve(&self.path(old.id));
+                if old.dirty {
+                    self.retired.lock().push(old);
+                }
             }
         }
         if slot.is_none() {
@@ -340,6 +405,7 @@ impl Packs {
             .flat_map(|parts| parts.as_ref().iter().copied())
             .collect();
         let start = pack.len;
+        pack.reserve_for(start + total, &self.path(pack.id));
         write_all_at(&pack.file, &parts, start)
             .map_err(|e| StoreError::io(&self.path(pack.id), e))?;
         let mut at = start;
@@ -407,6 +473,7 @@ impl Packs {
                         file,
                         len,
                         dirty: true,
+                        reserved: len,
                     });
                 }
                 return Err(StoreError::io(&self.path(*id), e));
@@ -560,6 +627,18 @@ pub struct DeadStretches {
     path: PathBuf,
     file: Arc<File>,
     ranges: Vec<(u64, u64)>,
+}
+
+impl Drop for Packs {
+    /// The packs still taking appends give back their reserved blocks, so
+    /// that a store's size on disk is that of its records.
+    fn drop(&mut self) {
+        for slot in &self.appenders {
+            if let Some(pack) = slot.lock().as_ref() {
+                pack.release_reserve(&self.path(pack.id));
+            }
+        }
+    }
 }
 
 impl DeadStretches {

@@ -523,3 +523,65 @@ fn an_fsync_waiting_for_the_disk_leaves_the_fuse_threads_to_other_requests() {
     }
     assert_eq!(hash_file(&m.path("big.bin")), xxh(&expected));
 }
+
+/// (length, allocated bytes) of every pack file of the store at `store`.
+fn pack_sizes(store: &Path) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut sizes: Vec<(u64, u64)> = fs::read_dir(store.join("packs"))
+        .expect("the store has a packs directory")
+        .map(|e| e.unwrap().metadata().unwrap())
+        .map(|md| (md.len(), md.blocks() * 512))
+        .collect();
+    sizes.sort();
+    sizes
+}
+
+/// True when no pack holds more than its length in blocks (rounded to a
+/// block, plus what ext4's extent tree may take).
+fn packs_hold_only_their_records(store: &Path) -> bool {
+    pack_sizes(store)
+        .iter()
+        .all(|&(len, allocated)| allocated <= len.next_multiple_of(4096) + 64 * 1024)
+}
+
+#[test]
+fn packs_reserve_blocks_ahead_of_appends_and_give_them_back_at_unmount_and_after_a_kill() {
+    let mut m = Mount::new("pack-reserve");
+    let first = noise(20 * MIB as usize + 12_345, 0x7e5e_0001);
+    write_closed(&m.path("first.bin"), &first);
+    let live = pack_sizes(&m.store);
+    assert!(
+        live.iter()
+            .any(|&(len, allocated)| len > 0 && allocated >= len.next_multiple_of(8 * MIB)),
+        "no pack has its blocks reserved ahead of its records: {live:?}"
+    );
+    m.remount();
+    assert!(
+        packs_hold_only_their_records(&m.store),
+        "blocks past the records after an unmount: {:?}",
+        pack_sizes(&m.store)
+    );
+    assert_eq!(hash_file(&m.path("first.bin")), xxh(&first));
+
+    // A daemon killed with a pack open leaves its reserve behind; the
+    // next mount gives it back.
+    let second = noise(20 * MIB as usize + 999, 0x7e5e_0002);
+    let mut f = File::create(m.path("second.bin")).unwrap();
+    f.write_all(&second).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    m.kill();
+    let killed = pack_sizes(&m.store);
+    assert!(
+        killed.iter().any(|&(len, allocated)| allocated > len + MIB),
+        "the kill left no reserve to give back: {killed:?}"
+    );
+    m.start();
+    assert!(
+        packs_hold_only_their_records(&m.store),
+        "blocks past the records after a kill and a mount: {:?}",
+        pack_sizes(&m.store)
+    );
+    assert_eq!(hash_file(&m.path("first.bin")), xxh(&first));
+    assert_eq!(hash_file(&m.path("second.bin")), xxh(&second));
+}
