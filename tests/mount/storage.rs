@@ -536,12 +536,16 @@ fn pack_sizes(store: &Path) -> Vec<(u64, u64)> {
     sizes
 }
 
-/// True when no pack holds more than its length in blocks (rounded to a
-/// block, plus what ext4's extent tree may take).
-fn packs_hold_only_their_records(store: &Path) -> bool {
-    pack_sizes(store)
-        .iter()
-        .all(|&(len, allocated)| allocated <= len.next_multiple_of(4096) + 64 * 1024)
+/// Asserts that no pack holds more blocks than its length (rounded to a
+/// block, plus what ext4's extent tree may take), `after` something.
+fn assert_packs_hold_only_their_records(store: &Path, after: &str) {
+    let sizes = pack_sizes(store);
+    assert!(
+        sizes
+            .iter()
+            .all(|&(len, allocated)| allocated <= len.next_multiple_of(4096) + 64 * 1024),
+        "blocks past the records after {after}: {sizes:?}"
+    );
 }
 
 #[test]
@@ -556,11 +560,7 @@ fn packs_reserve_blocks_ahead_of_appends_and_give_them_back_at_unmount_and_after
         "no pack has its blocks reserved ahead of its records: {live:?}"
     );
     m.remount();
-    assert!(
-        packs_hold_only_their_records(&m.store),
-        "blocks past the records after an unmount: {:?}",
-        pack_sizes(&m.store)
-    );
+    assert_packs_hold_only_their_records(&m.store, "an unmount");
     assert_eq!(hash_file(&m.path("first.bin")), xxh(&first));
 
     // A daemon killed with a pack open leaves its reserve behind; the
@@ -577,11 +577,7 @@ fn packs_reserve_blocks_ahead_of_appends_and_give_them_back_at_unmount_and_after
         "the kill left no reserve to give back: {killed:?}"
     );
     m.start();
-    assert!(
-        packs_hold_only_their_records(&m.store),
-        "blocks past the records after a kill and a mount: {:?}",
-        pack_sizes(&m.store)
-    );
+    assert_packs_hold_only_their_records(&m.store, "a kill and a mount");
     assert_eq!(hash_file(&m.path("first.bin")), xxh(&first));
     assert_eq!(hash_file(&m.path("second.bin")), xxh(&second));
 }
