@@ -44,7 +44,8 @@ fn store_errno(e: &StoreError) -> Errno {
         | StoreError::InUse { .. }
         | StoreError::NotAStore { .. }
         | StoreError::NewerFormat { .. }
-        | StoreError::ChunkerMismatch { .. } => Errno::EIO,
+        | StoreError::ChunkerMismatch { .. }
+        | StoreError::SyncFailed { .. } => Errno::EIO,
         StoreError::Exhausted(_) => Errno::ENOSPC,
     }
 }

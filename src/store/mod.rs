@@ -101,6 +101,17 @@ pub enum StoreError {
         /// Why not.
         why: String,
     },
+    /// A sync of a pack failed earlier in this session. The kernel may have
+    /// dropped the pages it could not write and would report a retry as a
+    /// success, so nothing more can be made durable until the store is
+    /// opened again (the open checks what reached the disk).
+    #[error("{path}: an earlier sync failed ({cause}); nothing more can be made durable until the store is mounted again")]
+    SyncFailed {
+        /// The pack whose sync failed.
+        path: PathBuf,
+        /// What the OS said then.
+        cause: String,
+    },
     /// A counter ran out of the ids that fit in inode numbers.
     #[error("no more {0} can be allocated in this store")]
     Exhausted(&'static str),

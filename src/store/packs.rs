@@ -171,6 +171,9 @@ pub struct Packs {
     /// Whether appends start their writeback at once ([`start_writeback`]);
     /// otherwise the next sync writes them.
     eager_writeback: AtomicBool,
+    /// The pack and the error of a sync that failed in this session: every
+    /// sync after it fails too (see [`Packs::sync_file`]).
+    sync_failed: Mutex<Option<(PathBuf, String)>>,
     /// Packs longer than their durable length at open: path, length,
     /// durable length.
     leftovers: Vec<(PathBuf, u64, u64)>,
@@ -251,6 +254,7 @@ impl Packs {
             sync_lock: Mutex::new(()),
             dir_dirty: AtomicBool::new(false),
             eager_writeback: AtomicBool::new(false),
+            sync_failed: Mutex::new(None),
             leftovers,
         })
     }
@@ -301,11 +305,37 @@ impl Packs {
         self.leftovers.retain(|(_, len, d)| d < len);
     }
 
+    /// Fails with [`StoreError::SyncFailed`] once a sync has failed.
+    fn no_failed_sync(&self) -> Result<()> {
+        match self.sync_failed.lock().clone() {
+            Some((path, cause)) => Err(StoreError::SyncFailed { path, cause }),
+            None => Ok(()),
+        }
+    }
+
     /// `fdatasync`s one pack.
     pub fn sync_pack(&self, id: u32) -> Result<()> {
-        self.file(id)?
-            .sync_data()
-            .map_err(|e| StoreError::io(&self.path(id), e))
+        self.sync_file(id, self.file(id)?.as_ref())
+    }
+
+    /// `fdatasync`s pack `id`, open as `file`. Once a sync has failed,
+    /// this and every later sync fail: the kernel may have dropped the
+    /// pages it could not write (marking them clean), and would report a
+    /// retry as a success, so a retry could record as durable bytes that
+    /// never reached the disk. The pending commits stay pending, and the
+    /// next open checks the records past each pack's durable length and
+    /// rolls back what names a lost one.
+    fn sync_file(&self, id: u32, file: &File) -> Result<()> {
+        self.no_failed_sync()?;
+        file.sync_data().map_err(|e| {
+            let path = self.path(id);
+            log::error!(
+                "{}: sync failed: {e}; no later sync of this session can make anything durable",
+                path.display()
+            );
+            *self.sync_failed.lock() = Some((path.clone(), e.to_string()));
+            StoreError::io(&path, e)
+        })
     }
 
     fn path(&self, id: u32) -> PathBuf {
@@ -451,6 +481,7 @@ impl Packs {
     /// work: one that waited for another's sync usually finds nothing left.
     pub fn sync(&self) -> Result<Vec<(u32, u64)>> {
         let _one_at_a_time = self.sync_lock.lock();
+        self.no_failed_sync()?;
         let mut todo: Vec<(u32, Arc<File>, u64)> = self
             .retired
             .lock()
@@ -463,21 +494,8 @@ impl Packs {
                 todo.push((p.id, p.file.clone(), p.len));
             }
         }
-        for (i, (id, file, len)) in todo.iter().enumerate() {
-            if let Err(e) = file.sync_data() {
-                // Put back what was not synced so the next sync retries it.
-                let mut retired = self.retired.lock();
-                for (id, file, len) in todo.iter().skip(i).cloned() {
-                    retired.push(OpenPack {
-                        id,
-                        file,
-                        len,
-                        dirty: true,
-                        reserved: len,
-                    });
-                }
-                return Err(StoreError::io(&self.path(*id), e));
-            }
+        for (id, file, len) in &todo {
+            self.sync_file(*id, file)?;
             drop_cached(file, *len);
         }
         if !todo.is_empty() && self.dir_dirty.swap(false, Ordering::SeqCst) {

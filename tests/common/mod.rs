@@ -359,6 +359,112 @@ impl Drop for SmallDisk {
     }
 }
 
+/// A thin-provisioned disk: an ext4 filesystem of `size` on a loop device
+/// whose image lives in a tmpfs of `backing` bytes. ext4 counts `size` as
+/// its space, but once the tmpfs is full, every write of a block not
+/// written before fails at writeback (the loop device gets ENOSPC): the
+/// disk errors that only an fsync reports. Unmounted, with its loop
+/// device and tmpfs, and removed on drop, also when the test panics.
+pub struct ThinDisk {
+    dir: PathBuf,
+    backing: PathBuf,
+    /// Where the ext4 filesystem is mounted.
+    pub mnt: PathBuf,
+}
+
+impl ThinDisk {
+    /// Makes and mounts it (inode tables and journal written at once, so
+    /// that only data blocks need room in the tmpfs).
+    pub fn new(name: &str, size: &str, backing: &str) -> ThinDisk {
+        let dir = test_dir(name);
+        let disk = ThinDisk {
+            mnt: dir.join("disk"),
+            backing: dir.join("backing"),
+            dir,
+        };
+        disk.cleanup();
+        fs::create_dir_all(&disk.mnt).expect("create the disk's mount point");
+        fs::create_dir_all(&disk.backing).expect("create the backing's mount point");
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={backing}"))
+            .arg("tmpfs")
+            .arg(&disk.backing));
+        let img = disk.image();
+        run(Command::new("truncate").arg("-s").arg(size).arg(&img));
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
+            .arg(&img));
+        disk.mount();
+        disk
+    }
+
+    fn image(&self) -> PathBuf {
+        self.backing.join("img")
+    }
+
+    fn mount(&self) {
+        run(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(self.image())
+            .arg(&self.mnt));
+    }
+
+    /// Gives the disk `backing` bytes of room, while mounted.
+    pub fn grow(&self, backing: &str) {
+        run(Command::new("mount")
+            .arg("-o")
+            .arg(format!("remount,size={backing}"))
+            .arg(&self.backing));
+    }
+
+    /// Gives the disk `backing` bytes of room, and mounts the filesystem
+    /// again after `e2fsck` (ext4 may have gone read-only on the errors).
+    pub fn recover(&self, backing: &str) {
+        run(Command::new("umount").arg("-d").arg(&self.mnt));
+        self.grow(backing);
+        // 0: clean, 1: errors corrected; anything else is a failure.
+        let fsck = Command::new("e2fsck")
+            .arg("-fy")
+            .arg(self.image())
+            .output()
+            .expect("run e2fsck");
+        assert!(
+            matches!(fsck.status.code(), Some(0 | 1)),
+            "e2fsck: {}\n{}",
+            fsck.status,
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        self.mount();
+    }
+
+    fn cleanup(&self) {
+        for mnt in [&self.mnt, &self.backing] {
+            if is_mounted(mnt) {
+                let ok = Command::new("umount")
+                    .arg("-d")
+                    .arg(mnt)
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    let _ = Command::new("umount").arg("-l").arg("-d").arg(mnt).status();
+                }
+            }
+        }
+        if !is_mounted(&self.mnt) && !is_mounted(&self.backing) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for ThinDisk {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
 /// Unmounts whatever is mounted at `mnt`, lazily if needed.
 pub fn detach(mnt: &Path) {
     if is_mounted(mnt) {

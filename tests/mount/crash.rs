@@ -1,6 +1,7 @@
 //! Crash safety: what close() and fsync() promise survives SIGKILL of the
 //! daemon; SIGTERM commits open files; a full disk gives ENOSPC and loses
-//! nothing that was committed.
+//! nothing that was committed; a disk that fails writes back fails the
+//! fsync and every later one, and loses nothing that was synced.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use super::retention::{run_gc, set_policy};
-use crate::common::{hash_file, heavy, is_mounted, noise, Mount, SmallDisk};
+use crate::common::{hash_file, heavy, is_mounted, noise, Mount, SmallDisk, ThinDisk};
 
 const MIB: usize = 1 << 20;
 
@@ -681,6 +682,108 @@ fn a_full_disk_gives_enospc_keeps_serving_and_loses_nothing_committed() {
         fs::read(m.path("a")).unwrap() == a,
         "a differs after the last remount"
     );
+    drop(m);
+    drop(disk);
+}
+
+#[test]
+fn a_disk_that_fails_writeback_fails_that_fsync_and_every_later_one_and_loses_nothing_synced() {
+    let _heavy = heavy();
+    // Declared first, dropped last: the daemon is gone before the unmount.
+    let disk = ThinDisk::new("crash-thin-disk", "512M", "64M");
+    let store = disk.mnt.join("store");
+    let mut m = Mount::with_store("crash-thin", &store, &[]);
+    let keep = noise(4 * MIB, 0x7417_0001);
+    let mut f = File::create(m.path("keep.bin")).unwrap();
+    f.write_all(&keep).unwrap();
+    f.sync_all().expect("an fsync while the disk has room");
+    drop(f);
+
+    // More than the disk has room for, closed without an fsync: the
+    // version is committed, its bytes wait in the page cache.
+    let big = noise(96 * MIB, 0x7417_0002);
+    write_closed(&m.path("big.bin"), &big);
+    // The next sync writes them back, and the disk fails it.
+    let small: &[u8] = b"a small file, fsynced";
+    let mut f = File::create(m.path("small.bin")).unwrap();
+    f.write_all(small).unwrap();
+    let failed = f
+        .sync_all()
+        .expect_err("an fsync whose writeback failed succeeded");
+    assert!(
+        matches!(failed.raw_os_error(), Some(libc::EIO | libc::ENOSPC)),
+        "fsync failed with {failed}\n{}",
+        m.log()
+    );
+    drop(f);
+
+    // Still serving; but nothing can be made durable any more, not even
+    // once the disk has room again: the kernel dropped the pages it could
+    // not write, and would report a retried sync as a success.
+    assert!(fs::read(m.path("keep.bin")).unwrap() == keep);
+    disk.grow("1G");
+    let after: &[u8] = b"written after the failure";
+    let mut f = File::create(m.path("after.bin")).unwrap();
+    f.write_all(after).unwrap();
+    let later = f
+        .sync_all()
+        .expect_err("an fsync after a failed one succeeded");
+    assert_eq!(
+        later.raw_os_error(),
+        Some(libc::EIO),
+        "{later}\n{}",
+        m.log()
+    );
+    drop(f);
+    let status = m.stop();
+    assert!(
+        !status.success(),
+        "the daemon exited 0 though its last sync failed:\n{}",
+        m.log()
+    );
+    assert!(
+        m.log().contains("an earlier sync failed"),
+        "the later fsync's error is not in the log:\n{}",
+        m.log()
+    );
+
+    // The next mount checks what reached the disk: what was synced is
+    // there, and what was not is rolled back whole, never unreadable.
+    disk.recover("1G");
+    m.start();
+    assert!(
+        fs::read(m.path("keep.bin")).unwrap() == keep,
+        "keep.bin after the failed sync and a remount\n{}",
+        m.log()
+    );
+    for (name, content) in [
+        ("big.bin", &big[..]),
+        ("small.bin", small),
+        ("after.bin", after),
+    ] {
+        match fs::read(m.path(name)) {
+            Ok(got) => assert!(
+                got.is_empty() || got == content,
+                "{name} after the remount: {} bytes that are neither empty nor what was written\n{}",
+                got.len(),
+                m.log()
+            ),
+            Err(e) => assert_eq!(
+                e.kind(),
+                ErrorKind::NotFound,
+                "{name} after the remount: {e}\n{}",
+                m.log()
+            ),
+        }
+    }
+    // And the store takes saves again.
+    let mut f = File::create(m.path("big.bin")).unwrap();
+    f.write_all(&big).unwrap();
+    f.sync_all().expect("an fsync once the disk has room again");
+    drop(f);
+    m.remount();
+    assert!(fs::read(m.path("big.bin")).unwrap() == big);
+    assert!(fs::read(m.path("keep.bin")).unwrap() == keep);
     drop(m);
     drop(disk);
 }
