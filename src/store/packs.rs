@@ -24,7 +24,8 @@
 //! past the last good one; index entries that point past its durable length
 //! are treated as absent ([`Packs::is_durable`]), so a power loss cannot
 //! leave a dedup hit on a chunk whose bytes never reached the disk. Packs of
-//! earlier sessions are never appended to.
+//! earlier sessions are never appended to. Once a sync fails, every later
+//! sync of the session fails too ([`Packs::sync_file`]).
 //!
 //! Writeback: appends go to the page cache. With eager writeback on,
 //! every 8 MiB a pack grows starts that stretch's writeback and drops the

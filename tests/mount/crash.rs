@@ -686,6 +686,15 @@ fn a_full_disk_gives_enospc_keeps_serving_and_loses_nothing_committed() {
     drop(disk);
 }
 
+/// Writes `data` to a new file at `path` and fsyncs it; the fsync's
+/// result (the file is closed either way).
+fn write_and_fsync(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    f.write_all(data)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    f.sync_all()
+}
+
 #[test]
 fn a_disk_that_fails_writeback_fails_that_fsync_and_every_later_one_and_loses_nothing_synced() {
     let _heavy = heavy();
@@ -694,10 +703,7 @@ fn a_disk_that_fails_writeback_fails_that_fsync_and_every_later_one_and_loses_no
     let store = disk.mnt.join("store");
     let mut m = Mount::with_store("crash-thin", &store, &[]);
     let keep = noise(4 * MIB, 0x7417_0001);
-    let mut f = File::create(m.path("keep.bin")).unwrap();
-    f.write_all(&keep).unwrap();
-    f.sync_all().expect("an fsync while the disk has room");
-    drop(f);
+    write_and_fsync(&m.path("keep.bin"), &keep).expect("an fsync while the disk has room");
 
     // More than the disk has room for, closed without an fsync: the
     // version is committed, its bytes wait in the page cache.
@@ -705,17 +711,13 @@ fn a_disk_that_fails_writeback_fails_that_fsync_and_every_later_one_and_loses_no
     write_closed(&m.path("big.bin"), &big);
     // The next sync writes them back, and the disk fails it.
     let small: &[u8] = b"a small file, fsynced";
-    let mut f = File::create(m.path("small.bin")).unwrap();
-    f.write_all(small).unwrap();
-    let failed = f
-        .sync_all()
+    let failed = write_and_fsync(&m.path("small.bin"), small)
         .expect_err("an fsync whose writeback failed succeeded");
     assert!(
         matches!(failed.raw_os_error(), Some(libc::EIO | libc::ENOSPC)),
         "fsync failed with {failed}\n{}",
         m.log()
     );
-    drop(f);
 
     // Still serving; but nothing can be made durable any more, not even
     // once the disk has room again: the kernel dropped the pages it could
@@ -723,10 +725,7 @@ fn a_disk_that_fails_writeback_fails_that_fsync_and_every_later_one_and_loses_no
     assert!(fs::read(m.path("keep.bin")).unwrap() == keep);
     disk.grow("1G");
     let after: &[u8] = b"written after the failure";
-    let mut f = File::create(m.path("after.bin")).unwrap();
-    f.write_all(after).unwrap();
-    let later = f
-        .sync_all()
+    let later = write_and_fsync(&m.path("after.bin"), after)
         .expect_err("an fsync after a failed one succeeded");
     assert_eq!(
         later.raw_os_error(),
@@ -734,7 +733,6 @@ fn a_disk_that_fails_writeback_fails_that_fsync_and_every_later_one_and_loses_no
         "{later}\n{}",
         m.log()
     );
-    drop(f);
     let status = m.stop();
     assert!(
         !status.success(),
@@ -777,10 +775,7 @@ fn a_disk_that_fails_writeback_fails_that_fsync_and_every_later_one_and_loses_no
         }
     }
     // And the store takes saves again.
-    let mut f = File::create(m.path("big.bin")).unwrap();
-    f.write_all(&big).unwrap();
-    f.sync_all().expect("an fsync once the disk has room again");
-    drop(f);
+    write_and_fsync(&m.path("big.bin"), &big).expect("an fsync once the disk has room again");
     m.remount();
     assert!(fs::read(m.path("big.bin")).unwrap() == big);
     assert!(fs::read(m.path("keep.bin")).unwrap() == keep);
