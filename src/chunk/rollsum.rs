@@ -18,10 +18,10 @@
 //! with AVX2, 32 at once (each half of the register a block, the low
 //! half's total carried into the high half). That is about half the work
 //! per byte of FastCDC's gear hash (a chain of one shift, two loads and an
-//! add per byte). Stage 2, run on the
-//! positions stage 1 lets through, is a strong hash of the window, so
-//! whether a window cuts depends on all of its 64 bytes. Sizes and
-//! normalization are FastCDC's (`two_stage::Bounds`).
+//! add per byte). Stage 2, run on the positions stage 1 lets through, is
+//! a strong hash of the window, so whether a window cuts depends on all of
+//! its 64 bytes. Sizes and normalization are FastCDC's
+//! (`two_stage::Bounds`).
 //!
 //! A sum cannot tell apart windows that hold the same bytes in another
 //! order: on data of two or three byte values (random bits, ternary

@@ -120,21 +120,20 @@ impl OpenPack {
     /// delayed allocation for every page written: a fresh save's daemon
     /// spent about a fourteenth of its CPU on that. A reservation that
     /// fails (a full disk, a filesystem without `fallocate`) only leaves
-    /// the write to allocate its blocks as before.
-    fn reserve_for(&mut self, end: u64, path: &Path) {
+    /// the write to allocate its blocks as before: its error is returned
+    /// for the log, and the next step is tried when an append reaches it.
+    fn reserve_for(&mut self, end: u64) -> nix::Result<()> {
         if end <= self.reserved {
-            return;
+            return Ok(());
         }
         let to = end.div_ceil(RESERVE_STEP) * RESERVE_STEP;
-        if let Err(e) = fallocate(
+        let from = std::mem::replace(&mut self.reserved, to);
+        fallocate(
             self.file.as_ref(),
             FallocateFlags::FALLOC_FL_KEEP_SIZE,
-            self.reserved as libc::off_t,
-            (to - self.reserved) as libc::off_t,
-        ) {
-            log::debug!("{}: reserving blocks to {to}: {e}", path.display());
-        }
-        self.reserved = to;
+            from as libc::off_t,
+            (to - from) as libc::off_t,
+        )
     }
 
     /// Gives back the blocks reserved past the records, once the pack
@@ -436,7 +435,10 @@ impl Packs {
             .flat_map(|parts| parts.as_ref().iter().copied())
             .collect();
         let start = pack.len;
-        pack.reserve_for(start + total, &self.path(pack.id));
+        if let Err(e) = pack.reserve_for(start + total) {
+            let path = self.path(pack.id);
+            log::debug!("{}: reserving blocks past {start}: {e}", path.display());
+        }
         write_all_at(&pack.file, &parts, start)
             .map_err(|e| StoreError::io(&self.path(pack.id), e))?;
         let mut at = start;
