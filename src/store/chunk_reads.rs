@@ -560,7 +560,7 @@ mod tests {
     #[test]
     fn a_save_read_before_its_moves_apply_reads_the_moved_chunks_in_its_stretch() {
         use crate::chunk::testdata::noise;
-        use crate::store::relocate::tests::{location, store_then_move};
+        use crate::store::relocate::tests::{apply_moves, location, store_then_move};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let old = noise(40_000, 11);
@@ -575,8 +575,7 @@ mod tests {
         let moved = out.iter().find(|(got, _)| *got == id).unwrap();
         assert_eq!(&moved.1.as_ref().unwrap()[..], &old[..]);
         // Applied, the index says the same; the old record is freed.
-        store.persist_chunks().unwrap();
-        store.wait_for_freed_records();
+        apply_moves(&store);
         assert_ne!(location(&store, id), from);
         let again = store.read_chunks(&run);
         assert!(again.iter().all(|(_, r)| r.is_ok()));

@@ -354,6 +354,25 @@ pub(super) mod tests {
         fresh_id
     }
 
+    /// Applies the moves made so far (the next sync's work) and waits for
+    /// their old records to be freed.
+    pub(in crate::store) fn apply_moves(store: &Store) {
+        store.persist_chunks().unwrap();
+        store.wait_for_freed_records();
+    }
+
+    /// Applies the moves made so far; asserts that `id` now sits right
+    /// after the new chunk `fresh_id` of the save that moved it, and
+    /// returns where.
+    fn assert_moved_next_to(store: &Store, id: ChunkId, fresh_id: ChunkId) -> PackLocation {
+        apply_moves(store);
+        let to = location(store, id);
+        let fresh = location(store, fresh_id);
+        assert_eq!(to.pack, fresh.pack, "in the pack of the save that moved it");
+        assert_eq!(to.offset, fresh.end(), "right after the save's new chunk");
+        to
+    }
+
     pub(in crate::store) fn pack_bytes(store: &Store, loc: PackLocation) -> Vec<u8> {
         use std::os::unix::fs::FileExt;
         let path = store.packs_dir().join(format!("{:08x}.pack", loc.pack));
@@ -374,15 +393,7 @@ pub(super) mod tests {
             let (id, from, fresh_id) = store_then_move(&store, &old, 2);
             assert_eq!(location(&store, id), from, "not moved before persist");
             assert_eq!(&*store.read_chunk(id).unwrap(), &old[..]);
-            store.persist_chunks().unwrap();
-            store.wait_for_freed_records();
-            let to = location(&store, id);
-            assert_eq!(
-                to.pack,
-                location(&store, fresh_id).pack,
-                "next to the new chunk"
-            );
-            assert_eq!(to.offset, location(&store, fresh_id).end());
+            assert_moved_next_to(&store, id, fresh_id);
             assert!(pack_bytes(&store, from).iter().all(|&b| b == 0), "punched");
             assert_eq!(&*store.read_chunk(id).unwrap(), &old[..]);
             (id, from, fresh_id)
@@ -400,8 +411,7 @@ pub(super) mod tests {
         let old = noise(40_000, 7);
         // The reader looked the chunk up here, then the move was applied.
         let (id, looked_up, _) = store_then_move(&store, &old, 2);
-        store.persist_chunks().unwrap();
-        store.wait_for_freed_records();
+        apply_moves(&store);
         assert!(matches!(
             store.read_record(id, looked_up),
             Err(StoreError::ChunkCorrupt(_))
@@ -433,8 +443,7 @@ pub(super) mod tests {
         let (_, from_again, _) = store_then_move(&store, &old, 3);
         assert_eq!(from, from_again, "both moves start from the same record");
         let second_to = store.relocations.pending.lock().moves[1].to;
-        store.persist_chunks().unwrap();
-        store.wait_for_freed_records();
+        apply_moves(&store);
         let to = location(&store, id);
         assert_ne!(to, from);
         assert_ne!(to, second_to);
@@ -456,15 +465,7 @@ pub(super) mod tests {
         assert_ne!(first_to, from, "the pending move is what a save sees");
         assert_eq!(location(&store, id), from, "the index is not moved yet");
         let second_fresh = move_from(&store, &old, 3, first_to);
-        store.persist_chunks().unwrap();
-        store.wait_for_freed_records();
-        let to = location(&store, id);
-        assert_eq!(
-            to.pack,
-            location(&store, second_fresh).pack,
-            "with the newest save"
-        );
-        assert_eq!(to.offset, location(&store, second_fresh).end());
+        let to = assert_moved_next_to(&store, id, second_fresh);
         for left in [from, first_to] {
             assert!(pack_bytes(&store, left).iter().all(|&b| b == 0), "freed");
         }

@@ -323,30 +323,12 @@ impl SmallDisk {
         let img = disk.dir.join("img");
         run(Command::new("truncate").arg("-s").arg(size).arg(&img));
         run(Command::new("mkfs.ext4").arg("-q").arg(&img));
-        run(Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(&img)
-            .arg(&disk.mnt));
+        mount_loop(&img, &disk.mnt);
         disk
     }
 
     fn cleanup(&self) {
-        if is_mounted(&self.mnt) {
-            let ok = Command::new("umount")
-                .arg("-d")
-                .arg(&self.mnt)
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                let _ = Command::new("umount")
-                    .arg("-l")
-                    .arg("-d")
-                    .arg(&self.mnt)
-                    .status();
-            }
-        }
+        unmount(&self.mnt, &["-d"]);
         if !is_mounted(&self.mnt) {
             let _ = fs::remove_dir_all(&self.dir);
         }
@@ -404,11 +386,7 @@ impl ThinDisk {
     }
 
     fn mount(&self) {
-        run(Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(self.image())
-            .arg(&self.mnt));
+        mount_loop(&self.image(), &self.mnt);
     }
 
     /// Gives the disk `backing` bytes of room, while mounted.
@@ -440,19 +418,8 @@ impl ThinDisk {
     }
 
     fn cleanup(&self) {
-        for mnt in [&self.mnt, &self.backing] {
-            if is_mounted(mnt) {
-                let ok = Command::new("umount")
-                    .arg("-d")
-                    .arg(mnt)
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if !ok {
-                    let _ = Command::new("umount").arg("-l").arg("-d").arg(mnt).status();
-                }
-            }
-        }
+        unmount(&self.mnt, &["-d"]);
+        unmount(&self.backing, &[]);
         if !is_mounted(&self.mnt) && !is_mounted(&self.backing) {
             let _ = fs::remove_dir_all(&self.dir);
         }
@@ -465,17 +432,36 @@ impl Drop for ThinDisk {
     }
 }
 
+/// Mounts the filesystem image `img` at `mnt` through a loop device.
+fn mount_loop(img: &Path, mnt: &Path) {
+    run(Command::new("mount")
+        .arg("-o")
+        .arg("loop")
+        .arg(img)
+        .arg(mnt));
+}
+
 /// Unmounts whatever is mounted at `mnt`, lazily if needed.
 pub fn detach(mnt: &Path) {
+    unmount(mnt, &[]);
+}
+
+/// `umount` with `flags` (`-d`: free the loop device too) of whatever is
+/// mounted at `mnt`, lazily if it is busy.
+fn unmount(mnt: &Path, flags: &[&str]) {
     if is_mounted(mnt) {
         let ok = Command::new("umount")
+            .args(flags)
             .arg(mnt)
             .stderr(Stdio::null())
             .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+            .is_ok_and(|s| s.success());
         if !ok {
-            let _ = Command::new("umount").arg("-l").arg(mnt).status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .args(flags)
+                .arg(mnt)
+                .status();
         }
     }
 }
