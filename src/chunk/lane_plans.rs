@@ -88,6 +88,10 @@ impl LanePlans {
         self.reused += 1;
         let plans: [Option<&LaneCode>; 4] =
             std::array::from_fn(|lane| by_run[self.run_lane(lane)].as_ref());
+        // Coded first: the coding's pass over the chunk brings it into
+        // the cache, and the samples below then hit it (taken first, each
+        // of them missed).
+        let coded = code(plans, groups, tail, true)?;
         let noise_still = plans
             .iter()
             .enumerate()
@@ -96,10 +100,7 @@ impl LanePlans {
                 let sample = groups.iter().step_by(groups.len() / RECHECK_SAMPLE);
                 too_spread(sample.map(|group| group[lane]), MAX_RECHECK_DISTINCT)
             });
-        if !noise_still {
-            return None;
-        }
-        code(plans, groups, tail, true)
+        noise_still.then_some(coded)
     }
 }
 
