@@ -133,22 +133,28 @@ pub fn code_groups<const LANE: usize>(
     };
     const ZERO: u8 = 0x80;
     const ESCAPE: u8 = 15;
-    let (rows, _) = codes.as_chunks::<16>();
-    let rows: Vec<(u8, [u8; 16])> = rows
-        .iter()
-        .enumerate()
-        .filter(|(_, row)| row.iter().any(|&code| code != ESCAPE))
-        .map(|(high, row)| (high as u8, *row))
-        .collect();
-    if rows.len() > MAX_ROWS {
-        return 0;
+    // On the stack: a chunk is coded in microseconds, and three small
+    // allocations per chunk were a third of the writer's mallocs.
+    let mut found = [(0u8, [ESCAPE; 16]); MAX_ROWS];
+    let mut count = 0;
+    let (all_rows, _) = codes.as_chunks::<16>();
+    for (high, row) in all_rows.iter().enumerate() {
+        if row.iter().any(|&code| code != ESCAPE) {
+            let Some(slot) = found.get_mut(count) else {
+                return 0;
+            };
+            *slot = (high as u8, *row);
+            count += 1;
+        }
     }
-    let wide = code_groups_wide::<LANE>(&rows, groups, nibbles, escaped);
+    let rows = &found[..count];
+    let wide = code_groups_wide::<LANE>(rows, groups, nibbles, escaped);
     let (groups, nibbles) = (&groups[wide..], &mut nibbles[wide / 2..]);
-    let rows: Vec<(m128i, m128i)> = rows
-        .iter()
-        .map(|&(high, row)| (set_splat_i8_m128i(high as i8), m128i::from(row)))
-        .collect();
+    let rows: [(m128i, m128i); MAX_ROWS] = std::array::from_fn(|i| {
+        let (high, row) = found[i];
+        (set_splat_i8_m128i(high as i8), m128i::from(row))
+    });
+    let rows = &rows[..count];
     // Block q (groups 4q..4q + 4) puts its lane bytes at 4q..4q + 4.
     let gather: [m128i; 4] = std::array::from_fn(|q| {
         let mask: [u8; 16] = std::array::from_fn(|i| {
@@ -216,13 +222,12 @@ fn code_groups_wide<const LANE: usize>(
     };
     const ZERO: u8 = 0x80;
     const ESCAPE: u8 = 15;
-    let rows: Vec<(m256i, m256i)> = rows
-        .iter()
-        .map(|&(high, row)| {
-            let both: [u8; 32] = std::array::from_fn(|i| row[i % 16]);
-            (set_splat_i8_m256i(high as i8), m256i::from(both))
-        })
-        .collect();
+    let wide_rows: [(m256i, m256i); MAX_ROWS] = std::array::from_fn(|i| {
+        let (high, row) = rows.get(i).copied().unwrap_or((0, [ESCAPE; 16]));
+        let both: [u8; 32] = std::array::from_fn(|i| row[i % 16]);
+        (set_splat_i8_m256i(high as i8), m256i::from(both))
+    });
+    let rows = &wide_rows[..rows.len().min(MAX_ROWS)];
     // Block q (groups 4q..4q + 4 of each half) puts its lane bytes at
     // 4q..4q + 4 of that half.
     let gather: [m256i; 4] = std::array::from_fn(|q| {
