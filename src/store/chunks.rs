@@ -136,9 +136,9 @@ impl Store {
     /// pack's durable length (see `unsynced.rs`).
     pub(crate) fn any_index_entry(&self, id: ChunkId) -> Result<Option<IndexEntry>> {
         // One lookup: the memtable and SST bloom filters answer misses.
-        let Some(v) = self
-            .db
-            .get_pinned_cf(self.cf(CF_CHUNK_INDEX), chunk_key(id))?
+        let Some(v) =
+            self.db
+                .get_pinned_cf_opt(self.cf(CF_CHUNK_INDEX), chunk_key(id), &self.point_reads)?
         else {
             return Ok(None);
         };

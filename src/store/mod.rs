@@ -218,6 +218,10 @@ pub struct Store {
     pending: pending::Pending,
     /// True when this open made the store (see `chunker.rs`).
     made_now: bool,
+    /// Read options for the chunk index's point lookups, made once: the
+    /// default ones the plain `get` makes are a C++ allocation per call,
+    /// and every chunk written is looked up.
+    point_reads: rocksdb::ReadOptions,
 }
 
 impl Store {
@@ -249,6 +253,7 @@ impl Store {
             relocations: Default::default(),
             pending: Default::default(),
             made_now: false,
+            point_reads: rocksdb::ReadOptions::default(),
         };
         store.made_now = store.init_if_new()?;
         let pending = store.pending_commits()?;
