@@ -112,15 +112,35 @@ impl IndexEntry {
         })
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(20);
-        v.extend_from_slice(&self.raw_len.to_le_bytes());
-        v.extend_from_slice(&self.stored_len.to_le_bytes());
+    /// The entry as stored, on the stack: one is written per chunk.
+    pub(crate) fn encode(&self) -> EncodedEntry {
+        let mut e = EncodedEntry {
+            bytes: [0; ENCODED_ENTRY_MAX],
+            len: 8,
+        };
+        e.bytes[..4].copy_from_slice(&self.raw_len.to_le_bytes());
+        e.bytes[4..8].copy_from_slice(&self.stored_len.to_le_bytes());
         if let Some(loc) = self.packed {
-            v.extend_from_slice(&loc.pack.to_le_bytes());
-            v.extend_from_slice(&loc.offset.to_le_bytes());
+            e.bytes[8..12].copy_from_slice(&loc.pack.to_le_bytes());
+            e.bytes[12..20].copy_from_slice(&loc.offset.to_le_bytes());
+            e.len = ENCODED_ENTRY_MAX;
         }
-        v
+        e
+    }
+}
+
+/// The longest stored index entry: lengths, pack and offset.
+const ENCODED_ENTRY_MAX: usize = 20;
+
+/// An [`IndexEntry`] as stored (8 bytes, or 20 with a pack location).
+pub(crate) struct EncodedEntry {
+    bytes: [u8; ENCODED_ENTRY_MAX],
+    len: usize,
+}
+
+impl AsRef<[u8]> for EncodedEntry {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -233,7 +253,10 @@ impl Store {
             })
             .collect();
         self.packs.append_records(stream, &records, |locations| {
-            let mut batch = WriteBatch::default();
+            // Sized for the index puts and the unsynced list's (about
+            // 40 bytes each): grown from empty, the batch's buffer was
+            // reallocated several times per batch.
+            let mut batch = WriteBatch::with_capacity_bytes(128 * chunks.len() + 64);
             let mut moves = Vec::new();
             let mut indexed = Vec::with_capacity(chunks.len());
             for (c, &loc) in chunks.iter().zip(locations) {
@@ -305,8 +328,35 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::IndexEntry;
     use crate::chunk::chunk_id;
+    use crate::store::packs::PackLocation;
     use crate::store::{Store, StoreError};
+
+    #[test]
+    fn index_entries_round_trip_with_and_without_a_pack() {
+        let loc = PackLocation {
+            pack: 7,
+            offset: 1 << 40,
+            len: 1000 + super::RECORD_HEADER as u32,
+        };
+        for packed in [None, Some(loc)] {
+            let entry = IndexEntry {
+                raw_len: 16384,
+                stored_len: 1000,
+                packed,
+            };
+            let encoded = entry.encode();
+            assert_eq!(
+                encoded.as_ref().len(),
+                if packed.is_some() { 20 } else { 8 }
+            );
+            let back = IndexEntry::decode(encoded.as_ref()).unwrap();
+            assert_eq!((back.raw_len, back.stored_len), (16384, 1000));
+            assert_eq!(back.packed, packed);
+        }
+        assert!(IndexEntry::decode(&[0; 12]).is_err());
+    }
 
     #[test]
     fn chunks_round_trip_dedup_and_detect_corruption() {
