@@ -314,8 +314,8 @@ impl Context {
         let ChunkBatch { data, chunks, .. } = batch;
         let mut at = 0;
         let mut stream = 0;
-        let mut encoded = Vec::new();
-        let mut slots = Vec::new();
+        let mut encoded = Vec::with_capacity(chunks.len());
+        let mut slots = Vec::with_capacity(chunks.len());
         let mut results = Vec::with_capacity(chunks.len());
         let mut placements = Vec::with_capacity(chunks.len());
         let mut spans = Vec::with_capacity(chunks.len());
