@@ -5,8 +5,8 @@
 
 use super::lanes::{code, plan_lane, too_spread, LaneCode, SAMPLE};
 
-/// Chunks coded with a reused plan before one is planned afresh: about
-/// 16 chunks of 16 KiB, so a batch (512 KiB) is planned about twice
+/// Chunks coded with a reused plan before one is planned afresh: a
+/// batch's worth (about 16 chunks of 16 KiB), so a batch is planned once
 /// unless a chunk fails the checks. Planning every fifth chunk instead
 /// cost 9% more coding time and stored the same bytes on fp32 weights.
 const REPLAN_AFTER: usize = 16;

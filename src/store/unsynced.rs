@@ -10,7 +10,7 @@
 //! warm index blocks): half a minute per TiB of 16 KiB chunks. So the entries of each batch of records appended side by
 //! side are also listed in the `unsynced` column family (`pack ++ offset`
 //! of the first record → their chunk ids) by the batch that writes them
-//! (one key per batch, about 512 KiB of records), and each sync
+//! (one key per batch, about 256 KiB of records), and each sync
 //! drops the listing of every record it made durable with one range
 //! deletion per pack. Nothing reads this column family but the open after
 //! a crash, so its range tombstones cost no lookup anything.

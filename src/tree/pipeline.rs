@@ -32,13 +32,8 @@ use crate::store::{scattered, EncodedChunk, Placement, Store, StoreError};
 /// What a chunk yields: its manifest entry.
 pub type ChunkResult = Result<Entry, StoreError>;
 
-/// Bytes of chunk data sent to the workers as one job. 512 KiB saved
-/// fresh data about 5% faster than 256 KiB (fewer jobs, replies, index
-/// writes and appends per GB). Not larger: a batch may grow to twice
-/// this, and its pack append is one write of about that size; with 2 MiB
-/// batches, ext4's page-cache copy of such writes took a quarter of a
-/// save's CPU on the third VM (BENCHMARKS.md).
-pub const BATCH_BYTES: usize = 512 << 10;
+/// Bytes of chunk data sent to the workers as one job.
+pub const BATCH_BYTES: usize = 256 << 10;
 
 /// Chunks sent to the workers together, their bytes back to back.
 #[derive(Default)]
