@@ -211,3 +211,60 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
         "ckptfs read-back was compared for every sequence"
     );
 }
+
+#[test]
+fn the_ab_harness_runs_both_builds_in_rotated_order_and_cleans_up() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::Builder::new()
+        .prefix("ckptfs-bench-ab-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let binary = env!("CARGO_BIN_EXE_ckptfs");
+    for (bad, says) in [
+        (
+            ["/nonexistent/ckptfs", binary, "--rounds", "2"],
+            "not an executable",
+        ),
+        ([binary, binary, "--rounds", "1"], "at least 2"),
+    ] {
+        let out = Command::new(root.join("scripts/bench-ab"))
+            .args(bad)
+            .output()
+            .expect("run scripts/bench-ab");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(says),
+            "{bad:?}: {stderr}"
+        );
+    }
+    let out = Command::new(root.join("scripts/bench-ab"))
+        .args([binary, binary])
+        .args(["--scale", "0.02", "--saves", "2", "--rounds", "2", "--dir"])
+        .arg(work.path())
+        .output()
+        .expect("run scripts/bench-ab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scripts/bench-ab failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    // Round 1 runs A first, round 2 runs B first.
+    let order: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("round "))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    assert_eq!(order, ["1 A", "1 B", "2 B", "2 A"], "{stdout}");
+    for line in ["B/A: save MB/s ", "by position: run first "] {
+        assert!(stdout.contains(line), "no {line:?} line:\n{stdout}");
+    }
+    assert!(
+        fuse_mounts_under(work.path()).is_empty(),
+        "mounts left behind: {:?}",
+        fuse_mounts_under(work.path())
+    );
+    let left: Vec<_> = fs::read_dir(work.path()).unwrap().collect();
+    assert!(left.is_empty(), "work directory left behind: {left:?}");
+}
