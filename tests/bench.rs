@@ -26,6 +26,21 @@ fn fuse_mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Runs a harness script; its stdout, once it has exited 0.
+fn run_script(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
 #[test]
 fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -34,19 +49,12 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
         .tempdir_in("/var/tmp")
         .unwrap();
     let json = work.path().join("result.json");
-    let out = Command::new(root.join("scripts/bench"))
-        .args(["--gib", "0.05", "--rounds", "1", "--no-build", "--dir"])
-        .arg(work.path())
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run scripts/bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "scripts/bench failed: {}\n{stdout}\n{stderr}",
-        out.status
+    let stdout = run_script(
+        Command::new(root.join("scripts/bench"))
+            .args(["--gib", "0.05", "--rounds", "1", "--no-build", "--dir"])
+            .arg(work.path())
+            .arg("--json")
+            .arg(&json),
     );
     assert!(stdout.contains("ckptfs/plain"), "no table:\n{stdout}");
     assert!(
@@ -237,18 +245,11 @@ fn the_ab_harness_runs_both_builds_in_rotated_order_and_cleans_up() {
             "{bad:?}: {stderr}"
         );
     }
-    let out = Command::new(root.join("scripts/bench-ab"))
-        .args([binary, binary])
-        .args(["--scale", "0.02", "--saves", "2", "--rounds", "2", "--dir"])
-        .arg(work.path())
-        .output()
-        .expect("run scripts/bench-ab");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "scripts/bench-ab failed: {}\n{stdout}\n{stderr}",
-        out.status
+    let stdout = run_script(
+        Command::new(root.join("scripts/bench-ab"))
+            .args([binary, binary])
+            .args(["--scale", "0.02", "--saves", "2", "--rounds", "2", "--dir"])
+            .arg(work.path()),
     );
     // Round 1 runs A first, round 2 runs B first.
     let order: Vec<&str> = stdout
