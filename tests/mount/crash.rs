@@ -688,7 +688,7 @@ fn a_full_disk_gives_enospc_keeps_serving_and_loses_nothing_committed() {
 
 /// Writes `data` to a new file at `path` and fsyncs it; the fsync's
 /// result (the file is closed either way).
-fn write_and_fsync(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_and_fsync(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
     f.write_all(data)
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));

@@ -27,6 +27,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
+use super::crash::write_and_fsync;
 use crate::common::{du_bytes, hash_file, heavy, noise, Mount};
 
 const MIB: u64 = 1 << 20;
@@ -566,10 +567,7 @@ fn packs_reserve_blocks_ahead_of_appends_and_give_them_back_at_unmount_and_after
     // A daemon killed with a pack open leaves its reserve behind; the
     // next mount gives it back.
     let second = noise(20 * MIB as usize + 999, 0x7e5e_0002);
-    let mut f = File::create(m.path("second.bin")).unwrap();
-    f.write_all(&second).unwrap();
-    f.sync_all().unwrap();
-    drop(f);
+    write_and_fsync(&m.path("second.bin"), &second).expect("fsync second.bin");
     m.kill();
     let killed = pack_sizes(&m.store);
     assert!(
