@@ -3,7 +3,7 @@
 //! the ceiling that ckptfs's reads and writes are bounded by.
 //!
 //! ```text
-//! null_fs MOUNTPOINT SIZE_BYTES [SINK_FILE]
+//! null_fs MOUNTPOINT SIZE_BYTES [SINK_FILE [passthrough]]
 //! ```
 //!
 //! The root holds one file, `data`, of SIZE_BYTES. Files are opened with
@@ -11,16 +11,25 @@
 //! as in ckptfs: a read is answered from a constant buffer, a write is
 //! accepted and dropped, or, given SINK_FILE, written there at its offset
 //! (`pwrite`, into the page cache): the least any FUSE server that keeps
-//! the bytes in a local file does. It serves until unmounted.
+//! the bytes in a local file does. A truncation (`O_TRUNC`, `ftruncate`)
+//! truncates the sink.
+//!
+//! With `passthrough` (Linux 6.9 or newer, as root), `data` is opened in
+//! FUSE passthrough mode on SINK_FILE: the kernel reads and writes the
+//! sink itself and no request reaches this server: what a FUSE server
+//! that hands a file to the kernel reaches. Such a server never sees the
+//! bytes as they are written, so it could chunk and hash them only after
+//! the file is closed. It serves until unmounted.
 
 use std::ffi::OsStr;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    BackingId, BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr,
     ReplyData, ReplyEntry, ReplyOpen, ReplyWrite, Request, Session, TimeOrNow, WriteFlags,
 };
@@ -37,6 +46,11 @@ struct NullFs {
     started: SystemTime,
     /// Where writes go, if anywhere.
     sink: Option<File>,
+    /// Open `data` in passthrough mode on the sink.
+    passthrough: bool,
+    /// The sink registered with the kernel for passthrough, once `data`
+    /// is first opened; every later open reuses it.
+    backing: Mutex<Option<BackingId>>,
 }
 
 impl NullFs {
@@ -71,6 +85,14 @@ impl Filesystem for NullFs {
         let _ = config.set_max_write(MAX_REQUEST);
         let _ = config.set_max_readahead(MAX_REQUEST);
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        if self.passthrough {
+            config
+                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+                .map_err(|_| std::io::Error::other("this kernel has no FUSE passthrough"))?;
+            config
+                .set_max_stack_depth(1)
+                .map_err(|max| std::io::Error::other(format!("stack depth 1 refused ({max})")))?;
+        }
         Ok(())
     }
 
@@ -89,7 +111,8 @@ impl Filesystem for NullFs {
         }
     }
 
-    // Truncation at open (`dd`, `>`) is accepted and changes nothing.
+    // A truncation (`O_TRUNC` at open, `ftruncate`) truncates the sink;
+    // without one it changes nothing.
     fn setattr(
         &self,
         _req: &Request,
@@ -97,7 +120,7 @@ impl Filesystem for NullFs {
         _mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
-        _size: Option<u64>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
@@ -108,16 +131,43 @@ impl Filesystem for NullFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match i.0 {
-            DATA => reply.attr(&TTL, &self.attr(DATA)),
-            _ => reply.error(Errno::EPERM),
+        if i.0 != DATA {
+            return reply.error(Errno::EPERM);
         }
+        // Only a change of size: on ext4, truncating even an empty file to
+        // 0 makes its last close flush it to disk (`auto_da_alloc`).
+        let resize = |sink: &File| !sink.metadata().is_ok_and(|m| Some(m.len()) == size);
+        if let (Some(sink), Some(size)) = (self.sink.as_ref().filter(|s| resize(s)), size) {
+            if let Err(e) = sink.set_len(size) {
+                eprintln!("null_fs: cannot truncate the sink to {size}: {e}");
+                return reply.error(Errno::EIO);
+            }
+        }
+        reply.attr(&TTL, &self.attr(DATA))
     }
 
     fn open(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match i.0 {
-            DATA => reply.opened(FileHandle(1), FopenFlags::FOPEN_DIRECT_IO),
-            _ => reply.error(Errno::EISDIR),
+        if i.0 != DATA {
+            return reply.error(Errno::EISDIR);
+        }
+        let Some(sink) = self.sink.as_ref().filter(|_| self.passthrough) else {
+            return reply.opened(FileHandle(1), FopenFlags::FOPEN_DIRECT_IO);
+        };
+        let mut backing = match self.backing.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if backing.is_none() {
+            match reply.open_backing(sink) {
+                Ok(id) => *backing = Some(id),
+                Err(e) => {
+                    eprintln!("null_fs: the kernel refused the sink as a passthrough backing: {e}");
+                    return reply.error(Errno::EIO);
+                }
+            }
+        }
+        if let Some(id) = backing.as_ref() {
+            reply.opened_passthrough(FileHandle(1), FopenFlags::empty(), id);
         }
     }
 
@@ -165,17 +215,31 @@ impl Filesystem for NullFs {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mountpoint), Some(size)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: null_fs MOUNTPOINT SIZE_BYTES [SINK_FILE]");
+        eprintln!("usage: null_fs MOUNTPOINT SIZE_BYTES [SINK_FILE [passthrough]]");
         return ExitCode::from(2);
     };
     let Ok(size) = size.parse::<u64>() else {
         eprintln!("null_fs: SIZE_BYTES must be a number of bytes, not {size:?}");
         return ExitCode::from(2);
     };
-    let sink = match args
-        .get(3)
-        .map(|path| File::create(path).map_err(|e| (path, e)))
-    {
+    let passthrough = match args.get(4).map(String::as_str) {
+        None => false,
+        Some("passthrough") => true,
+        Some(other) => {
+            eprintln!("null_fs: the fourth argument can only be `passthrough`, not {other:?}");
+            return ExitCode::from(2);
+        }
+    };
+    // Read and write: a passthrough backing serves both.
+    let create = |path: &String| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+    };
+    let sink = match args.get(3).map(|path| create(path).map_err(|e| (path, e))) {
         None => None,
         Some(Ok(file)) => Some(file),
         Some(Err((path, e))) => {
@@ -186,6 +250,8 @@ fn main() -> ExitCode {
     let fs = NullFs {
         size,
         sink,
+        passthrough,
+        backing: Mutex::new(None),
         // Several times the largest request: a reply never runs short.
         bytes: vec![0x5a; 4 * MAX_REQUEST as usize],
         started: SystemTime::now(),
