@@ -6,7 +6,8 @@
 //! except those that do not depend on timing: the bytes read back, and the
 //! store sizes, where dedup must show on the frozen and copies sequences,
 //! and that the report names the machine (CPU, disk speed, what FUSE alone
-//! moves through `examples/null_fs`, what `tar | lz4 -1` costs in CPU,
+//! moves through `examples/null_fs`, and how that compares with plain on
+//! the saves' own copy, passthrough included where the kernel has it, what `tar | lz4 -1` costs in CPU,
 //! what ckptfs's own stages cost on one core through
 //! `examples/stage_costs`) it ran on.
 
@@ -100,6 +101,42 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
     assert!(
         stdout.contains("\nFUSE alone (examples/null_fs, no storage): reads "),
         "no FUSE ceiling line in the table:\n{stdout}"
+    );
+    // FUSE against plain on the saves' own copy of full's first save:
+    // plain, and null_fs with writes dropped and kept, in each of 3
+    // rounds; passthrough measured, or why not said.
+    let copy = &machine["fuse_copy"];
+    let positive = |k: &str| copy[k].as_f64().is_some_and(|v| v > 0.0);
+    let three_runs = |k: &str| copy[format!("{k}_runs_mbs")].as_array().map(Vec::len) == Some(3);
+    assert!(
+        ["plain", "dropped", "kept"]
+            .iter()
+            .all(|k| positive(&format!("{k}_mbs")) && three_runs(k))
+            && positive("dropped_vs_plain")
+            && positive("kept_vs_plain")
+            && copy["rounds"].as_u64() == Some(3)
+            && copy["source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("full/")),
+        "no copy-ceiling figures in the report: {copy}"
+    );
+    let passthrough_measured = positive("passthrough_mbs")
+        && positive("passthrough_vs_plain")
+        && three_runs("passthrough")
+        && copy["passthrough_missing"].is_null();
+    let passthrough_explained = copy["passthrough_mbs"].is_null()
+        && copy["passthrough_missing"]
+            .as_str()
+            .is_some_and(|why| why.contains("passthrough"));
+    assert!(
+        passthrough_measured || passthrough_explained,
+        "passthrough neither measured nor explained: {copy}"
+    );
+    assert!(
+        stdout.contains("\nFUSE against plain, copying full/")
+            && stdout.contains("writes dropped ")
+            && stdout.contains("kept by the kernel in passthrough mode "),
+        "no FUSE-against-plain line in the table:\n{stdout}"
     );
     // The CPU reference: `tar | lz4 -1` of full's first save, measured
     // here, and ckptfs's CPU per GB over it for every sequence.

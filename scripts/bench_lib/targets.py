@@ -332,6 +332,96 @@ def fuse_ceiling(work, size=512 << 20, rounds=3):
             "writes_kept_mbs": kept, "writes_kept_cpu_s_per_gb": kept_cpu, "bytes": size}
 
 
+def fuse_copy_ceiling(work, src_dir, rounds=3):
+    """What FUSE allows against plain on the saves' own workload: the
+    files of src_dir (page-cached first) copied as the saves copy them
+    (copy_file, 4 MiB pieces, no fsync), in each round once into a new
+    plain directory under work and once into `data` on the null
+    filesystem of examples/null_fs.rs in each of its modes: writes
+    dropped (the most any server that sees the bytes can reach, so the
+    ceiling of a save of duplicates), kept in a file with `pwrite` (the
+    least a server that stores them locally does), and kept by the
+    kernel in FUSE passthrough mode (no request reaches the server).
+    The order rotates from round to round, as the saves' does. Returns
+    each one's MB/s, and its ratio to plain's copy in the same round,
+    median of `rounds`; passthrough is None, with the reason, where the
+    kernel lacks it. None when that example is not built."""
+    if not os.path.exists(NULL_FS):
+        return None
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(src_dir) for f in fs)
+    size = read_tree(src_dir)
+    mnt = os.path.join(work, "null-copy-mnt")
+    sink = os.path.join(work, "null-copy-sink")
+    os.makedirs(mnt)
+
+    def plain():
+        into = os.path.join(work, "null-copy-plain")
+        os.makedirs(into)
+        try:
+            started = time.monotonic()
+            for i, src in enumerate(files):
+                copy_file(src, os.path.join(into, f"f{i}"), False)
+            return size / 1e6 / (time.monotonic() - started)
+        finally:
+            shutil.rmtree(into)
+
+    def through(*mode):
+        # A server, and a new sink, for every file: each copy lands in
+        # fresh page-cache pages, as in a new plain file, and the sink's
+        # pages are dropped after it, outside the clock (as plain's files
+        # are deleted after its round).
+        took = 0.0
+        for src in files:
+            server = None
+            try:
+                server = Daemon(None, mnt, cmd=[NULL_FS, mnt, str(size), *mode])
+                started = time.monotonic()
+                copy_file(src, os.path.join(mnt, "data"), False)
+                took += time.monotonic() - started
+                server.stop()
+                server = None
+                if mode and os.path.getsize(sink) != os.path.getsize(src):
+                    raise RuntimeError(f"null_fs {' '.join(mode[1:]) or 'pwrite'} kept "
+                                       f"{os.path.getsize(sink)} bytes of {os.path.getsize(src)}")
+            finally:
+                if server:
+                    server.stop()
+                elif mounted(mnt):
+                    subprocess.run(["umount", "-l", mnt])
+                if os.path.exists(sink):
+                    os.unlink(sink)
+        return size / 1e6 / took
+
+    kinds = {"plain": plain, "dropped": through, "kept": lambda: through(sink),
+             "passthrough": lambda: through(sink, "passthrough")}
+    passthrough_missing = None
+    runs = {k: [] for k in kinds}
+    try:
+        for r in range(rounds):
+            order = list(kinds)[r % len(kinds):] + list(kinds)[:r % len(kinds)]
+            for kind in order[::-1] if r % 2 else order:
+                if kind == "passthrough" and passthrough_missing:
+                    continue
+                try:
+                    runs[kind].append(kinds[kind]())
+                except (RuntimeError, OSError) as e:
+                    if kind != "passthrough":
+                        raise
+                    passthrough_missing = f"null_fs could not serve in passthrough mode ({e})"
+    finally:
+        os.rmdir(mnt)
+    out = {"source": save_label(src_dir), "bytes": size, "rounds": rounds,
+           "passthrough_missing": passthrough_missing}
+    for kind, mbs in runs.items():
+        usable = mbs and len(mbs) == rounds
+        out[f"{kind}_mbs"] = statistics.median(mbs) if usable else None
+        out[f"{kind}_runs_mbs"] = mbs
+        if kind != "plain":
+            out[f"{kind}_vs_plain"] = (statistics.median(m / p for m, p in zip(mbs, runs["plain"]))
+                                       if usable else None)
+    return out
+
+
 def cpu_reference(work, src_dir, rounds=3):
     """What compressing fresh data costs in CPU on this machine: CPU
     seconds per GB of `tar cf - | lz4 -1` over src_dir (page-cached first)
