@@ -134,13 +134,15 @@ impl Filesystem for NullFs {
         if i.0 != DATA {
             return reply.error(Errno::EPERM);
         }
-        // Only a change of size: on ext4, truncating even an empty file to
-        // 0 makes its last close flush it to disk (`auto_da_alloc`).
-        let resize = |sink: &File| !sink.metadata().is_ok_and(|m| Some(m.len()) == size);
-        if let (Some(sink), Some(size)) = (self.sink.as_ref().filter(|s| resize(s)), size) {
-            if let Err(e) = sink.set_len(size) {
-                eprintln!("null_fs: cannot truncate the sink to {size}: {e}");
-                return reply.error(Errno::EIO);
+        if let (Some(sink), Some(size)) = (&self.sink, size) {
+            // Only a change of size: on ext4, truncating even an empty file
+            // to 0 makes its last close flush it to disk (`auto_da_alloc`).
+            let unchanged = sink.metadata().is_ok_and(|m| m.len() == size);
+            if !unchanged {
+                if let Err(e) = sink.set_len(size) {
+                    eprintln!("null_fs: cannot truncate the sink to {size}: {e}");
+                    return reply.error(Errno::EIO);
+                }
             }
         }
         reply.attr(&TTL, &self.attr(DATA))
@@ -157,18 +159,18 @@ impl Filesystem for NullFs {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if backing.is_none() {
-            match reply.open_backing(sink) {
-                Ok(id) => *backing = Some(id),
+        let id = match backing.take() {
+            Some(id) => id,
+            None => match reply.open_backing(sink) {
+                Ok(id) => id,
                 Err(e) => {
                     eprintln!("null_fs: the kernel refused the sink as a passthrough backing: {e}");
                     return reply.error(Errno::EIO);
                 }
-            }
-        }
-        if let Some(id) = backing.as_ref() {
-            reply.opened_passthrough(FileHandle(1), FopenFlags::empty(), id);
-        }
+            },
+        };
+        reply.opened_passthrough(FileHandle(1), FopenFlags::empty(), &id);
+        *backing = Some(id);
     }
 
     fn read(
