@@ -24,8 +24,25 @@ BIN = os.path.join(ROOT, "target", "release", "ckptfs")
 # The null FUSE filesystem (examples/null_fs.rs): FUSE's own ceiling.
 NULL_FS = os.path.join(ROOT, "target", "release", "examples", "null_fs")
 STAGE_COSTS = os.path.join(ROOT, "target", "release", "examples", "stage_costs")
+# The venv with numpy and safetensors that gen.py runs in.
+PY = os.path.join(ROOT, ".venv", "bin", "python")
 # Extra `ckptfs mount` options for every ckptfs pass (`bench --ckptfs-args`).
 MOUNT_ARGS = []
+
+
+def ensure_python():
+    """Makes the venv (scripts/setup-python) unless it has numpy and
+    safetensors already; returns its interpreter."""
+    if not os.path.exists(PY) or subprocess.run([PY, "-c", "import numpy, safetensors.numpy"]).returncode:
+        subprocess.run([os.path.join(ROOT, "scripts", "setup-python")], check=True)
+    return PY
+
+
+def rotated(items, rnd):
+    """items in round rnd's order: starting at item rnd mod len, so that
+    over the rounds each goes first as often as the others."""
+    k = rnd % len(items)
+    return items[k:] + items[:k]
 
 
 def du(path):
@@ -378,11 +395,10 @@ def fuse_copy_ceiling(work, src_dir, rounds=3):
                 started = time.monotonic()
                 copy_file(src, os.path.join(mnt, "data"), False)
                 took += time.monotonic() - started
-                server.stop()
-                server = None
-                if mode and os.path.getsize(sink) != os.path.getsize(src):
+                kept = os.path.getsize(sink) if os.path.exists(sink) else 0
+                if mode and kept != os.path.getsize(src):
                     raise RuntimeError(f"null_fs {' '.join(mode[1:]) or 'pwrite'} kept "
-                                       f"{os.path.getsize(sink)} bytes of {os.path.getsize(src)}")
+                                       f"{kept} bytes of {os.path.getsize(src)}")
             finally:
                 if server:
                     server.stop()
@@ -398,7 +414,7 @@ def fuse_copy_ceiling(work, src_dir, rounds=3):
     runs = {k: [] for k in kinds}
     try:
         for r in range(rounds):
-            order = list(kinds)[r % len(kinds):] + list(kinds)[:r % len(kinds)]
+            order = rotated(list(kinds), r)
             for kind in order[::-1] if r % 2 else order:
                 if kind == "passthrough" and passthrough_missing:
                     continue
