@@ -7,9 +7,12 @@
 //! store sizes, where dedup must show on the frozen and copies sequences,
 //! and that the report names the machine (CPU, disk speed, what FUSE alone
 //! moves through `examples/null_fs`, and how that compares with plain on
-//! the saves' own copy, passthrough included where the kernel has it, what `tar | lz4 -1` costs in CPU,
-//! what ckptfs's own stages cost on one core through
-//! `examples/stage_costs`) it ran on.
+//! the saves' own copy, passthrough included where the kernel has it,
+//! what `tar | lz4 -1` costs in CPU, what ckptfs's own stages cost on one
+//! core through `examples/stage_costs`) it ran on. The copy comparison's
+//! failures are driven through a stand-in for `null_fs`: a kernel without
+//! passthrough is reported, not fatal, and a server that keeps nothing
+//! stops the harness; either way no mount or file is left.
 
 use std::fs;
 use std::path::Path;
@@ -25,6 +28,15 @@ fn fuse_mounts_under(dir: &Path) -> Vec<String> {
         .filter(|l| l.split(' ').nth(1).is_some_and(|m| m.starts_with(dir)))
         .map(str::to_string)
         .collect()
+}
+
+/// A work directory under /var/tmp (the disk the benchmarks use), removed
+/// when dropped.
+fn work_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/var/tmp")
+        .expect("make a work directory under /var/tmp")
 }
 
 /// Runs a harness script; its stdout, once it has exited 0.
@@ -45,10 +57,7 @@ fn run_script(command: &mut Command) -> String {
 #[test]
 fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let work = tempfile::Builder::new()
-        .prefix("ckptfs-bench-test-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
+    let work = work_dir("ckptfs-bench-test-");
     let json = work.path().join("result.json");
     let stdout = run_script(
         Command::new(root.join("scripts/bench"))
@@ -260,10 +269,7 @@ fn the_benchmark_harness_measures_every_sequence_and_target_and_cleans_up() {
 #[test]
 fn the_ab_harness_runs_both_builds_in_rotated_order_and_cleans_up() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let work = tempfile::Builder::new()
-        .prefix("ckptfs-bench-ab-test-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
+    let work = work_dir("ckptfs-bench-ab-test-");
     let binary = env!("CARGO_BIN_EXE_ckptfs");
     for (bad, says) in [
         (
@@ -305,4 +311,98 @@ fn the_ab_harness_runs_both_builds_in_rotated_order_and_cleans_up() {
     );
     let left: Vec<_> = fs::read_dir(work.path()).unwrap().collect();
     assert!(left.is_empty(), "work directory left behind: {left:?}");
+}
+
+/// Runs `fuse_copy_ceiling` over one 3 MiB file with `null_fs` replaced by
+/// a stand-in that refuses passthrough and, when `keeps_nothing`, drops
+/// the sink argument; what it printed (the report as JSON, or `error: `
+/// and the error), once no mount and no file but the source is left.
+fn copy_ceiling_through_a_stand_in(keeps_nothing: bool) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let null_fs = root.join("target/release/examples/null_fs");
+    assert!(null_fs.exists(), "examples/null_fs is not built");
+    let work = work_dir("ckptfs-bench-copy-test-");
+    let src = work.path().join("src");
+    fs::create_dir(&src).expect("make the source directory");
+    let bytes: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(src.join("model.pt"), &bytes).expect("write the source file");
+    let stand_in = work.path().join("null_fs");
+    let forward = if keeps_nothing {
+        r#""$1" "$2""#
+    } else {
+        r#""$@""#
+    };
+    fs::write(
+        &stand_in,
+        format!(
+            "#!/bin/sh\n[ \"$4\" = passthrough ] && {{ echo 'no FUSE passthrough here' >&2; exit 1; }}\nexec {} {forward}\n",
+            null_fs.display()
+        ),
+    )
+    .expect("write the stand-in");
+    fs::set_permissions(
+        &stand_in,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("make the stand-in executable");
+    let inner = work.path().join("work");
+    fs::create_dir(&inner).expect("make the inner work directory");
+    let program = format!(
+        "import json, sys\n\
+         sys.path.insert(0, {scripts:?})\n\
+         from bench_lib import targets as t\n\
+         t.NULL_FS = {stand_in:?}\n\
+         try:\n    print(json.dumps(t.fuse_copy_ceiling({inner:?}, {src:?}, rounds=2)))\n\
+         except RuntimeError as e:\n    print('error:', e)\n",
+        scripts = root.join("scripts").display().to_string(),
+        stand_in = stand_in.display().to_string(),
+        inner = inner.display().to_string(),
+        src = src.display().to_string(),
+    );
+    let python = std::env::var("CKPTFS_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let stdout = run_script(Command::new(python).arg("-c").arg(program));
+    assert!(
+        fuse_mounts_under(work.path()).is_empty(),
+        "mounts left behind: {:?}",
+        fuse_mounts_under(work.path())
+    );
+    let left: Vec<_> = fs::read_dir(&inner)
+        .expect("list the inner work directory")
+        .collect();
+    assert!(left.is_empty(), "work files left behind: {left:?}");
+    stdout
+}
+
+#[test]
+fn the_copy_ceiling_reports_a_kernel_without_passthrough_and_measures_the_rest() {
+    let stdout = copy_ceiling_through_a_stand_in(false);
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("no report ({e}):\n{stdout}"));
+    assert!(
+        report["passthrough_mbs"].is_null()
+            && report["passthrough_missing"]
+                .as_str()
+                .is_some_and(|why| why.contains("passthrough mode")),
+        "a refused passthrough is not explained: {report}"
+    );
+    for kind in ["plain", "dropped", "kept"] {
+        assert!(
+            report[format!("{kind}_mbs")]
+                .as_f64()
+                .is_some_and(|v| v > 0.0)
+                && report[format!("{kind}_runs_mbs")].as_array().map(Vec::len) == Some(2),
+            "{kind} not measured in both rounds: {report}"
+        );
+    }
+}
+
+#[test]
+fn a_null_server_that_keeps_nothing_stops_the_copy_ceiling() {
+    let stdout = copy_ceiling_through_a_stand_in(true);
+    assert!(
+        stdout.starts_with("error: null_fs pwrite kept 0 bytes of 3145728"),
+        "a sink left empty went unnoticed:\n{stdout}"
+    );
 }
