@@ -222,12 +222,17 @@ fn code_groups_wide<const LANE: usize>(
     };
     const ZERO: u8 = 0x80;
     const ESCAPE: u8 = 15;
+    if rows.len() > MAX_ROWS {
+        // More rows than the registers hold: code nothing here, rather
+        // than code with some rows missing.
+        return 0;
+    }
     let wide_rows: [(m256i, m256i); MAX_ROWS] = std::array::from_fn(|i| {
         let (high, row) = rows.get(i).copied().unwrap_or((0, [ESCAPE; 16]));
         let both: [u8; 32] = std::array::from_fn(|i| row[i % 16]);
         (set_splat_i8_m256i(high as i8), m256i::from(both))
     });
-    let rows = &wide_rows[..rows.len().min(MAX_ROWS)];
+    let rows = &wide_rows[..rows.len()];
     // Block q (groups 4q..4q + 4 of each half) puts its lane bytes at
     // 4q..4q + 4 of that half.
     let gather: [m256i; 4] = std::array::from_fn(|q| {
